@@ -1,0 +1,34 @@
+"""The error family shared by every edgeport package.
+
+Every message says what was received, what was expected, and how to fix it,
+in one line. The CLIs print ``str(error)`` and exit with code 2; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+
+class EdgeportError(Exception):
+    """Base class: a user-facing error with a one-line, actionable message."""
+
+    exit_code = 2
+
+
+class ModelFileError(EdgeportError, ValueError):
+    """A model file is missing, empty, truncated or not a model."""
+
+
+class ImageError(EdgeportError, ValueError):
+    """An image is missing, unreadable, too large, or holds no ink."""
+
+
+class RuntimeNotFoundError(EdgeportError, RuntimeError):
+    """No runtime that can execute the model is installed."""
+
+
+class InputShapeError(EdgeportError, ValueError):
+    """The data does not fit the model's input."""
+
+
+class DatasetError(EdgeportError, ValueError):
+    """A dataset file or folder is missing, corrupt, or does not match its checksum."""

@@ -32,3 +32,27 @@ class InputShapeError(EdgeportError, ValueError):
 
 class DatasetError(EdgeportError, ValueError):
     """A dataset file or folder is missing, corrupt, or does not match its checksum."""
+
+
+def run_cli(prog: str, func, *, debug: bool = False) -> int:
+    """Call ``func()`` as a CLI body: its int result is the exit code.
+
+    An :class:`EdgeportError` becomes one line ``PROG: error: MESSAGE`` on stderr
+    and its exit code (2); Ctrl-C becomes exit 130. ``debug`` re-raises instead,
+    so the traceback shows.
+    """
+    import sys
+
+    try:
+        code = func()
+        return 0 if code is None else int(code)
+    except EdgeportError as e:
+        if debug:
+            raise
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted; nothing half-written was left behind", file=sys.stderr)
+        return 130

@@ -1,0 +1,130 @@
+"""Training options: one frozen dataclass, and the named recipes that fill it in."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from mobile_demo.errors import EdgeportError
+
+__all__ = ["MODELS", "OPTIMIZERS", "RECIPES", "SCHEDULES", "STRATEGIES", "ConfigError",
+           "TrainConfig", "make_config"]
+
+MODELS = ("softmax", "mlp", "cnn")
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "cosine")
+STRATEGIES = ("default", "mirrored", "multi-worker")
+
+
+class ConfigError(EdgeportError, ValueError):
+    """An option is out of range or unknown."""
+
+# Each recipe names every option it sets; flags given on the command line win.
+RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "softmax": {
+        # The tutorial, exactly: zero init, plain gradient descent, step 0.5, batches of 100.
+        "seed": dict(iterations=1000, batch_size=100, learning_rate=0.5, optimizer="sgd",
+                     schedule="constant"),
+        # The most a linear model gets from MNIST: Adam, cosine decay over 10 epochs.
+        "best": dict(epochs=10, batch_size=100, learning_rate=0.004, optimizer="adam",
+                     schedule="cosine"),
+    },
+    "mlp": {
+        "default": dict(epochs=8, batch_size=128, learning_rate=0.001, optimizer="adam",
+                        schedule="cosine", patience=3),
+    },
+    "cnn": {
+        "default": dict(epochs=4, batch_size=128, learning_rate=0.002, optimizer="adam",
+                        schedule="cosine", patience=2),
+    },
+}
+_DEFAULT_RECIPE = {"softmax": "seed", "mlp": "default", "cnn": "default"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a training run; recorded verbatim in ``metrics.json``."""
+
+    dataset: str = "mnist"
+    model: str = "softmax"
+    recipe: str = "seed"
+    iterations: int | None = 1000
+    epochs: float | None = None
+    batch_size: int = 100
+    learning_rate: float = 0.5
+    optimizer: str = "sgd"
+    schedule: str = "constant"
+    seed: int = 0
+    eval_every: int | None = None  # iterations between test evaluations; None = automatic
+    patience: int | None = None  # evaluations without validation gain before stopping
+    data_dir: str | None = None
+    image_size: int = 28  # folder datasets only
+    channels: int = 1  # folder datasets only
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # folder datasets only
+    strategy: str = "default"
+    hidden: tuple[int, ...] = field(default=(512,))
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.model in MODELS, f"--model {self.model!r}; expected one of {', '.join(MODELS)}"),
+            (self.optimizer in OPTIMIZERS,
+             f"--optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}"),
+            (self.schedule in SCHEDULES,
+             f"--schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}"),
+            (self.strategy in STRATEGIES,
+             f"--strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}"),
+            (self.batch_size >= 1, f"--batch-size {self.batch_size}; expected a positive integer"),
+            (self.learning_rate > 0 and math.isfinite(self.learning_rate),
+             f"--learning-rate {self.learning_rate}; expected a positive number"),
+            (self.iterations is None or self.iterations >= 0,
+             f"--iterations {self.iterations}; expected 0 or more"),
+            (self.epochs is None or self.epochs > 0, f"--epochs {self.epochs}; expected > 0"),
+            (0.0 <= self.dropout < 1.0, f"--dropout {self.dropout}; expected 0 <= p < 1"),
+            (self.channels in (1, 3), f"--channels {self.channels}; expected 1 or 3"),
+            (8 <= self.image_size <= 256, f"--image-size {self.image_size}; expected 8..256"),
+            (len(self.split) == 3 and abs(sum(self.split) - 1) < 1e-6
+             and all(0 <= s < 1 for s in self.split) and self.split[0] > 0,
+             f"--split {','.join(map(str, self.split))}; expected three fractions summing to 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+
+    def steps_for(self, n_train: int) -> int:
+        """Total optimizer steps: ``iterations``, or ``epochs`` worth of batches."""
+        if self.epochs is not None:
+            return max(1, math.ceil(self.epochs * n_train / self.batch_size))
+        return int(self.iterations or 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["split"] = list(self.split)
+        d["hidden"] = list(self.hidden)
+        return d
+
+
+def make_config(*, model: str = "softmax", recipe: str | None = None, **overrides: Any) -> TrainConfig:
+    """A config from a recipe plus explicit overrides (``None`` values are ignored).
+
+    Raises:
+        ConfigError: unknown model or recipe, or an option out of range.
+    """
+    if model not in RECIPES:
+        raise ConfigError(f"--model {model!r}; expected one of {', '.join(MODELS)}")
+    recipe = recipe or _DEFAULT_RECIPE[model]
+    if recipe not in RECIPES[model]:
+        raise ConfigError(
+            f"--recipe {recipe!r} for --model {model}; expected one of {', '.join(RECIPES[model])}"
+        )
+    values: dict[str, Any] = dict(RECIPES[model][recipe])
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "iterations" in given or "epochs" in given:  # the run length given replaces the recipe's
+        values.pop("iterations", None)
+        values.pop("epochs", None)
+    values.update(given)
+    if values.get("epochs") is not None:
+        values["iterations"] = None
+    base = TrainConfig(model=model, recipe=recipe)
+    return replace(base, **values)

@@ -1,0 +1,204 @@
+"""The run directory: the contract between the trainer, the exporter and the parity gate.
+
+Layout (see docs/contracts.md)::
+
+    RUN/saved_model/     serving_default: image [batch, ...] float32 -> probabilities, logits
+    RUN/reference.npz    probabilities [N_test, K] float32, labels [N_test] int64
+    RUN/metrics.json     dataset, model, accuracies, train_seconds, seed, config, input, history
+    RUN/labels.txt       one class name per line
+    RUN/plots/*.png      samples, weights, confusion_matrix, accuracy
+
+The whole folder is built under a temporary name and renamed into place, so a
+run that is interrupted leaves nothing that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mobile_demo.errors import EdgeportError
+from mobile_demo.fileio import atomic_dir
+
+__all__ = ["RunDirError", "RunInfo", "check_writable", "load_run", "load_split", "write_run"]
+
+
+class RunDirError(EdgeportError, ValueError):
+    """A run directory is missing, incomplete, or already exists."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run directory, read back and validated."""
+
+    path: Path
+    metrics: dict[str, Any]
+    labels: tuple[str, ...]
+    reference_probabilities: np.ndarray
+    reference_labels: np.ndarray
+
+    @property
+    def saved_model(self) -> Path:
+        return self.path / "saved_model"
+
+    @property
+    def input(self) -> dict[str, Any]:
+        return self.metrics["input"]
+
+
+def check_writable(out_dir: str | os.PathLike[str], *, force: bool) -> None:
+    """Refuse to overwrite an existing run unless ``force``."""
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise RunDirError(
+            f"{out} already exists; expected a new folder. Fix: choose another --out, "
+            "or pass --force to replace it"
+        )
+
+
+def _input_desc(layout: str, shape: tuple[int, int, int], preprocess: str) -> dict[str, Any]:
+    h, w, c = shape
+    return {"name": "image", "layout": layout, "height": h, "width": w, "channels": c,
+            "dtype": "float32", "range": [0.0, 1.0], "normalization": "pixel / 255",
+            "preprocess": preprocess}
+
+
+def write_run(out_dir, *, cfg, ds, model, result, extras, force: bool = False) -> Path:
+    """Save the SavedModel, the reference predictions, metrics, labels and plots."""
+    import tensorflow as tf
+
+    from . import plots
+    from .data import to_model_input
+
+    out = Path(out_dir)
+    layout = extras["layout"]
+    input_shape = extras["input_shape"]
+
+    class Serving(tf.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.model = m
+
+        @tf.function(input_signature=[tf.TensorSpec([None, *input_shape], tf.float32,
+                                                    name="image")])
+        def serve(self, image):
+            logits = self.model(image, training=False)
+            return {"probabilities": tf.nn.softmax(logits), "logits": logits}
+
+    serving = Serving(model)
+    with atomic_dir(out, overwrite=force) as tmp:
+        tf.saved_model.save(serving, str(tmp / "saved_model"),
+                            signatures={"serving_default": serving.serve})
+        # The parity oracle comes from the SavedModel as written, reloaded: what is
+        # exported is exactly what the reference numbers describe.
+        fn = tf.saved_model.load(str(tmp / "saved_model")).signatures["serving_default"]
+        x_test = to_model_input(ds.x_test, layout)
+        probs = np.concatenate([fn(image=tf.constant(x_test[i : i + 2000]))["probabilities"]
+                                .numpy() for i in range(0, len(x_test), 2000)])
+        np.savez(tmp / "reference.npz", probabilities=probs.astype(np.float32),
+                 labels=ds.y_test.astype(np.int64))
+        (tmp / "labels.txt").write_text("\n".join(ds.class_names) + "\n", encoding="utf-8")
+        metrics = {
+            "dataset": ds.name,
+            "model": cfg.model,
+            "recipe": cfg.recipe,
+            "seed": cfg.seed,
+            "test_accuracy": result.test_accuracy,
+            "reference_accuracy": float(np.mean(probs.argmax(1) == ds.y_test)),
+            "validation_accuracy": result.validation_accuracy,
+            "train_seconds": result.train_seconds,
+            "iterations": result.iterations,
+            "best_iteration": result.best_iteration,
+            "history": list(result.history),
+            "confusion_matrix": [list(r) for r in result.confusion_matrix],
+            "input": _input_desc(layout, ds.image_shape, ds.preprocess),
+            "split": ds.split,
+            "config": cfg.to_dict(),
+            "versions": {"tensorflow": tf.__version__, "numpy": np.__version__},
+        }
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        plots.write_all(tmp / "plots", ds=ds, model=model, result=result, layout=layout,
+                        test_pred=extras["test_pred"])
+    return out
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> RunInfo:
+    """Read and validate a run directory.
+
+    Raises:
+        RunDirError: the folder or one of its required files is missing or unreadable.
+    """
+    run = Path(run_dir)
+    fix = "run `edgeport train --out RUN` first, or point at a finished run"
+    if not run.is_dir():
+        raise RunDirError(f"{run}: run directory not found; {fix}")
+    for need in ("saved_model/saved_model.pb", "reference.npz", "metrics.json", "labels.txt"):
+        if not (run / need).is_file():
+            raise RunDirError(f"{run}: missing {need}; expected a complete run directory; {fix}")
+    try:
+        metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"{run / 'metrics.json'}: not valid JSON ({e}); {fix}") from None
+    if not isinstance(metrics, dict) or "input" not in metrics:
+        raise RunDirError(f"{run / 'metrics.json'}: no 'input' description; {fix}")
+    try:
+        with np.load(run / "reference.npz", allow_pickle=False) as z:
+            probs = np.asarray(z["probabilities"], dtype=np.float32)
+            labels = np.asarray(z["labels"], dtype=np.int64)
+    except (OSError, ValueError, KeyError) as e:
+        raise RunDirError(
+            f"{run / 'reference.npz'}: unreadable without pickle or missing arrays ({e}); "
+            f"expected plain arrays 'probabilities' and 'labels'; {fix}"
+        ) from None
+    if probs.ndim != 2 or labels.shape != (probs.shape[0],):
+        raise RunDirError(
+            f"{run / 'reference.npz'}: probabilities {probs.shape} and labels {labels.shape} "
+            f"do not match; expected [N, K] and [N]; {fix}"
+        )
+    names = tuple((run / "labels.txt").read_text(encoding="utf-8").splitlines())
+    return RunInfo(path=run, metrics=metrics, labels=names, reference_probabilities=probs,
+                   reference_labels=labels)
+
+
+def load_split(
+    run_dir: str | os.PathLike[str] | RunInfo,
+    split: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The run's ``train``, ``validation`` or ``test`` images in model input layout.
+
+    Re-loads the dataset the run was trained on with the run's own options,
+    so the exporter's calibration data and the parity gate's test set are the
+    ones the trainer used. Returns ``(x float32 in [0, 1], labels int64)``.
+    """
+    from .data import load_dataset, to_model_input
+
+    info = run_dir if isinstance(run_dir, RunInfo) else load_run(run_dir)
+    cfg = info.metrics.get("config", {})
+    ds = load_dataset(
+        info.metrics["dataset"] if not cfg.get("dataset") else cfg["dataset"],
+        data_dir=data_dir if data_dir is not None else cfg.get("data_dir"),
+        seed=int(cfg.get("seed", 0)),
+        progress=progress,
+        image_size=int(cfg.get("image_size", 28)),
+        channels=int(cfg.get("channels", 1)),
+        split=tuple(cfg.get("split", (0.8, 0.1, 0.1))),
+    )
+    arrays = {"train": (ds.x_train, ds.y_train), "validation": (ds.x_val, ds.y_val),
+              "test": (ds.x_test, ds.y_test)}
+    if split not in arrays:
+        raise ValueError(f"split={split!r}; expected train, validation or test")
+    x, y = arrays[split]
+    if split == "test" and not np.array_equal(y, info.reference_labels):
+        raise RunDirError(
+            f"{info.path}: the test labels of dataset {ds.name!r} differ from reference.npz; "
+            "expected the data the run was trained on. Fix: pass the same --data-dir"
+        )
+    return to_model_input(x, info.input["layout"]), y

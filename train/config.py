@@ -20,6 +20,7 @@ STRATEGIES = ("default", "mirrored", "multi-worker")
 class ConfigError(EdgeportError, ValueError):
     """An option is out of range or unknown."""
 
+
 # Each recipe names every option it sets; flags given on the command line win.
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "softmax": {
@@ -105,7 +106,9 @@ class TrainConfig:
         return d
 
 
-def make_config(*, model: str = "softmax", recipe: str | None = None, **overrides: Any) -> TrainConfig:
+def make_config(
+    *, model: str = "softmax", recipe: str | None = None, **overrides: Any
+) -> TrainConfig:
     """A config from a recipe plus explicit overrides (``None`` values are ignored).
 
     Raises:

@@ -277,7 +277,8 @@ def _load_idx_dataset(
             )
         if ys.size and int(ys.max()) >= len(spec.class_names):
             raise DatasetError(
-                f"{folder / f[yn]}: label {int(ys.max())} out of range 0..{len(spec.class_names) - 1}"
+                f"{folder / f[yn]}: label {int(ys.max())} out of range "
+                f"0..{len(spec.class_names) - 1}; re-download the file"
             )
     if not 0 < validation_size < len(x_tr):
         raise DatasetError(

@@ -48,8 +48,8 @@ def is_chief() -> bool:
     cfg = json.loads(os.environ.get("TF_CONFIG") or "{}")
     task = cfg.get("task", {})
     return task.get("type", "worker") in ("chief", "worker") and (
-        task.get("type") == "chief" or int(task.get("index", 0)) == 0
-        and "chief" not in cfg.get("cluster", {})
+        task.get("type") == "chief" or (int(task.get("index", 0)) == 0
+        and "chief" not in cfg.get("cluster", {}))
     )
 
 

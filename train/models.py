@@ -91,7 +91,7 @@ class Classifier(tf.Module):
             return x
         rate = self.spec.dropout
         # Stateless dropout: the mask depends only on (seed, layer), so training replays exactly.
-        keep = tf.random.stateless_uniform(tf.shape(x), seed=seed + [0, i]) >= rate
+        keep = tf.random.stateless_uniform(tf.shape(x), seed=[*seed, 0, i]) >= rate
         return tf.where(keep, x / (1.0 - rate), tf.zeros_like(x))
 
     def __call__(self, x: tf.Tensor, training: bool = False, seed: tf.Tensor | None = None):

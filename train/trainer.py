@@ -144,7 +144,7 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True):
     if cfg.strategy != "default":
         from .distribute import make_distributed_steps
 
-        run_steps = make_distributed_steps(  # noqa: F811  (same contract, one step per call)
+        run_steps = make_distributed_steps(
             strategy, model, opt, loss_fn, x_train, y_train, batch_input)
 
     @tf.function(reduce_retracing=True)

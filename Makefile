@@ -1,0 +1,38 @@
+# edgeport: `make run` (train -> export -> parity) and `make test` each set up what they need.
+PYTHON ?= python3
+VENV ?= .venv
+DEVICE_VENV ?= .venv-device
+PY := $(VENV)/bin/python
+RUN ?= runs/quickstart
+
+.PHONY: run test lint bench device-venv clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[all]"
+	touch $@
+
+# The TensorFlow-free device environment: the legacy tflite-runtime needs numpy<2.
+$(DEVICE_VENV)/.installed: mobile_demo/requirements-device-legacy.txt
+	$(PYTHON) -m venv $(DEVICE_VENV)
+	$(DEVICE_VENV)/bin/python -m pip install --quiet -r mobile_demo/requirements-device-legacy.txt
+	touch $@
+
+device-venv: $(DEVICE_VENV)/.installed
+
+run: $(VENV)/.installed
+	$(VENV)/bin/edgeport run --out $(RUN) --force
+
+test: $(VENV)/.installed $(DEVICE_VENV)/.installed
+	$(PY) -m ruff check .
+	EDGEPORT_DEVICE_PYTHON=$(abspath $(DEVICE_VENV))/bin/python $(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+
+bench: $(VENV)/.installed $(DEVICE_VENV)/.installed
+	EDGEPORT_DEVICE_PYTHON=$(abspath $(DEVICE_VENV))/bin/python $(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) $(DEVICE_VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,7 @@
+"""python -m export COMMAND ...: the same as the ``edgeport`` console script."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

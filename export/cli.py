@@ -1,0 +1,176 @@
+"""edgeport: train a TensorFlow classifier, export it for phones, and prove every file.
+
+Usage::
+
+    edgeport run    [train options] [--formats all] [--out RUN]  train -> export -> parity
+    edgeport train  [--dataset mnist] [--model softmax] [--recipe seed|best] [--out RUN] ...
+    edgeport export RUN [--formats all|float32,float16,dynamic_int8,int8,onnx] [--opset 17]
+                        [--calibration-samples 500] [--force]
+    edgeport parity RUN [--json FILE] [--junit FILE] [--markdown FILE] [--thresholds FILE]
+    edgeport bench  RUN [--runs 1000] [--batch 256] [--json FILE] [--markdown FILE] [--plot FILE]
+    edgeport verify RUN/export
+
+Exit codes: 0 success, 1 a parity or verify check failed, 2 bad input (one line says
+what, what was expected, and the fix; ``--debug`` shows the traceback).
+TensorFlow is imported only by the commands that need it, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mobile_demo.errors import run_cli
+from train.cli import add_train_arguments, run_train
+
+__all__ = ["build_parser", "main"]
+
+PROG = "edgeport"
+
+
+def _add_export_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("export")
+    g.add_argument("--formats", default="all",
+                   help="all, or a comma list of float32,float16,dynamic_int8,int8,onnx")
+    g.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    g.add_argument("--calibration-samples", type=int, default=500,
+                   help="int8 calibration images, class-balanced from the training split")
+
+
+def _add_parity_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("parity reports")
+    g.add_argument("--json", dest="json_out", help="also write the parity JSON here")
+    g.add_argument("--junit", help="write JUnit XML (one test case per artifact)")
+    g.add_argument("--markdown", help="write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
+    g.add_argument("--thresholds", help="JSON file overriding the default thresholds")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Run `edgeport COMMAND --help` for a command's options.")
+    p.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("--debug", action="store_true", help="show tracebacks")
+        return sp
+
+    add_train_arguments(command("train", "train a classifier and write a run directory"))
+
+    sp = command("export", "export RUN/saved_model to TFLite and ONNX in RUN/export")
+    sp.add_argument("run", help="run directory written by `edgeport train`")
+    _add_export_arguments(sp)
+    sp.add_argument("--data-dir", help="dataset folder, if not where the run found it")
+    sp.add_argument("--force", action="store_true", help="replace an existing RUN/export")
+
+    sp = command("parity", "check every exported file against the reference predictions")
+    sp.add_argument("run", help="run directory with an export/ folder")
+    _add_parity_arguments(sp)
+    sp.add_argument("--data-dir", help="dataset folder, if not where the run found it")
+
+    sp = command("run", "train, export and check parity in one go (the Quickstart)")
+    add_train_arguments(sp)
+    _add_export_arguments(sp)
+    _add_parity_arguments(sp)
+
+    sp = command("bench", "size, accuracy, latency and throughput of every artifact")
+    sp.add_argument("run", help="run directory with an export/ folder")
+    sp.add_argument("--runs", type=int, default=1000, help="batch-1 timing runs (default 1000)")
+    sp.add_argument("--batch", type=int, default=256, help="throughput batch size (256)")
+    sp.add_argument("--json", dest="json_out", help="also write the JSON here")
+    sp.add_argument("--markdown", help="write a Markdown table")
+    sp.add_argument("--plot", help="write a PNG: latency against size")
+
+    sp = command("verify", "re-hash artifacts against manifest.json and replay golden vectors")
+    sp.add_argument("export_dir", help="an export folder (RUN/export)")
+    return p
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("edgeport")
+    except Exception:
+        return "0.1.0"
+
+
+def _export(args: argparse.Namespace, run: Path, *, force: bool) -> None:
+    from export.exporter import export_model
+    from export.report import format_export_table
+
+    res = export_model(run, formats=args.formats, opset=args.opset,
+                       calibration_samples=args.calibration_samples, force=force,
+                       data_dir=getattr(args, "data_dir", None),
+                       progress=not getattr(args, "quiet", False))
+    print(format_export_table(res))
+
+
+def _parity(args: argparse.Namespace, run: Path) -> int:
+    from export.parity import check_parity
+    from export.report import format_parity_table, write_junit, write_markdown
+    from export.thresholds import load_thresholds
+    from mobile_demo.fileio import atomic_write_json
+
+    thresholds = load_thresholds(args.thresholds) if args.thresholds else None
+    report = check_parity(run, thresholds=thresholds, data_dir=getattr(args, "data_dir", None),
+                          progress=not getattr(args, "quiet", False))
+    print(format_parity_table(report))
+    if args.json_out:
+        atomic_write_json(args.json_out, report.to_dict())
+    if args.junit:
+        write_junit(report, args.junit)
+    if args.markdown:
+        write_markdown(report, args.markdown)
+    return 0 if report.passed else 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from train.tfenv import import_tensorflow
+
+    if args.command == "train":
+        run_train(args)
+        return 0
+    if args.command == "verify":
+        from export.report import format_verify_table
+        from export.verify import verify_export
+
+        rep = verify_export(args.export_dir)
+        print(format_verify_table(rep))
+        return 0 if rep.passed else 1
+    import_tensorflow()
+    if args.command == "export":
+        _export(args, Path(args.run), force=args.force)
+        return 0
+    if args.command == "parity":
+        return _parity(args, Path(args.run))
+    if args.command == "run":
+        res = run_train(args)
+        _export(args, res.run_dir, force=True)
+        return _parity(args, res.run_dir)
+    if args.command == "bench":
+        from export.bench import benchmark
+        from export.report import format_bench_table
+
+        rep = benchmark(args.run, runs=args.runs, batch=args.batch,
+                        json_path=args.json_out, markdown_path=args.markdown,
+                        plot_path=args.plot)
+        print(format_bench_table(rep))
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``edgeport`` console script."""
+    args = build_parser().parse_args(argv)
+    if args.debug:
+        os.environ["EDGEPORT_DEBUG"] = "1"
+    return run_cli(PROG, lambda: _dispatch(args), debug=args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Shared fixtures: the real MNIST files, and one trained + exported run per test session.
+
+Tests use the real dataset at ``$EDGEPORT_DATA/mnist`` (CI and the Makefile set
+``EDGEPORT_DATA=../shared/data``); when the variable is unset, the repo's sibling
+``../shared/data`` is used if it exists. Nothing is downloaded during tests.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+if not os.environ.get("EDGEPORT_DATA") and (REPO.parent / "shared" / "data").is_dir():
+    os.environ["EDGEPORT_DATA"] = str(REPO.parent / "shared" / "data")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The folder with the four MNIST gzip IDX files (must exist: tests never download)."""
+    d = Path(os.environ["EDGEPORT_DATA"]) / "mnist"
+    missing = [f for f in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz")
+               if not (d / f).is_file()]
+    assert not missing, f"MNIST files missing in {d}: {missing}; set EDGEPORT_DATA"
+    return d
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir):
+    from train.data import load_dataset
+
+    return load_dataset("mnist", data_dir=mnist_dir, progress=False)
+
+
+@pytest.fixture(scope="session")
+def seed_run(tmp_path_factory, mnist):
+    """The tutorial's softmax regression, trained for real (1,000 iterations, ~5 s)."""
+    from train import fit, make_config
+
+    out = tmp_path_factory.mktemp("runs") / "seed"
+    result = fit(make_config(recipe="seed"), out_dir=out, progress=False, dataset=mnist)
+    return result
+
+
+@pytest.fixture(scope="session")
+def exported_run(seed_run):
+    """``seed_run`` exported to all five formats (``RUN/export``)."""
+    from export.exporter import export_model
+
+    export_model(seed_run.run_dir, formats="all", progress=False)
+    return seed_run.run_dir

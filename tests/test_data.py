@@ -1,0 +1,139 @@
+"""train.data: the seed's split on real MNIST, verified downloads, and clear failures."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import struct
+
+import numpy as np
+import pytest
+
+from mobile_demo.errors import DatasetError
+from train.data import DATASETS, ensure_files, load_dataset, to_model_input
+
+
+def test_mnist_split_is_the_seeds(mnist, mnist_dir):
+    assert (len(mnist.y_train), len(mnist.y_val), len(mnist.y_test)) == (55000, 5000, 10000)
+    assert mnist.x_train.shape[1:] == (28, 28, 1) and mnist.x_train.dtype == np.uint8
+    assert mnist.class_names == tuple("0123456789")
+    # Validation is the LAST 5,000 images of the training file, in file order.
+    from mobile_demo.idx import read_idx
+
+    raw = read_idx(mnist_dir / "train-labels-idx1-ubyte.gz")
+    np.testing.assert_array_equal(mnist.y_val, raw[55000:])
+    np.testing.assert_array_equal(mnist.y_train, raw[:55000])
+
+
+def test_model_input_layouts(mnist):
+    flat = to_model_input(mnist.x_test[:5], "flat")
+    nhwc = to_model_input(mnist.x_test[:5], "nhwc")
+    assert flat.shape == (5, 784) and nhwc.shape == (5, 28, 28, 1)
+    assert flat.dtype == np.float32 and 0.0 <= flat.min() and flat.max() <= 1.0
+    np.testing.assert_array_equal(flat, nhwc.reshape(5, -1))
+    with pytest.raises(ValueError, match="expected 'flat' or 'nhwc'"):
+        to_model_input(mnist.x_test[:1], "nchw")
+
+
+def test_digits_offline_dataset_is_mnist_like():
+    ds = load_dataset("digits", seed=0, progress=False)
+    assert ds.x_train.shape[1:] == (28, 28, 1)
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 1797
+    # Stratified: every class is in every split.
+    for y in (ds.y_train, ds.y_val, ds.y_test):
+        assert set(np.unique(y)) == set(range(10))
+    # Same seed, same split; another seed, another split.
+    np.testing.assert_array_equal(load_dataset("digits", seed=0).y_test, ds.y_test)
+    assert not np.array_equal(load_dataset("digits", seed=1).y_test, ds.y_test)
+
+
+def test_unknown_dataset_lists_choices():
+    with pytest.raises(DatasetError, match="expected one of mnist, fashion-mnist, digits"):
+        load_dataset("cifar-1000")
+
+
+# ---- downloads, against a local file:// mirror (no network in tests) -----------------------
+
+def _idx(arr: np.ndarray) -> bytes:
+    arr = np.asarray(arr, np.uint8)
+    head = struct.pack(">I", 0x0800 | arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    return gzip.compress(head + arr.tobytes(), mtime=0)
+
+
+@pytest.fixture
+def tiny_mirror(tmp_path):
+    """A mirror folder with four small, valid IDX files and a spec whose md5s match them."""
+    rng = np.random.default_rng(0)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    payloads = {
+        "train-images-idx3-ubyte.gz": _idx(rng.integers(0, 256, (30, 28, 28))),
+        "train-labels-idx1-ubyte.gz": _idx(np.arange(30) % 10),
+        "t10k-images-idx3-ubyte.gz": _idx(rng.integers(0, 256, (10, 28, 28))),
+        "t10k-labels-idx1-ubyte.gz": _idx(np.arange(10)),
+    }
+    for name, data in payloads.items():
+        (mirror / name).write_bytes(data)
+    spec = dataclasses.replace(
+        DATASETS["mnist"],
+        md5={n: hashlib.md5(d).hexdigest() for n, d in payloads.items()},
+        mirrors=(mirror.as_uri() + "/",),
+    )
+    return spec, mirror, payloads
+
+
+def test_download_verifies_and_leaves_no_partial_files(tmp_path, tiny_mirror):
+    spec, _, payloads = tiny_mirror
+    cache = tmp_path / "cache"
+    assert ensure_files(spec, cache, progress=False) == cache
+    for name, data in payloads.items():
+        assert (cache / name).read_bytes() == data
+    assert sorted(p.name for p in cache.iterdir()) == sorted(payloads)  # no .part left
+
+
+def test_corrupt_cached_file_is_downloaded_again_once(tmp_path, tiny_mirror):
+    spec, _, payloads = tiny_mirror
+    cache = tmp_path / "cache"
+    ensure_files(spec, cache, progress=False)
+    victim = cache / "t10k-labels-idx1-ubyte.gz"
+    victim.write_bytes(b"garbage")
+    ensure_files(spec, cache, progress=False)
+    assert victim.read_bytes() == payloads[victim.name]
+
+
+def test_md5_mismatch_on_mirror_fails_and_keeps_nothing(tmp_path, tiny_mirror):
+    spec, mirror, _ = tiny_mirror
+    (mirror / "train-labels-idx1-ubyte.gz").write_bytes(_idx(np.zeros(30)))  # wrong content
+    cache = tmp_path / "cache"
+    with pytest.raises(DatasetError, match=r"train-labels-idx1-ubyte.gz: missing.*md5"):
+        ensure_files(spec, cache, progress=False)
+    assert not (cache / "train-labels-idx1-ubyte.gz").exists()
+    assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no temp files
+
+
+def test_offline_error_names_folder_files_and_fixes(tmp_path):
+    spec = dataclasses.replace(DATASETS["mnist"], mirrors=((tmp_path / "none").as_uri() + "/",))
+    with pytest.raises(DatasetError) as e:
+        ensure_files(spec, tmp_path / "empty", progress=False)
+    msg = str(e.value)
+    assert str(tmp_path / "empty") in msg and "t10k-labels-idx1-ubyte.gz" in msg
+    assert "--data-dir" in msg and "EDGEPORT_DATA" in msg and "--dataset digits" in msg
+    assert "\n" not in msg
+
+
+def test_plain_http_mirror_is_refused(tmp_path):
+    spec = dataclasses.replace(DATASETS["mnist"], mirrors=("http://example.invalid/",))
+    with pytest.raises(DatasetError, match="refusing a http:// download"):
+        ensure_files(spec, tmp_path / "c", progress=False)
+
+
+def test_image_label_count_mismatch(tmp_path, tiny_mirror, monkeypatch):
+    spec, mirror, _payloads = tiny_mirror
+    bad = _idx(np.arange(29) % 10)  # 29 labels for 30 images
+    (mirror / "train-labels-idx1-ubyte.gz").write_bytes(bad)
+    md5 = {**spec.md5, "train-labels-idx1-ubyte.gz": hashlib.md5(bad).hexdigest()}
+    spec = dataclasses.replace(spec, md5=md5)
+    monkeypatch.setitem(DATASETS, "mnist", spec)
+    with pytest.raises(DatasetError, match=r"has 30 images but .* has 29 labels"):
+        load_dataset("mnist", data_dir=tmp_path / "c", validation_size=5, progress=False)

@@ -1,0 +1,577 @@
+"""Benchmark every exported file: size, accuracy, load time, latency, throughput, memory.
+
+Usage::
+
+    from export.bench import benchmark
+    report = benchmark("runs/mnist", runs=1000, batch=256)   # writes runs/mnist/export/bench.json
+    print(report.recommendation)
+
+One row per artifact and runtime (LiteRT; tflite-runtime where installed;
+ONNX Runtime for ``model.onnx``) plus the TensorFlow SavedModel as the
+baseline row. Each row is measured in its own fresh Python process, so its
+load time is cold and its peak RSS (``ru_maxrss``) is that runtime's alone,
+not the sum of everything the benchmark has loaded. Each process:
+
+1. imports the runtime (``import_ms``) and loads the file (``load_ms``,
+   :func:`mobile_demo.runtime.load_model`, the code the device demo uses);
+2. times the first call on one image (``first_inference_ms``);
+3. warms up with ``warmup`` batch-1 calls, then times ``runs`` batch-1 calls
+   (``time.perf_counter_ns``) for the p50 and p99 latency;
+4. warms up at ``batch`` images, then times ``repeats`` calls and takes the
+   median for the throughput in images per second.
+
+Times go through :meth:`mobile_demo.runtime.Model.predict`, so they include
+what an app pays around the interpreter: the reshape, the uint8 quantization
+of the pixels for ``model_int8.tflite`` and the dequantization of its outputs.
+Inputs are real test images. Accuracy and agreement come from
+``RUN/export/parity.json`` (the parity gate runs first when it is missing or
+older than the export). Timings depend on the machine; ``environment`` in the
+JSON records which one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mobile_demo.errors import EdgeportError
+from mobile_demo.fileio import atomic_write_json
+
+__all__ = [
+    "BENCH_NAME",
+    "BENCH_RUNTIMES",
+    "BenchError",
+    "BenchReport",
+    "BenchRow",
+    "benchmark",
+    "write_plot",
+]
+
+BENCH_NAME = "bench.json"
+BENCH_RUNTIMES = ("litert", "tflite-runtime", "tensorflow", "onnxruntime")
+"""Runtimes :func:`benchmark` accepts; ``tensorflow`` means ``tf.lite.Interpreter`` on .tflite."""
+_DEFAULT_RUNTIMES = ("litert", "tflite-runtime", "onnxruntime")  # those installed are used
+_TFLITE_RUNTIMES = ("litert", "tflite-runtime", "tensorflow")
+_MODULES = {
+    "litert": "ai_edge_litert",
+    "tflite-runtime": "tflite_runtime",
+    "tensorflow": "tensorflow",
+    "onnxruntime": "onnxruntime",
+}
+_IMPORTS = {  # what load_model imports: the interpreter module, not just the package
+    "litert": "ai_edge_litert.interpreter",
+    "tflite-runtime": "tflite_runtime.interpreter",
+    "tensorflow": "tensorflow",
+    "onnxruntime": "onnxruntime",
+}
+_DISTRIBUTIONS = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "tensorflow", "numpy")
+_SAVED_MODEL = "saved_model"
+
+
+class BenchError(EdgeportError, RuntimeError):
+    """A benchmark option is invalid, a runtime is missing, or a measuring process failed."""
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One artifact measured with one runtime.
+
+    Attributes:
+        artifact: the file name in ``RUN/export``, or ``saved_model`` for the baseline.
+        format: ``tflite``, ``onnx`` or ``saved_model``.
+        precision: ``float32``, ``float16``, ``dynamic_int8`` or ``int8``.
+        runtime: ``litert``, ``tflite-runtime``, ``onnxruntime`` or ``tensorflow``.
+        bytes: the file size (the whole folder for the SavedModel).
+        accuracy: test accuracy from the parity gate (the reference's for the baseline).
+        agreement: top-1 agreement with the reference (1.0 for the baseline).
+        parity_passed: the parity verdict; ``None`` for the baseline.
+        import_ms: importing the runtime in a fresh process.
+        load_ms: loading the file into the runtime, ready to run.
+        first_inference_ms: the first call on one image.
+        latency_p50_ms: median batch-1 latency over ``runs`` calls.
+        latency_p99_ms: 99th-percentile batch-1 latency.
+        throughput_ips: images per second at ``batch`` images per call (median call).
+        peak_rss_mb: peak resident memory of the measuring process (MiB; Linux
+            ``VmHWM``, else ``ru_maxrss``).
+        base_rss_mb: its resident memory before the runtime was imported (Python,
+            numpy and the inputs), so ``peak - base`` is the runtime and model.
+        baseline: the row is the TensorFlow SavedModel the files were exported from.
+    """
+
+    artifact: str
+    format: str
+    precision: str
+    runtime: str
+    bytes: int
+    accuracy: float | None
+    agreement: float | None
+    parity_passed: bool | None
+    import_ms: float
+    load_ms: float
+    first_inference_ms: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    throughput_ips: float
+    peak_rss_mb: float
+    base_rss_mb: float
+    baseline: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """All rows of one benchmark and the settings that produced them.
+
+    Attributes:
+        rows: one :class:`BenchRow` per artifact and runtime, the baseline last.
+        runs: batch-1 timing calls per row.
+        batch: images per call in the throughput measurement.
+        warmup: untimed batch-1 calls before timing.
+        repeats: timed calls at ``batch`` images (the median is reported).
+        num_threads: runtime threads (``None``: each runtime's default).
+        skipped: runtimes left out, with the reason (e.g. not installed).
+        environment: the machine and package versions the numbers come from.
+    """
+
+    rows: tuple[BenchRow, ...]
+    runs: int
+    batch: int
+    warmup: int
+    repeats: int
+    num_threads: int | None
+    skipped: tuple[str, ...] = ()
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def smallest(self) -> BenchRow | None:
+        """The smallest file that passes parity (ties: the faster), if any."""
+        rows = self._passing()
+        return min(rows, key=lambda r: (r.bytes, r.latency_p50_ms)) if rows else None
+
+    @property
+    def fastest(self) -> BenchRow | None:
+        """The artifact and runtime with the lowest batch-1 p50 latency that pass parity."""
+        rows = self._passing()
+        return min(rows, key=lambda r: (r.latency_p50_ms, r.bytes)) if rows else None
+
+    @property
+    def recommendation(self) -> str:
+        """One line naming the smallest and the fastest artifact that pass parity."""
+        small, fast = self.smallest, self.fastest
+        if small is None or fast is None:
+            return "recommendation: no artifact passes parity; fix the export before shipping one"
+        return (
+            f"recommendation: smallest passing: {small.artifact} ({small.bytes / 1024:.1f} KB, "
+            f"accuracy {_pct(small.accuracy)}, p50 {small.latency_p50_ms:.3f} ms on "
+            f"{small.runtime}); fastest passing: {fast.artifact} on {fast.runtime} "
+            f"(p50 {fast.latency_p50_ms:.3f} ms, {fast.throughput_ips:,.0f} img/s at batch "
+            f"{self.batch}, {fast.bytes / 1024:.1f} KB)"
+        )
+
+    def _passing(self) -> list[BenchRow]:
+        return [r for r in self.rows if not r.baseline and r.parity_passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The content of ``bench.json``."""
+        small, fast = self.smallest, self.fastest
+        return {
+            "settings": {
+                "runs": self.runs,
+                "batch": self.batch,
+                "warmup": self.warmup,
+                "repeats": self.repeats,
+                "num_threads": self.num_threads,
+            },
+            "environment": dict(self.environment),
+            "rows": [r.to_dict() for r in self.rows],
+            "skipped": list(self.skipped),
+            "recommendation": {
+                "smallest": None if small is None else {"artifact": small.artifact,
+                                                        "runtime": small.runtime},
+                "fastest": None if fast is None else {"artifact": fast.artifact,
+                                                      "runtime": fast.runtime},
+                "line": self.recommendation,
+            },
+        }
+
+
+def benchmark(
+    run_dir: str | os.PathLike[str],
+    *,
+    runs: int = 1000,
+    batch: int = 256,
+    warmup: int = 50,
+    repeats: int = 10,
+    runtimes: Iterable[str] | None = None,
+    baseline: bool = True,
+    num_threads: int | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    json_path: str | os.PathLike[str] | None = None,
+    markdown_path: str | os.PathLike[str] | None = None,
+    plot_path: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> BenchReport:
+    """Measure every artifact of ``RUN/export`` (and the SavedModel baseline).
+
+    Always writes ``RUN/export/bench.json``.
+
+    Args:
+        run_dir: the run directory holding ``export/``.
+        runs: timed batch-1 calls per row (p50 and p99 latency).
+        batch: images per call for the throughput figure.
+        warmup: untimed batch-1 calls before the timed ones.
+        repeats: timed calls at ``batch`` images; the median is reported.
+        runtimes: names from :data:`BENCH_RUNTIMES`; ``None`` uses LiteRT,
+            tflite-runtime and ONNX Runtime, those that are installed.
+        baseline: add the TensorFlow SavedModel row.
+        num_threads: CPU threads for every runtime; ``None`` keeps each default.
+        data_dir: where the dataset lives, if not where the run found it.
+        json_path: also write the JSON here.
+        markdown_path: write a Markdown table here.
+        plot_path: write a PNG of latency against size here.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The rows, settings, environment and recommendation.
+
+    Raises:
+        BenchError: a bad option, a requested runtime that is not installed, or
+            a measuring process that failed.
+        RunDirError, ParityError, ManifestError: the run or export is missing or broken.
+    """
+    from tqdm import tqdm
+
+    from train.run_dir import load_run, load_split
+
+    from .manifest import read_manifest
+    from .parity import ParityResult
+
+    for name, value, low in (("runs", runs, 1), ("batch", batch, 1), ("warmup", warmup, 0),
+                             ("repeats", repeats, 1)):
+        if not isinstance(value, int) or value < low:
+            raise BenchError(f"{name}={value!r}; expected an integer >= {low}")
+    if num_threads is not None and num_threads < 1:
+        raise BenchError(f"num_threads={num_threads}; expected a positive integer or None")
+    chosen, skipped = _select_runtimes(runtimes)
+    info = load_run(run_dir)
+    export_dir = info.path / "export"
+    manifest = read_manifest(export_dir) if export_dir.is_dir() else None
+    if manifest is None:
+        from .parity import ParityError
+
+        raise ParityError(
+            f"{export_dir}: no export folder; expected the output of `edgeport export`; "
+            f"fix: run `edgeport export {info.path}` first"
+        )
+    parity = _parity_results(info.path, manifest, data_dir=data_dir, progress=progress)
+
+    jobs: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (worker spec, row fields)
+    for entry in manifest["artifacts"]:
+        name = str(entry["file"])
+        result: ParityResult | None = parity.get(name)
+        fmt = str(entry["format"])
+        for rt in chosen:
+            if (fmt == "onnx") != (rt == "onnxruntime"):
+                continue
+            jobs.append((
+                {"kind": "model", "path": str(export_dir / name), "runtime": rt},
+                {"artifact": name, "format": fmt, "precision": str(entry["precision"]),
+                 "runtime": rt, "bytes": (export_dir / name).stat().st_size,
+                 "accuracy": None if result is None else result.accuracy,
+                 "agreement": None if result is None else result.agreement,
+                 "parity_passed": None if result is None else result.passed},
+            ))
+    if baseline:
+        ref = info.reference_probabilities.argmax(axis=1)
+        saved = info.saved_model
+        jobs.append((
+            {"kind": "saved_model", "path": str(saved), "runtime": "tensorflow"},
+            {"artifact": _SAVED_MODEL, "format": _SAVED_MODEL, "precision": "float32",
+             "runtime": "tensorflow",
+             "bytes": sum(p.stat().st_size for p in saved.rglob("*") if p.is_file()),
+             "accuracy": float(np.mean(ref == info.reference_labels)), "agreement": 1.0,
+             "parity_passed": None, "baseline": True},
+        ))
+    if not jobs:
+        raise BenchError(
+            f"nothing to measure: runtimes {list(chosen)} run none of the files in {export_dir} "
+            f"and baseline=False; expected e.g. runtimes=['litert', 'onnxruntime']"
+        )
+
+    x, _ = load_split(info, "test", data_dir=data_dir)
+    rows: list[BenchRow] = []
+    with tempfile.TemporaryDirectory(prefix="edgeport-bench-") as tmp:
+        inputs = Path(tmp) / "inputs.npy"
+        np.save(inputs, np.ascontiguousarray(x[: max(batch, min(runs, len(x)))]))
+        settings = {"inputs": str(inputs), "runs": runs, "batch": batch, "warmup": warmup,
+                    "repeats": repeats, "num_threads": num_threads}
+        bar = tqdm(jobs, desc="bench", unit="row", file=sys.stderr, disable=not progress,
+                   leave=False)
+        try:
+            for i, (spec, fields_) in enumerate(bar):
+                bar.set_description(f"bench {fields_['artifact']} ({fields_['runtime']})")
+                out = Path(tmp) / f"row{i}.json"
+                measured = _measure({**spec, **settings, "out": str(out)})
+                rows.append(BenchRow(**fields_, **measured))
+        finally:
+            bar.close()
+
+    report = BenchReport(
+        rows=tuple(rows), runs=runs, batch=batch, warmup=warmup, repeats=repeats,
+        num_threads=num_threads, skipped=tuple(skipped), environment=_environment(),
+    )
+    atomic_write_json(export_dir / BENCH_NAME, report.to_dict())
+    if json_path is not None:
+        atomic_write_json(json_path, report.to_dict())
+    if markdown_path is not None:
+        from .report import write_markdown
+
+        write_markdown(report, markdown_path)
+    if plot_path is not None:
+        write_plot(report, plot_path)
+    return report
+
+
+def write_plot(report: BenchReport, path: str | os.PathLike[str]) -> Path:
+    """Write a PNG: batch-1 p50 latency against file size, each point labelled with accuracy.
+
+    Args:
+        report: a benchmark report.
+        path: the PNG to write (atomically).
+
+    Returns:
+        The path written.
+    """
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from mobile_demo.fileio import atomic_write_bytes
+
+    fig = Figure(figsize=(8, 5.5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    markers = {"litert": "o", "tflite-runtime": "s", "onnxruntime": "D", "tensorflow": "^"}
+    for runtime in dict.fromkeys(r.runtime for r in report.rows):
+        rows = [r for r in report.rows if r.runtime == runtime]
+        ax.scatter([r.bytes / 1024 for r in rows], [r.latency_p50_ms for r in rows],
+                   marker=markers.get(runtime, "o"), s=50, label=runtime, zorder=3)
+        for r in rows:
+            verdict = "" if r.parity_passed is None else (" ✓" if r.parity_passed else " ✗")
+            ax.annotate(f"{r.artifact}\n{_pct(r.accuracy)}{verdict}",
+                        (r.bytes / 1024, r.latency_p50_ms), textcoords="offset points",
+                        xytext=(6, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("file size (KB, log scale)")
+    ax.set_ylabel("batch-1 latency p50 (ms, log scale)")
+    ax.set_title(f"edgeport bench: latency vs size ({report.runs} runs; labels: test accuracy)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(title="runtime", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _select_runtimes(runtimes: Iterable[str] | None) -> tuple[tuple[str, ...], list[str]]:
+    from mobile_demo.runtime import available_runtimes
+
+    installed = set(available_runtimes())
+    if runtimes is None:
+        chosen = tuple(r for r in _DEFAULT_RUNTIMES if r in installed)
+        skipped = [f"{r}: not installed ({_MODULES[r]})" for r in _DEFAULT_RUNTIMES
+                   if r not in installed]
+        return chosen, skipped
+    names = [runtimes] if isinstance(runtimes, str) else list(runtimes)
+    for name in names:
+        if name not in BENCH_RUNTIMES:
+            raise BenchError(
+                f"runtime {name!r} is not one the benchmark knows; expected some of "
+                f"{', '.join(BENCH_RUNTIMES)}"
+            )
+        if name not in installed:
+            raise BenchError(
+                f"runtime {name!r} ({_MODULES[name]}) is not installed; fix: pip install it, "
+                "or leave it out of runtimes"
+            )
+    return tuple(dict.fromkeys(names)), []
+
+
+def _parity_results(
+    run: Path, manifest: dict[str, Any], *, data_dir: Any, progress: bool
+) -> dict[str, Any]:
+    """Per-artifact parity results from ``parity.json``, re-running the gate when it is stale."""
+    from .parity import PARITY_NAME, check_parity, read_parity
+
+    export_dir = run / "export"
+    names = [str(e.get("file")) for e in manifest["artifacts"]]
+    report = read_parity(export_dir)
+    parity_path, manifest_path = export_dir / PARITY_NAME, export_dir / "manifest.json"
+    stale = (
+        report is None
+        or [r.artifact for r in report.results] != names
+        or parity_path.stat().st_mtime < manifest_path.stat().st_mtime
+    )
+    if stale:
+        report = check_parity(run, data_dir=data_dir, progress=progress)
+    assert report is not None
+    return {r.artifact: r for r in report.results}
+
+
+def _measure(spec: dict[str, Any]) -> dict[str, float]:
+    """Run one row's measurement in a fresh Python process and return its figures."""
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH")) if p)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    spec_path = Path(spec["out"]).with_suffix(".spec.json")
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    cmd = [sys.executable, "-c", "from export.bench import _worker_main; _worker_main()",
+           str(spec_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    out = Path(spec["out"])
+    if proc.returncode != 0 or not out.is_file():
+        lines = [s for s in (proc.stderr or "").strip().splitlines() if s.strip()]
+        tail = lines[-1] if lines else f"exit code {proc.returncode}"
+        raise BenchError(
+            f"measuring {spec['path']} with {spec['runtime']} failed: {tail}; expected the file "
+            "to load and run; fix: run `edgeport parity RUN` to see what is wrong with it"
+        )
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+def _rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    # Linux: VmHWM belongs to this program's address space; ru_maxrss would carry over the
+    # parent's peak through fork + exec and report the benchmark's memory, not this row's.
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes vs KiB
+
+
+def _ms(ns: int) -> float:
+    return ns / 1e6
+
+
+def _worker_main() -> None:
+    """Entry point of a measuring process: ``python -c ... SPEC.json`` (see :func:`_measure`)."""
+    import importlib
+
+    spec = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
+    x = np.load(spec["inputs"])
+    runs, batch, warmup, repeats = spec["runs"], spec["batch"], spec["warmup"], spec["repeats"]
+    threads = spec["num_threads"]
+    base_rss = _rss_mb()
+    clock = time.perf_counter_ns
+
+    t0 = clock()
+    if spec["kind"] == "saved_model":
+        import tensorflow as tf
+
+        import_ns = clock() - t0
+        if threads is not None:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        t0 = clock()
+        fn = tf.saved_model.load(spec["path"]).signatures["serving_default"]
+        load_ns = clock() - t0
+
+        def predict(xb: np.ndarray) -> np.ndarray:
+            return fn(image=tf.constant(xb))["probabilities"].numpy()
+    else:
+        from mobile_demo.runtime import load_model
+
+        importlib.import_module(_IMPORTS[spec["runtime"]])
+        import_ns = clock() - t0
+        t0 = clock()
+        model = load_model(spec["path"], runtime=spec["runtime"], num_threads=threads)
+        load_ns = clock() - t0
+
+        def predict(xb: np.ndarray) -> np.ndarray:
+            return model.predict(xb, batch_size=len(xb))["probabilities"]
+
+    n = len(x)
+    t0 = clock()
+    predict(x[:1])
+    first_ns = clock() - t0
+    for i in range(warmup):
+        predict(x[i % n : i % n + 1])
+    latencies = np.empty(runs, dtype=np.int64)
+    for i in range(runs):
+        xb = x[i % n : i % n + 1]
+        t0 = clock()
+        predict(xb)
+        latencies[i] = clock() - t0
+    xb = x[:batch]
+    for _ in range(2):  # the first calls at a new batch size resize and re-plan
+        predict(xb)
+    batch_ns = np.empty(repeats, dtype=np.int64)
+    for i in range(repeats):
+        t0 = clock()
+        predict(xb)
+        batch_ns[i] = clock() - t0
+    p50, p99 = np.percentile(latencies, [50, 99])
+    result = {
+        "import_ms": _ms(import_ns),
+        "load_ms": _ms(load_ns),
+        "first_inference_ms": _ms(first_ns),
+        "latency_p50_ms": _ms(float(p50)),
+        "latency_p99_ms": _ms(float(p99)),
+        "throughput_ips": len(xb) / (float(np.median(batch_ns)) / 1e9),
+        "peak_rss_mb": _rss_mb(),
+        "base_rss_mb": base_rss,
+    }
+    atomic_write_json(spec["out"], result)
+
+
+def _environment() -> dict[str, Any]:
+    versions = {}
+    for dist in _DISTRIBUTIONS:
+        try:
+            versions[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    affinity = getattr(os, "sched_getaffinity", None)
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": len(affinity(0)) if affinity else os.cpu_count(),
+        "versions": versions,
+    }

@@ -1,0 +1,433 @@
+"""Export a trained run to every mobile format: the dispatcher over the per-format modules.
+
+Usage::
+
+    from export import export_model
+    result = export_model("runs/mnist", formats="all", force=True)
+    print(result.to_dict())
+
+Reads ``RUN/saved_model``, ``RUN/metrics.json`` and ``RUN/labels.txt``, writes
+the TFLite and ONNX files, ``labels.txt``, ``golden.npz`` and
+``manifest.json`` into a temporary folder inside RUN, checks them, and only
+then moves the folder to ``RUN/export`` in one rename (docs/contracts.md).
+``parity.json`` is added later by the parity gate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mobile_demo.fileio import atomic_dir, atomic_write_bytes, atomic_write_text
+
+from .errors import ExportError, ExportExistsError, RunDirError
+from .formats import ArtifactFormat, ArtifactKind, Precision, parse_formats
+from .golden import DEFAULT_GOLDEN_SAMPLES, GOLDEN_NAME, make_golden, write_golden
+from .manifest import artifact_entry, build_manifest, verify_manifest, write_manifest
+from .metadata import build_metadata
+from .onnx import DEFAULT_OPSET
+
+__all__ = [
+    "DEFAULT_CALIBRATION_SAMPLES",
+    "ArtifactInfo",
+    "ExportResult",
+    "RunInfo",
+    "SplitLoader",
+    "balanced_sample",
+    "export_model",
+    "read_run",
+]
+
+DEFAULT_CALIBRATION_SAMPLES = 500
+EXPORT_DIR_NAME = "export"
+
+SplitLoader = Callable[[str], tuple[np.ndarray, np.ndarray]]
+"""``loader("train" | "test") -> (x float32 [N, ...] in [0, 1], model layout; labels [N])``."""
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """One written model file.
+
+    Attributes:
+        file: its name inside ``RUN/export``.
+        format: ``tflite`` or ``onnx``.
+        precision: its numeric precision.
+        bytes: its size.
+        sha256: the hex SHA-256 of its bytes.
+        seconds: time spent converting, checking and writing it.
+    """
+
+    file: str
+    format: ArtifactFormat
+    precision: Precision
+    bytes: int
+    sha256: str
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (enums as their string values)."""
+        return {
+            "file": self.file,
+            "format": self.format.value,
+            "precision": self.precision.value,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_model` wrote.
+
+    Attributes:
+        export_dir: the final ``RUN/export`` folder.
+        artifacts: the model files, in the order of the artifact table.
+        seconds: wall time of the whole export.
+    """
+
+    export_dir: Path
+    artifacts: tuple[ArtifactInfo, ...]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "export_dir": str(self.export_dir),
+            "artifacts": [a.to_dict() for a in self.artifacts],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The parts of a run directory the exporter reads.
+
+    Attributes:
+        run_dir: the absolute run directory.
+        dataset: ``metrics.json["dataset"]``.
+        model: ``metrics.json["model"]``.
+        seed: ``metrics.json["seed"]`` (0 when absent).
+        input: ``metrics.json["input"]``.
+        labels: the lines of ``labels.txt``.
+    """
+
+    run_dir: Path
+    dataset: str
+    model: str
+    seed: int
+    input: dict[str, Any]
+    labels: tuple[str, ...]
+
+
+def read_run(run_dir: str | os.PathLike[str]) -> RunInfo:
+    """Read and check ``metrics.json`` and ``labels.txt`` of a run directory.
+
+    Raises:
+        RunDirError: RUN, ``saved_model/``, ``metrics.json`` or ``labels.txt`` is
+            missing or malformed.
+    """
+    run_dir = Path(run_dir).resolve()
+    fix = f"re-run `edgeport train --out {run_dir}` or point at a finished run"
+    if not run_dir.is_dir():
+        raise RunDirError(f"run directory {run_dir} does not exist; expected a training run; {fix}")
+    if not (run_dir / "saved_model" / "saved_model.pb").is_file():
+        raise RunDirError(
+            f"{run_dir / 'saved_model'}: no SavedModel; expected the trainer's saved_model/; {fix}"
+        )
+    metrics_path = run_dir / "metrics.json"
+    try:
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunDirError(
+            f"{metrics_path}: not found; expected the trainer's metrics; {fix}"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunDirError(f"{metrics_path}: unreadable ({e}); expected JSON; {fix}") from None
+    required = ("dataset", "model", "input")
+    missing = [k for k in required if not isinstance(metrics, dict) or k not in metrics]
+    if missing:
+        raise RunDirError(
+            f"{metrics_path}: missing {missing}; expected keys {list(required)}; {fix}"
+        )
+    spec = metrics["input"]
+    keys = ("name", "layout", "height", "width", "channels")
+    if not isinstance(spec, dict) or any(k not in spec for k in keys):
+        raise RunDirError(f"{metrics_path}: 'input' is {spec!r}, expected keys {list(keys)}; {fix}")
+    labels_path = run_dir / "labels.txt"
+    try:
+        labels = tuple(
+            line for line in labels_path.read_text(encoding="utf-8").splitlines() if line
+        )
+    except FileNotFoundError:
+        raise RunDirError(
+            f"{labels_path}: not found; expected one class name per line; {fix}"
+        ) from None
+    if not labels:
+        raise RunDirError(f"{labels_path}: empty; expected one class name per line; {fix}")
+    return RunInfo(
+        run_dir=run_dir,
+        dataset=str(metrics["dataset"]),
+        model=str(metrics["model"]),
+        seed=int(metrics.get("seed", 0)),
+        input=dict(spec),
+        labels=labels,
+    )
+
+
+def balanced_sample(labels: np.ndarray, n: int, *, seed: int) -> np.ndarray:
+    """Pick ``n`` indices spread evenly over the classes, reproducibly.
+
+    Each class gets ``n // classes`` indices (the first ``n % classes`` classes
+    one more), drawn without replacement; a class with too few members gives
+    all it has and the rest are drawn from the remaining indices.
+
+    Args:
+        labels: the class of every sample.
+        n: how many indices to return (at most ``len(labels)``).
+        seed: the random seed.
+
+    Returns:
+        Sorted int64 indices into ``labels``.
+    """
+    labels = np.asarray(labels)
+    n = min(int(n), len(labels))
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    share = [n // len(classes) + (i < n % len(classes)) for i in range(len(classes))]
+    chosen: list[np.ndarray] = []
+    for cls, k in zip(classes, share, strict=True):
+        members = np.flatnonzero(labels == cls)
+        chosen.append(rng.choice(members, size=min(k, len(members)), replace=False))
+    picked = np.concatenate(chosen) if chosen else np.empty(0, dtype=np.int64)
+    if len(picked) < n:
+        rest = np.setdiff1d(np.arange(len(labels)), picked)
+        picked = np.concatenate([picked, rng.choice(rest, size=n - len(picked), replace=False)])
+    return np.sort(picked).astype(np.int64)
+
+
+def export_model(
+    run_dir: str | os.PathLike[str],
+    *,
+    formats: str | Iterable[str | ArtifactKind] = "all",
+    opset: int = DEFAULT_OPSET,
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    golden_samples: int = DEFAULT_GOLDEN_SAMPLES,
+    force: bool = False,
+    seed: int | None = None,
+    progress: bool = True,
+    data_dir: str | os.PathLike[str] | None = None,
+    load_split: SplitLoader | None = None,
+) -> ExportResult:
+    """Export ``RUN/saved_model`` to ``RUN/export`` in the chosen formats.
+
+    Args:
+        run_dir: the run directory written by ``edgeport train``.
+        formats: ``"all"`` or tokens from ``float32, float16, dynamic_int8, int8, onnx``.
+        opset: the ONNX opset.
+        calibration_samples: class-balanced training images that calibrate
+            the ``int8`` model.
+        golden_samples: class-balanced test images stored in ``golden.npz``.
+        force: replace an existing ``RUN/export``.
+        seed: picks the calibration and golden images; ``None`` uses the
+            run's ``metrics.json["seed"]``.
+        progress: show a progress bar on stderr.
+        data_dir: where the dataset lives (passed to ``train.run_dir.load_split``).
+        load_split: ``loader(split) -> (x, labels)`` giving float32 images in
+            [0, 1] in the model input layout; default ``train.run_dir.load_split``.
+
+    Returns:
+        What was written.
+
+    Raises:
+        RunDirError: the run directory is incomplete or inconsistent.
+        FormatError: ``formats`` names an unknown format.
+        ExportExistsError: ``RUN/export`` exists and ``force`` is false.
+        ExportError: a conversion failed or produced a file that breaks the contract.
+    """
+    from tqdm import tqdm
+
+    from .onnx import convert_onnx
+    from .serving import load_serving
+    from .tflite import convert_tflite
+
+    started = time.perf_counter()
+    kinds = parse_formats(formats)
+    run = read_run(run_dir)
+    export_dir = run.run_dir / EXPORT_DIR_NAME
+    if export_dir.exists() and not force:
+        raise _exists(export_dir)
+    needs_calibration = any(k.precision is Precision.INT8 for k in kinds)
+    if needs_calibration and calibration_samples <= 0:
+        raise ExportError(
+            f"calibration_samples={calibration_samples}, expected > 0 for the int8 model; "
+            "fix: pass --calibration-samples 500 or leave int8 out of --formats"
+        )
+    if golden_samples <= 0:
+        raise ExportError(f"golden_samples={golden_samples}, expected > 0; fix: pass e.g. 32")
+    seed = run.seed if seed is None else int(seed)
+    loader = load_split or _default_loader(run.run_dir, data_dir)
+
+    serving = load_serving(run.run_dir / "saved_model")
+    _check_input(run, serving.input_shape, serving.num_classes)
+    calibration = None
+    if needs_calibration:
+        x_train, y_train = _load(loader, "train", serving.input_shape, len(run.labels))
+        calibration = x_train[balanced_sample(y_train, calibration_samples, seed=seed)]
+        del x_train, y_train
+    x_test, y_test = _load(loader, "test", serving.input_shape, len(run.labels))
+    golden_idx = balanced_sample(y_test, golden_samples, seed=seed)
+    golden_x, golden_y = x_test[golden_idx], y_test[golden_idx]
+    del x_test, y_test
+
+    infos: list[ArtifactInfo] = []
+    entries: list[dict[str, Any]] = []  # manifest entries, read back from the written files
+    bar = tqdm(
+        total=len(kinds) + 1,
+        desc="export",
+        unit="file",
+        file=sys.stderr,
+        disable=not progress,
+        leave=False,
+    )
+    try:
+        with atomic_dir(export_dir, overwrite=force) as tmp:
+            for kind in kinds:
+                bar.set_description(f"export {kind.file}")
+                t0 = time.perf_counter()
+                doc = build_metadata(
+                    labels=run.labels,
+                    input=run.input,
+                    precision=kind.precision,
+                    dataset=run.dataset,
+                    model=run.model,
+                )
+                if kind.format is ArtifactFormat.TFLITE:
+                    data = convert_tflite(
+                        serving,
+                        precision=kind.precision,
+                        metadata=doc,
+                        calibration_images=calibration,
+                    )
+                else:
+                    data = convert_onnx(serving, metadata=doc, opset=opset)
+                atomic_write_bytes(tmp / kind.file, data)
+                entry = artifact_entry(tmp / kind.file, kind)
+                infos.append(
+                    ArtifactInfo(
+                        file=kind.file,
+                        format=kind.format,
+                        precision=kind.precision,
+                        bytes=entry["bytes"],
+                        sha256=entry["sha256"],
+                        seconds=time.perf_counter() - t0,
+                    )
+                )
+                entries.append(entry)
+                bar.update(1)
+            bar.set_description(f"export {GOLDEN_NAME}, manifest.json")
+            atomic_write_text(tmp / "labels.txt", "".join(f"{label}\n" for label in run.labels))
+            write_golden(
+                tmp / GOLDEN_NAME, make_golden(tmp, kinds, inputs=golden_x, labels=golden_y)
+            )
+            manifest = build_manifest(
+                run_dir=run.run_dir, labels=run.labels, input=run.input, artifacts=entries
+            )
+            write_manifest(tmp, manifest)
+            problems = verify_manifest(tmp)
+            if problems:
+                raise ExportError(
+                    f"the export failed its own manifest check: {'; '.join(problems)}"
+                )
+            bar.update(1)
+    except FileExistsError as e:  # another export landed while this one ran
+        if isinstance(e, ExportExistsError):
+            raise
+        raise _exists(export_dir) from None
+    finally:
+        bar.close()
+    return ExportResult(
+        export_dir=export_dir, artifacts=tuple(infos), seconds=time.perf_counter() - started
+    )
+
+
+def _exists(export_dir: Path) -> ExportExistsError:
+    return ExportExistsError(
+        f"{export_dir} already exists; expected no previous export; fix: pass --force "
+        "(force=True) to replace it"
+    )
+
+
+def _default_loader(run_dir: Path, data_dir: str | os.PathLike[str] | None) -> SplitLoader:
+    try:
+        from train.run_dir import load_split
+    except ImportError:
+
+        def missing(split: str) -> tuple[np.ndarray, np.ndarray]:
+            raise ExportError(
+                f"cannot load the {split!r} split: train.run_dir.load_split is not available; "
+                "expected the train package; fix: install edgeport or pass load_split="
+            )
+
+        return missing
+
+    def loader(split: str) -> tuple[np.ndarray, np.ndarray]:
+        return load_split(run_dir, split, data_dir=data_dir)
+
+    return loader
+
+
+def _load(
+    loader: SplitLoader, split: str, input_shape: tuple[int, ...], num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    x, labels = loader(split)
+    x = np.asarray(x)
+    labels = np.asarray(labels).astype(np.int64)
+    expected = f"float32 [N, {', '.join(map(str, input_shape))}] in [0, 1]"
+    fix = "load the split in the model input layout, pixels divided by 255"
+    if x.dtype != np.float32 or x.shape[1:] != tuple(input_shape) or len(x) == 0:
+        raise RunDirError(
+            f"{split} split: images {x.dtype} {list(x.shape)}, expected {expected}; {fix}"
+        )
+    if len(labels) != len(x):
+        raise RunDirError(f"{split} split: {len(x)} images but {len(labels)} labels; {fix}")
+    lo, hi = float(x.min()), float(x.max())
+    if not (0.0 <= lo and hi <= 1.0):
+        raise RunDirError(
+            f"{split} split: pixels span [{lo:g}, {hi:g}], expected {expected}; {fix}"
+        )
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise RunDirError(
+            f"{split} split: labels span [{labels.min()}, {labels.max()}], expected "
+            f"[0, {num_classes - 1}]; fix: use the dataset the run was trained on"
+        )
+    return x, labels
+
+
+def _check_input(run: RunInfo, input_shape: tuple[int, ...], num_classes: int) -> None:
+    spec = run.input
+    h, w, c = int(spec["height"]), int(spec["width"]), int(spec["channels"])
+    layout = spec["layout"]
+    expected = {"flat": (h * w * c,), "nhwc": (h, w, c)}.get(layout)
+    fix = "re-run `edgeport train` so metrics.json and the SavedModel agree"
+    if expected is None:
+        raise RunDirError(f"metrics.json input layout {layout!r}, expected 'flat' or 'nhwc'; {fix}")
+    if tuple(input_shape) != expected:
+        raise RunDirError(
+            f"SavedModel input shape [None, {', '.join(map(str, input_shape))}] does not match "
+            f"metrics.json input {layout} {h}x{w}x{c} (expected [None, "
+            f"{', '.join(map(str, expected))}]); {fix}"
+        )
+    if num_classes != len(run.labels):
+        raise RunDirError(
+            f"labels.txt has {len(run.labels)} classes but the model outputs {num_classes}; {fix}"
+        )

@@ -1,0 +1,114 @@
+"""Write ``golden.npz``: a few test images and every artifact's output on them.
+
+Usage::
+
+    from export.golden import make_golden, write_golden
+    arrays = make_golden(export_dir, kinds, inputs=x_test[:32], labels=y_test[:32])
+    write_golden(export_dir / "golden.npz", arrays)
+
+The outputs are computed here with the converters' own interpreters (LiteRT,
+ONNX Runtime), independently of ``mobile_demo.runtime``, so that the device
+runtime's tests can use ``golden.npz`` as an oracle instead of checking the
+runtime against itself. Quantized outputs are stored dequantized.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mobile_demo.fileio import atomic_write_bytes
+
+from .formats import ArtifactFormat, ArtifactKind
+from .serving import INPUT_NAME, OUTPUT_NAMES
+
+__all__ = ["DEFAULT_GOLDEN_SAMPLES", "GOLDEN_NAME", "make_golden", "predict", "write_golden"]
+
+DEFAULT_GOLDEN_SAMPLES = 32
+GOLDEN_NAME = "golden.npz"
+
+
+def predict(model: bytes, kind: ArtifactKind, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Run one artifact on a batch and return its dequantized float32 outputs.
+
+    Args:
+        model: the artifact's bytes.
+        kind: its row of the artifact table.
+        x: float32 images in [0, 1] in the model input layout, ``[N, ...]``.
+
+    Returns:
+        ``{"probabilities": [N, K], "logits": [N, K]}``, float32.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if kind.format is ArtifactFormat.ONNX:
+        from .onnx import make_session
+
+        values = make_session(model).run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+        return {
+            n: np.asarray(v, dtype=np.float32) for n, v in zip(OUTPUT_NAMES, values, strict=True)
+        }
+
+    from .tflite import make_interpreter
+
+    interpreter = make_interpreter(model)
+    detail = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(detail["index"], list(x.shape))
+    interpreter.allocate_tensors()
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind in "iu":
+        scale, zero_point = detail["quantization"]
+        info = np.iinfo(dtype)
+        q = np.clip(np.round(x / scale + zero_point), info.min, info.max)
+        interpreter.set_tensor(detail["index"], q.astype(dtype))
+    else:
+        interpreter.set_tensor(detail["index"], x)
+    interpreter.invoke()
+    out = {}
+    for d in interpreter.get_output_details():
+        y = interpreter.get_tensor(d["index"])
+        if np.dtype(d["dtype"]).kind in "iu":
+            scale, zero_point = d["quantization"]
+            y = (y.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+        out[d["name"]] = np.asarray(y, dtype=np.float32)
+    return out
+
+
+def make_golden(
+    export_dir: str | os.PathLike[str],
+    kinds: Sequence[ArtifactKind],
+    *,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Compute the golden arrays for the artifacts already written in ``export_dir``.
+
+    Args:
+        export_dir: the folder holding the artifact files.
+        kinds: the artifacts to run.
+        inputs: float32 ``[G, ...]`` test images in [0, 1], model input layout.
+        labels: int64 ``[G]`` their labels.
+
+    Returns:
+        ``{"inputs", "labels", "<stem>__probabilities", ...}``.
+    """
+    arrays = {
+        "inputs": np.ascontiguousarray(inputs, dtype=np.float32),
+        "labels": np.asarray(labels, dtype=np.int64),
+    }
+    for kind in kinds:
+        data = (Path(export_dir) / kind.file).read_bytes()
+        arrays[f"{kind.stem}__probabilities"] = predict(data, kind, arrays["inputs"])[
+            "probabilities"
+        ]
+    return arrays
+
+
+def write_golden(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` as an uncompressed ``.npz`` atomically (no pickles inside)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return atomic_write_bytes(path, buf.getvalue())

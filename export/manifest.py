@@ -1,0 +1,248 @@
+"""Build, write, read and verify ``RUN/export/manifest.json`` (docs/contracts.md).
+
+Usage::
+
+    from export.manifest import verify_manifest
+    problems = verify_manifest("RUN/export")   # [] when every file matches
+
+Every artifact entry is read back from the written file with the runtime that
+will execute it (LiteRT for ``.tflite``, ONNX Runtime for ``.onnx``), so the
+tensor names, shapes, dtypes and quantization parameters in the manifest are
+what a device sees, not what the exporter intended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from mobile_demo.fileio import atomic_write_json
+
+from .errors import ManifestError
+from .formats import ArtifactFormat, ArtifactKind
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "artifact_entry",
+    "build_manifest",
+    "edgeport_version",
+    "file_sha256",
+    "read_manifest",
+    "saved_model_sha256",
+    "tool_versions",
+    "verify_manifest",
+    "write_manifest",
+]
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The hex SHA-256 of one file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def saved_model_sha256(saved_model_dir: str | os.PathLike[str]) -> str:
+    """A hash over every file of a SavedModel folder.
+
+    For each file, in the order of its sorted POSIX relative path, the hash
+    takes the UTF-8 path, a NUL byte, the size as 8 little-endian bytes, and
+    the contents; so renaming, moving or editing any file changes it, and the
+    folder's location and timestamps do not.
+
+    Args:
+        saved_model_dir: the ``RUN/saved_model`` folder.
+
+    Returns:
+        The hex digest.
+    """
+    root = Path(saved_model_dir)
+    digest = hashlib.sha256()
+    files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file())
+    for rel, path in files:
+        digest.update(rel.encode("utf-8") + b"\0")
+        digest.update(path.stat().st_size.to_bytes(8, "little"))
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def edgeport_version() -> str:
+    """The installed edgeport version, else the one in the checkout's ``pyproject.toml``."""
+    try:
+        return importlib_metadata.version("edgeport")
+    except importlib_metadata.PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        match = re.search(r'(?m)^version\s*=\s*"([^"]+)"', _read_text(pyproject))
+        return match.group(1) if match else "0+unknown"
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of the converters and numpy, as recorded in the manifest."""
+    import numpy
+    import tensorflow
+
+    versions = {"tensorflow": tensorflow.__version__, "numpy": numpy.__version__}
+    for name in ("tf2onnx", "onnx"):
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return dict(sorted(versions.items()))
+
+
+def artifact_entry(path: str | os.PathLike[str], kind: ArtifactKind) -> dict[str, Any]:
+    """Describe one written artifact by reading the file back.
+
+    Args:
+        path: the artifact file.
+        kind: its row of the artifact table.
+
+    Returns:
+        ``{"file", "format", "precision", "bytes", "sha256", "inputs", "outputs", "ops"}``.
+    """
+    data = Path(path).read_bytes()
+    if kind.format is ArtifactFormat.TFLITE:
+        from .tflite import tflite_ops, tflite_tensor_details
+
+        inputs, outputs = tflite_tensor_details(data)
+        ops = tflite_ops(data)
+    else:
+        from .onnx import onnx_ops, onnx_tensor_details
+
+        inputs, outputs = onnx_tensor_details(data)
+        ops = onnx_ops(data)
+    return {
+        "file": kind.file,
+        "format": kind.format.value,
+        "precision": kind.precision.value,
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "inputs": inputs,
+        "outputs": outputs,
+        "ops": ops,
+    }
+
+
+def build_manifest(
+    *,
+    run_dir: str | os.PathLike[str],
+    labels: Sequence[str],
+    input: Mapping[str, Any],
+    artifacts: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """Assemble the manifest document.
+
+    Args:
+        run_dir: the run directory; its absolute path is recorded and its
+            ``saved_model/`` is hashed.
+        labels: the class names.
+        input: ``metrics.json["input"]``.
+        artifacts: entries from :func:`artifact_entry`, in table order.
+
+    Returns:
+        The manifest as a plain dict.
+    """
+    run_dir = Path(run_dir).resolve()
+    return {
+        "format_version": FORMAT_VERSION,
+        "edgeport_version": edgeport_version(),
+        "run": str(run_dir),
+        "saved_model_sha256": saved_model_sha256(run_dir / "saved_model"),
+        "versions": tool_versions(),
+        "labels": list(labels),
+        "input": dict(input),
+        "artifacts": [dict(a) for a in artifacts],
+    }
+
+
+def write_manifest(export_dir: str | os.PathLike[str], manifest: Mapping[str, Any]) -> Path:
+    """Write ``manifest.json`` atomically (indented, sorted keys) and return its path."""
+    return atomic_write_json(Path(export_dir) / MANIFEST_NAME, dict(manifest))
+
+
+def read_manifest(export_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read ``export_dir/manifest.json``.
+
+    Raises:
+        ManifestError: the file is missing, is not JSON, or is not an edgeport manifest.
+    """
+    path = Path(export_dir) / MANIFEST_NAME
+    fix = "re-run `edgeport export RUN --force`"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: not found; expected an export folder; {fix}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ManifestError(f"{path}: unreadable ({e}); expected JSON; {fix}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("artifacts"), list):
+        raise ManifestError(f"{path}: no 'artifacts' list; expected an edgeport manifest; {fix}")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise ManifestError(
+            f"{path}: format_version {doc.get('format_version')!r}, expected {FORMAT_VERSION}; "
+            f"{fix}"
+        )
+    return doc
+
+
+def verify_manifest(export_dir: str | os.PathLike[str]) -> list[str]:
+    """Check every file the manifest lists against its recorded size and hash.
+
+    Also reports a SavedModel that changed since the export (when the run
+    directory is still where the manifest says).
+
+    Args:
+        export_dir: the ``RUN/export`` folder.
+
+    Returns:
+        One line per problem (missing file, size or sha256 mismatch, stale
+        export, unreadable manifest); empty when everything matches.
+    """
+    export_dir = Path(export_dir)
+    try:
+        manifest = read_manifest(export_dir)
+    except ManifestError as e:
+        return [str(e)]
+    problems = []
+    for entry in manifest["artifacts"]:
+        name = str(entry.get("file", ""))
+        path = export_dir / name
+        if not name or not path.is_file():
+            problems.append(f"{name or '<unnamed entry>'}: listed in the manifest but missing")
+            continue
+        size = path.stat().st_size
+        if size != entry.get("bytes"):
+            problems.append(f"{name}: {size} bytes, manifest says {entry.get('bytes')}")
+        digest = file_sha256(path)
+        if digest != entry.get("sha256"):
+            problems.append(
+                f"{name}: sha256 {digest[:12]}..., manifest says {str(entry.get('sha256'))[:12]}..."
+            )
+    saved_model = Path(str(manifest.get("run", ""))) / "saved_model"
+    if manifest.get("run") and saved_model.is_dir():
+        if saved_model_sha256(saved_model) != manifest.get("saved_model_sha256"):
+            problems.append(
+                f"{saved_model}: changed since the export; re-run `edgeport export RUN --force`"
+            )
+    return problems
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""

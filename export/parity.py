@@ -1,0 +1,425 @@
+"""The parity gate: every exported file must reproduce the reference model on the test set.
+
+Usage::
+
+    from export.parity import check_parity
+    report = check_parity("runs/mnist")          # writes runs/mnist/export/parity.json
+    print(report.passed, [r.failures for r in report.results])
+
+For each artifact listed in ``RUN/export/manifest.json``, in order:
+
+1. re-hash the file and compare size and SHA-256 with the manifest (a file
+   changed since the export fails, with that reason);
+2. load it with :func:`mobile_demo.runtime.load_model`, the code the device
+   demo uses, and check it has a ``probabilities`` output;
+3. run all test images (the real split the run was trained against, e.g. the
+   10,000 MNIST test digits) and check the output shape against
+   ``RUN/reference.npz``;
+4. compare the values: accuracy, accuracy change, top-1 agreement with the
+   reference, max and mean ``|p - p_ref|``, against the artifact's precision's
+   row of :data:`export.thresholds.THRESHOLDS`.
+
+Every failure is collected (one line per figure, e.g. ``agreement 98.70% < 99.00%``),
+quantized files included; nothing is skipped. Bad input (no run, no export,
+no reference, a file whose hash matches but that the runtime cannot load)
+raises an :class:`~mobile_demo.errors.EdgeportError` instead (exit code 2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mobile_demo.errors import EdgeportError, ModelFileError
+from mobile_demo.fileio import atomic_write_json
+
+from .formats import ArtifactFormat, Precision
+from .manifest import file_sha256, read_manifest
+from .thresholds import THRESHOLDS, Thresholds, Tolerance, load_thresholds
+
+__all__ = [
+    "PARITY_NAME",
+    "ParityError",
+    "ParityReport",
+    "ParityResult",
+    "check_parity",
+    "read_parity",
+    "runtime_for",
+]
+
+PARITY_NAME = "parity.json"
+_TFLITE_RUNTIMES = ("litert", "tflite-runtime", "tensorflow")
+
+
+class ParityError(EdgeportError, ValueError):
+    """The run has no export to check, or the export and the reference do not fit together."""
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    """One artifact's verdict.
+
+    Attributes:
+        artifact: the file name inside ``RUN/export``.
+        format: its container format.
+        precision: its numeric precision (selects the tolerance row).
+        runtime: the runtime that ran it (``litert``, ``onnxruntime``, ...),
+            ``None`` when it could not be loaded.
+        accuracy: top-1 accuracy on the test set, ``None`` when it did not run.
+        reference_accuracy: the reference model's accuracy on the same images.
+        agreement: fraction of test images whose top-1 class equals the reference's.
+        max_abs_diff: ``max |p - p_ref|`` over all images and classes.
+        mean_abs_diff: ``mean |p - p_ref|``.
+        passed: no failure.
+        failures: one line per failed check, e.g. ``agreement 98.70% < 99.00%``.
+        bytes: the file size.
+    """
+
+    artifact: str
+    format: ArtifactFormat
+    precision: Precision
+    runtime: str | None
+    accuracy: float | None
+    reference_accuracy: float
+    agreement: float | None
+    max_abs_diff: float | None
+    mean_abs_diff: float | None
+    passed: bool
+    failures: tuple[str, ...]
+    bytes: int
+
+    @property
+    def accuracy_change(self) -> float | None:
+        """``accuracy - reference_accuracy`` (negative: the file is worse)."""
+        return None if self.accuracy is None else self.accuracy - self.reference_accuracy
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored in ``parity.json``."""
+        return {
+            "artifact": self.artifact,
+            "format": self.format.value,
+            "precision": self.precision.value,
+            "runtime": self.runtime,
+            "accuracy": self.accuracy,
+            "reference_accuracy": self.reference_accuracy,
+            "agreement": self.agreement,
+            "max_abs_diff": self.max_abs_diff,
+            "mean_abs_diff": self.mean_abs_diff,
+            "passed": self.passed,
+            "failures": list(self.failures),
+            "bytes": self.bytes,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ParityResult:
+        """Read back one entry of ``parity.json``."""
+        return cls(
+            artifact=str(d["artifact"]),
+            format=ArtifactFormat(d["format"]),
+            precision=Precision(d["precision"]),
+            runtime=d["runtime"],
+            accuracy=d["accuracy"],
+            reference_accuracy=float(d["reference_accuracy"]),
+            agreement=d["agreement"],
+            max_abs_diff=d["max_abs_diff"],
+            mean_abs_diff=d["mean_abs_diff"],
+            passed=bool(d["passed"]),
+            failures=tuple(str(f) for f in d["failures"]),
+            bytes=int(d["bytes"]),
+        )
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """The gate's verdict over every artifact of an export.
+
+    Attributes:
+        passed: every artifact passed (and there was at least one).
+        results: one :class:`ParityResult` per artifact, in manifest order.
+    """
+
+    passed: bool
+    results: tuple[ParityResult, ...]
+
+    @property
+    def failures(self) -> list[str]:
+        """Every failure as ``"<artifact>: <reason>"``, one per line of a report."""
+        return [f"{r.artifact}: {f}" for r in self.results for f in r.failures]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"passed": bool, "results": [...]}``, the content of ``parity.json``."""
+        return {"passed": self.passed, "results": [r.to_dict() for r in self.results]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ParityReport:
+        """Read back the content of ``parity.json``."""
+        return cls(
+            passed=bool(d["passed"]),
+            results=tuple(ParityResult.from_dict(r) for r in d["results"]),
+        )
+
+
+def check_parity(
+    run_dir: str | os.PathLike[str],
+    *,
+    thresholds: Thresholds | str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    runtime: str = "auto",
+    batch_size: int = 1000,
+    progress: bool = True,
+) -> ParityReport:
+    """Check every file of ``RUN/export`` against ``RUN/reference.npz`` on the test split.
+
+    Writes ``RUN/export/parity.json`` (atomically) whatever the verdict.
+
+    Args:
+        run_dir: the run directory (``RUN``), holding ``reference.npz`` and ``export/``.
+        thresholds: a tolerance table (e.g. from :func:`~export.thresholds.load_thresholds`),
+            or the path of a JSON override file; ``None`` uses
+            :data:`~export.thresholds.THRESHOLDS`.
+        data_dir: where the dataset lives, if not where the run found it.
+        runtime: ``auto``, or a runtime name for :func:`mobile_demo.runtime.load_model`;
+            a TFLite runtime (``litert``, ``tflite-runtime``, ``tensorflow``) applies to
+            the ``.tflite`` files and ``onnxruntime`` to ``.onnx``; the other format
+            uses ``auto``.
+        batch_size: test images per runtime call.
+        progress: show a progress bar per artifact on stderr.
+
+    Returns:
+        The verdict, one result per artifact in manifest order.
+
+    Raises:
+        RunDirError: the run directory, ``reference.npz`` or the test split is
+            missing or does not match.
+        ParityError: ``RUN/export`` is missing or lists no artifact, or the
+            reference does not cover the test split.
+        ManifestError: ``manifest.json`` is missing or not an edgeport manifest.
+        ModelFileError: a file whose hash matches the manifest cannot be loaded.
+        RuntimeNotFoundError: the runtime for a file is not installed.
+        ThresholdsError: ``thresholds`` is a path to a bad file.
+    """
+    from tqdm import tqdm
+
+    from train.run_dir import load_run, load_split
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}; expected a positive integer")
+    table = _resolve_thresholds(thresholds)
+    info = load_run(run_dir)
+    export_dir = info.path / "export"
+    if not export_dir.is_dir():
+        raise ParityError(
+            f"{export_dir}: no export folder; expected the output of `edgeport export`; "
+            f"fix: run `edgeport export {info.path}` first"
+        )
+    manifest = read_manifest(export_dir)
+    entries = manifest["artifacts"]
+    if not entries:
+        raise ParityError(
+            f"{export_dir / 'manifest.json'}: lists no artifacts; expected at least one model "
+            f"file; fix: run `edgeport export {info.path} --force`"
+        )
+    reference = info.reference_probabilities
+    x, labels = load_split(info, "test", data_dir=data_dir)
+    if len(x) != len(reference):
+        raise ParityError(
+            f"{info.path / 'reference.npz'}: {len(reference)} reference rows for {len(x)} test "
+            "images; expected one row per test image; fix: re-run `edgeport train`"
+        )
+    labels = np.asarray(labels, dtype=np.int64)
+    ref_top = reference.argmax(axis=1)
+    reference_accuracy = float(np.mean(ref_top == labels))
+
+    results: list[ParityResult] = []
+    bar = tqdm(entries, desc="parity", unit="file", file=sys.stderr, disable=not progress,
+               leave=False)
+    try:
+        for entry in bar:
+            bar.set_description(f"parity {entry.get('file', '?')}")
+            results.append(
+                _check_artifact(
+                    export_dir,
+                    entry,
+                    x=x,
+                    labels=labels,
+                    reference=reference,
+                    ref_top=ref_top,
+                    reference_accuracy=reference_accuracy,
+                    table=table,
+                    runtime=runtime,
+                    batch_size=batch_size,
+                )
+            )
+    finally:
+        bar.close()
+    report = ParityReport(
+        passed=bool(results) and all(r.passed for r in results), results=tuple(results)
+    )
+    atomic_write_json(export_dir / PARITY_NAME, report.to_dict())
+    return report
+
+
+def read_parity(export_dir: str | os.PathLike[str]) -> ParityReport | None:
+    """Read ``export_dir/parity.json``; ``None`` when it is missing or not a parity report."""
+    path = Path(export_dir) / PARITY_NAME
+    try:
+        return ParityReport.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _resolve_thresholds(thresholds: Thresholds | str | os.PathLike[str] | None) -> Thresholds:
+    if thresholds is None:
+        return THRESHOLDS
+    if isinstance(thresholds, (str, os.PathLike)):
+        return load_thresholds(thresholds)
+    return thresholds
+
+
+def runtime_for(fmt: ArtifactFormat, runtime: str) -> str:
+    """The runtime to load a file of ``fmt`` with, when the caller asked for ``runtime``.
+
+    A TFLite runtime name applies to ``.tflite`` files and ``onnxruntime`` to
+    ``.onnx``; the other format falls back to ``auto``, so one ``--runtime``
+    option can cover a whole export folder.
+    """
+    if fmt is ArtifactFormat.ONNX and runtime in _TFLITE_RUNTIMES:
+        return "auto"
+    if fmt is ArtifactFormat.TFLITE and runtime == "onnxruntime":
+        return "auto"
+    return runtime
+
+
+def _kind(export_dir: Path, entry: Mapping[str, Any]) -> tuple[str, ArtifactFormat, Precision]:
+    name = str(entry.get("file", ""))
+    try:
+        return name, ArtifactFormat(entry.get("format")), Precision(entry.get("precision"))
+    except ValueError:
+        raise ParityError(
+            f"{export_dir / 'manifest.json'}: entry {name!r} has format "
+            f"{entry.get('format')!r} and precision {entry.get('precision')!r}; expected one of "
+            f"{[f.value for f in ArtifactFormat]} and {[p.value for p in Precision]}; "
+            "fix: re-run `edgeport export RUN --force`"
+        ) from None
+
+
+def _check_artifact(
+    export_dir: Path,
+    entry: Mapping[str, Any],
+    *,
+    x: np.ndarray,
+    labels: np.ndarray,
+    reference: np.ndarray,
+    ref_top: np.ndarray,
+    reference_accuracy: float,
+    table: Thresholds,
+    runtime: str,
+    batch_size: int,
+) -> ParityResult:
+    from mobile_demo.runtime import load_model
+
+    name, fmt, precision = _kind(export_dir, entry)
+    tol = table.get(precision, THRESHOLDS[precision])
+    path = export_dir / name
+    failures: list[str] = []
+
+    def result(**figures: Any) -> ParityResult:
+        base = {"runtime": None, "accuracy": None, "agreement": None, "max_abs_diff": None,
+                "mean_abs_diff": None}
+        return ParityResult(
+            artifact=name, format=fmt, precision=precision,
+            reference_accuracy=reference_accuracy, passed=not failures,
+            failures=tuple(failures), bytes=size, **{**base, **figures},
+        )
+
+    # 1. The file is the one the manifest describes.
+    if not path.is_file():
+        size = int(entry.get("bytes") or 0)
+        failures.append("file missing: listed in manifest.json but not in the export folder")
+        return result()
+    size = path.stat().st_size
+    if size != entry.get("bytes"):
+        failures.append(f"size {size} bytes != manifest {entry.get('bytes')} bytes")
+    digest = file_sha256(path)
+    if digest != entry.get("sha256"):
+        failures.append(
+            f"sha256 {digest[:12]}... != manifest {str(entry.get('sha256'))[:12]}... "
+            "(the file changed since the export)"
+        )
+    # 2. It loads with the device runtime and answers with probabilities.
+    try:
+        model = load_model(path, runtime=runtime_for(fmt, runtime))
+    except ModelFileError as e:
+        if not failures:  # an untouched file that will not load is a broken export: bad input
+            raise
+        failures.append(f"cannot load: {e}")
+        return result()
+    meta_precision = model.metadata.get("precision")
+    if meta_precision is not None and meta_precision != precision.value:
+        failures.append(
+            f"embedded metadata precision {meta_precision!r} != manifest {precision.value!r}"
+        )
+    names = [o.name for o in model.outputs]
+    if "probabilities" not in names:
+        failures.append(f"no 'probabilities' output (outputs: {', '.join(names)})")
+        return result(runtime=model.runtime)
+    probs = model.predict(x, batch_size=batch_size)["probabilities"]
+    # 3. Shapes, then 4. values.
+    if probs.shape != reference.shape:
+        failures.append(
+            f"probabilities shape {list(probs.shape)} != reference {list(reference.shape)}"
+        )
+        return result(runtime=model.runtime)
+    top = probs.argmax(axis=1)
+    accuracy = float(np.mean(top == labels))
+    flips = int(np.count_nonzero(top != ref_top))
+    agreement = 1.0 - flips / len(top)
+    finite = np.isfinite(probs)
+    max_diff = mean_diff = None
+    if not finite.all():
+        failures.append(f"probabilities: {int((~finite).sum())} non-finite values (NaN or inf)")
+    else:
+        diff = np.abs(probs.astype(np.float64) - reference.astype(np.float64))
+        max_diff, mean_diff = float(diff.max()), float(diff.mean())
+    failures.extend(
+        _gate(tol, accuracy=accuracy, reference_accuracy=reference_accuracy,
+              agreement=agreement, flips=flips, n=len(top), max_diff=max_diff)
+    )
+    return result(runtime=model.runtime, accuracy=accuracy, agreement=agreement,
+                  max_abs_diff=max_diff, mean_abs_diff=mean_diff)
+
+
+def _gate(
+    tol: Tolerance,
+    *,
+    accuracy: float,
+    reference_accuracy: float,
+    agreement: float,
+    flips: int,
+    n: int,
+    max_diff: float | None,
+) -> list[str]:
+    """One line per figure outside its tolerance."""
+    failures = []
+    if max_diff is not None and tol.max_abs_diff is not None and max_diff > tol.max_abs_diff:
+        failures.append(f"max |Δp| {max_diff:.1e} > {tol.max_abs_diff:.1e}")
+    if agreement < tol.min_agreement:
+        failures.append(
+            f"agreement {agreement:.2%} < {tol.min_agreement:.2%} "
+            f"({flips} of {n} top-1 classes differ from the reference)"
+        )
+    drop = reference_accuracy - accuracy
+    # 1e-12: accuracies are counts / N, so 0.9136 - 0.9086 must not read as above 0.005.
+    if tol.max_accuracy_drop is not None and drop > tol.max_accuracy_drop + 1e-12:
+        failures.append(
+            f"accuracy drop {drop * 100:.2f} pts > {tol.max_accuracy_drop * 100:.2f} pts "
+            f"({reference_accuracy:.2%} -> {accuracy:.2%})"
+        )
+    return failures

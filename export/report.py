@@ -1,0 +1,354 @@
+"""Human and CI views of the gate's results: terminal tables, JSON, JUnit XML and Markdown.
+
+Usage::
+
+    from export.report import format_parity_table, write_junit, write_markdown
+    print(format_parity_table(report))
+    write_junit(report, "parity.xml")                 # one <testcase> per artifact
+    write_markdown(report, os.environ["GITHUB_STEP_SUMMARY"])
+
+One text-table and one Markdown-table renderer serve the export, parity,
+verify and bench reports; every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mobile_demo.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+from .bench import BenchReport
+from .parity import ParityReport
+from .verify import VerifyReport
+
+if TYPE_CHECKING:
+    from .exporter import ExportResult
+
+__all__ = [
+    "format_bench_table",
+    "format_export_table",
+    "format_parity_table",
+    "format_verify_table",
+    "markdown_table",
+    "render_table",
+    "to_markdown",
+    "write_json",
+    "write_junit",
+    "write_markdown",
+]
+
+_NUMERIC = "r"
+_TEXT = "l"
+
+
+# --- generic renderers ----------------------------------------------------------------------
+
+
+def render_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], *, align: str | None = None
+) -> str:
+    """A plain-text table with a header rule, columns padded to their widest cell.
+
+    Args:
+        headers: the column titles.
+        rows: the cells, already formatted as strings.
+        align: one letter per column, ``l`` (left) or ``r`` (right); default all left.
+
+    Returns:
+        The table, lines joined by newlines, no trailing newline.
+    """
+    align = align or _TEXT * len(headers)
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if a == _NUMERIC else c.ljust(w)
+            for c, w, a in zip(cells, widths, align, strict=True)
+        ).rstrip()
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *map(line, rows)])
+
+
+def markdown_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], *, align: str | None = None
+) -> str:
+    """A GitHub-flavoured Markdown table; ``|`` in cells is escaped.
+
+    Args:
+        headers: the column titles.
+        rows: the cells, already formatted as strings.
+        align: one letter per column, ``l`` or ``r``; default all left.
+
+    Returns:
+        The table, no trailing newline.
+    """
+    align = align or _TEXT * len(headers)
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    rule = "|" + "|".join("---:" if a == _NUMERIC else "---" for a in align) + "|"
+    return "\n".join([line(headers), rule, *map(line, rows)])
+
+
+def _pct(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value * 100:.{digits}f}%"
+
+
+def _pts(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:+.2f}"
+
+
+def _sci(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1e}"
+
+
+def _kb(n: int) -> str:
+    return f"{n / 1024:.1f}"
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+# --- parity -----------------------------------------------------------------------------------
+
+_PARITY_HEADERS = ("artifact", "format", "precision", "runtime", "size KB", "accuracy",
+                   "Δacc pts", "agreement", "max |Δp|", "result")
+_PARITY_ALIGN = "llllrrrrrl"
+
+
+def _parity_rows(report: ParityReport) -> list[list[str]]:
+    return [
+        [r.artifact, r.format.value, r.precision.value, r.runtime or "-", _kb(r.bytes),
+         _pct(r.accuracy), _pts(r.accuracy_change), _pct(r.agreement), _sci(r.max_abs_diff),
+         "PASS" if r.passed else "FAIL"]
+        for r in report.results
+    ]
+
+
+def _parity_headline(report: ParityReport) -> str:
+    n = len(report.results)
+    ok = sum(r.passed for r in report.results)
+    ref = _pct(report.results[0].reference_accuracy) if report.results else "-"
+    verdict = "PASS" if report.passed else "FAIL"
+    return f"parity {verdict}: {ok}/{n} artifacts reproduce the reference (accuracy {ref})"
+
+
+def format_parity_table(report: ParityReport) -> str:
+    """The terminal view: one row per artifact, a verdict line, then one line per failure."""
+    lines = [render_table(_PARITY_HEADERS, _parity_rows(report), align=_PARITY_ALIGN), "",
+             _parity_headline(report)]
+    lines += [f"- {f}" for f in report.failures]
+    return "\n".join(lines)
+
+
+def _parity_markdown(report: ParityReport) -> str:
+    icon = "✅" if report.passed else "❌"
+    rows = _parity_rows(report)
+    for row, r in zip(rows, report.results, strict=True):
+        row[0] = f"`{r.artifact}`"
+        row[-1] = "✅ PASS" if r.passed else "❌ FAIL"
+    parts = [f"### {icon} edgeport {_parity_headline(report)}", "",
+             markdown_table(_PARITY_HEADERS, rows, align=_PARITY_ALIGN)]
+    if report.failures:
+        parts += ["", "**Failures**", ""]
+        parts += [f"- `{r.artifact}`: {f}" for r in report.results for f in r.failures]
+    return "\n".join(parts) + "\n"
+
+
+def write_junit(report: ParityReport | VerifyReport, path: str | os.PathLike[str]) -> Path:
+    """Write JUnit XML: one ``<testcase>`` per artifact, a ``<failure>`` listing its reasons.
+
+    Args:
+        report: a parity (suite ``edgeport.parity``) or verify (``edgeport.verify``) report.
+        path: the XML file to write (atomically).
+
+    Returns:
+        The path written.
+    """
+    suite_name = "edgeport.parity" if isinstance(report, ParityReport) else "edgeport.verify"
+    results: Sequence[Any] = report.results
+    failed = sum(not r.passed for r in results)
+    problems = list(getattr(report, "problems", ()))
+    tests = len(results) + (1 if problems else 0)
+    failures = failed + (1 if problems else 0)
+    root = ET.Element("testsuites", name="edgeport", tests=str(tests), failures=str(failures),
+                      errors="0")
+    suite = ET.SubElement(root, "testsuite", name=suite_name, tests=str(tests),
+                          failures=str(failures), errors="0", skipped="0")
+    for r in results:
+        case = ET.SubElement(suite, "testcase", classname=f"{suite_name}.{r.format.value}",
+                             name=r.artifact)
+        if not r.passed:
+            failure = ET.SubElement(case, "failure", message="; ".join(r.failures),
+                                    type="ParityFailure" if suite_name.endswith("parity")
+                                    else "VerifyFailure")
+            failure.text = "\n".join(f"- {f}" for f in r.failures)
+        ET.SubElement(case, "system-out").text = _junit_figures(r)
+    if problems:
+        case = ET.SubElement(suite, "testcase", classname=suite_name, name="export folder")
+        failure = ET.SubElement(case, "failure", message="; ".join(problems),
+                                type="VerifyFailure")
+        failure.text = "\n".join(f"- {p}" for p in problems)
+    ET.indent(root)
+    return atomic_write_bytes(path, ET.tostring(root, encoding="utf-8", xml_declaration=True))
+
+
+def _junit_figures(r: Any) -> str:
+    d = r.to_dict()
+    skip = {"artifact", "failures", "passed"}
+    return "\n".join(f"{k} = {v}" for k, v in d.items() if k not in skip)
+
+
+# --- verify -----------------------------------------------------------------------------------
+
+_VERIFY_HEADERS = ("artifact", "format", "precision", "runtime", "sha256", "golden max |Δp|",
+                   "atol", "result")
+_VERIFY_ALIGN = "llllllrl"
+
+
+def _verify_rows(report: VerifyReport) -> list[list[str]]:
+    return [
+        [r.artifact, r.format.value, r.precision.value, r.runtime or "-",
+         "ok" if r.sha256_ok else "MISMATCH", _sci(r.max_abs_diff), _sci(r.atol),
+         "PASS" if r.passed else "FAIL"]
+        for r in report.results
+    ]
+
+
+def _verify_headline(report: VerifyReport) -> str:
+    n = len(report.results)
+    ok = sum(r.passed for r in report.results)
+    verdict = "PASS" if report.passed else "FAIL"
+    return (f"verify {verdict}: {ok}/{n} artifacts match manifest.json and replay "
+            f"{report.golden_count} golden vectors")
+
+
+def format_verify_table(report: VerifyReport) -> str:
+    """The terminal view of :func:`export.verify.verify_export`'s report."""
+    lines = [render_table(_VERIFY_HEADERS, _verify_rows(report), align=_VERIFY_ALIGN), "",
+             _verify_headline(report)]
+    lines += [f"- {f}" for f in report.failures]
+    return "\n".join(lines)
+
+
+def _verify_markdown(report: VerifyReport) -> str:
+    icon = "✅" if report.passed else "❌"
+    parts = [f"### {icon} edgeport {_verify_headline(report)}", "",
+             markdown_table(_VERIFY_HEADERS, _verify_rows(report), align=_VERIFY_ALIGN)]
+    if report.failures:
+        parts += ["", "**Failures**", "", *(f"- {f}" for f in report.failures)]
+    return "\n".join(parts) + "\n"
+
+
+# --- bench ------------------------------------------------------------------------------------
+
+_BENCH_HEADERS = ("artifact", "runtime", "size KB", "accuracy", "agreement", "parity",
+                  "load ms", "first ms", "p50 ms", "p99 ms", "img/s", "peak RSS MB")
+_BENCH_ALIGN = "llrrrlrrrrrr"
+
+
+def _bench_rows(report: BenchReport) -> list[list[str]]:
+    rows = []
+    for r in report.rows:
+        verdict = "baseline" if r.baseline else {True: "PASS", False: "FAIL", None: "-"}[
+            r.parity_passed]
+        rows.append([r.artifact, r.runtime, _kb(r.bytes), _pct(r.accuracy), _pct(r.agreement),
+                     verdict, _num(r.load_ms, ".1f"), _num(r.first_inference_ms, ".2f"),
+                     _num(r.latency_p50_ms, ".3f"), _num(r.latency_p99_ms, ".3f"),
+                     _num(r.throughput_ips, ",.0f"), _num(r.peak_rss_mb, ".0f")])
+    return rows
+
+
+def _bench_setting(report: BenchReport) -> str:
+    env = report.environment
+    threads = "default" if report.num_threads is None else str(report.num_threads)
+    text = (f"{report.runs} batch-1 runs after {report.warmup} warm-up; throughput: median of "
+            f"{report.repeats} calls at batch {report.batch}; threads {threads}; "
+            f"{env.get('cpu', '?')} ({env.get('cpu_count', '?')} CPUs); each row in a fresh "
+            "process")
+    if report.skipped:
+        text += f"; skipped: {', '.join(report.skipped)}"
+    return text
+
+
+def format_bench_table(report: BenchReport) -> str:
+    """The terminal view of a benchmark: the table, the settings and the recommendation."""
+    return "\n".join([render_table(_BENCH_HEADERS, _bench_rows(report), align=_BENCH_ALIGN), "",
+                      _bench_setting(report), report.recommendation])
+
+
+def _bench_markdown(report: BenchReport) -> str:
+    rows = _bench_rows(report)
+    for row in rows:
+        row[0] = f"`{row[0]}`"
+    return "\n".join([
+        "### edgeport bench", "",
+        markdown_table(_BENCH_HEADERS, rows, align=_BENCH_ALIGN), "",
+        f"_{_bench_setting(report)}_", "",
+        f"**{report.recommendation}**",
+    ]) + "\n"
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+def format_export_table(result: ExportResult) -> str:
+    """The terminal view of :func:`export.exporter.export_model`'s result."""
+    rows = [[a.file, a.format.value, a.precision.value, _kb(a.bytes), a.sha256[:12],
+             f"{a.seconds:.2f}"] for a in result.artifacts]
+    table = render_table(("file", "format", "precision", "size KB", "sha256", "seconds"), rows,
+                         align="lllrlr")
+    return f"{table}\n\nexported {len(rows)} files to {result.export_dir} in {result.seconds:.1f} s"
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def to_markdown(report: ParityReport | VerifyReport | BenchReport) -> str:
+    """A report as Markdown: a headline, a table with one row per artifact, the failures."""
+    if isinstance(report, ParityReport):
+        return _parity_markdown(report)
+    if isinstance(report, VerifyReport):
+        return _verify_markdown(report)
+    if isinstance(report, BenchReport):
+        return _bench_markdown(report)
+    raise TypeError(f"report is {type(report).__name__}; expected a parity, verify or bench report")
+
+
+def write_markdown(
+    report: ParityReport | VerifyReport | BenchReport,
+    path: str | os.PathLike[str],
+    *,
+    append: bool = False,
+) -> Path:
+    """Write :func:`to_markdown` to ``path``.
+
+    Args:
+        report: the report to render.
+        path: the Markdown file.
+        append: add to the end of ``path`` instead of replacing it atomically, as
+            GitHub expects for ``$GITHUB_STEP_SUMMARY`` when other steps wrote to it.
+
+    Returns:
+        The path written.
+    """
+    text = to_markdown(report)
+    if not append:
+        return atomic_write_text(path, text)
+    path = Path(path)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+def write_json(
+    report: ParityReport | VerifyReport | BenchReport, path: str | os.PathLike[str]
+) -> Path:
+    """Write ``report.to_dict()`` as indented JSON, atomically."""
+    return atomic_write_json(path, report.to_dict())

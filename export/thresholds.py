@@ -1,0 +1,196 @@
+"""The one tolerance table: how close each exported precision must stay to the reference.
+
+Usage::
+
+    from export.thresholds import THRESHOLDS, load_thresholds
+    tol = THRESHOLDS[Precision.INT8]              # the defaults
+    table = load_thresholds("thresholds.json")    # defaults, overridden from a file
+
+The parity gate (:mod:`export.parity`), the golden-vector check
+(:mod:`export.verify`) and the tests all read this table, so a tolerance is
+changed in one place. Rows are keyed by :class:`~export.formats.Precision`;
+the ONNX file is ``float32`` and shares that row with ``model_float32.tflite``.
+
+Units: ``min_agreement`` and ``max_accuracy_drop`` are fractions of the test
+set (``0.995`` = 99.5 %, ``0.003`` = 0.3 accuracy points); ``max_abs_diff``
+and ``golden_atol`` are absolute differences of probabilities. ``None`` means
+the figure is reported but not gated.
+
+An override file holds ``{"<precision>": {"<field>": number | null, ...}, ...}``,
+e.g. ``{"int8": {"min_agreement": 0.98}}``; fields not named keep their default.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from mobile_demo.errors import EdgeportError
+
+from .formats import Precision
+
+__all__ = ["THRESHOLDS", "Thresholds", "ThresholdsError", "Tolerance", "load_thresholds"]
+
+Thresholds = Mapping[Precision, "Tolerance"]
+"""A complete table: one :class:`Tolerance` per precision."""
+
+
+class ThresholdsError(EdgeportError, ValueError):
+    """A thresholds file is unreadable, or names an unknown precision or field, or a bad value."""
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far one precision may drift from the reference model.
+
+    Attributes:
+        min_agreement: smallest allowed fraction of test images whose top-1 class
+            equals the reference's top-1 class.
+        max_abs_diff: largest allowed ``max |p - p_ref|`` over all test images and
+            classes; ``None`` to report without gating (quantized files).
+        max_accuracy_drop: largest allowed ``reference_accuracy - accuracy``
+            (a fraction, 0.003 = 0.3 points); ``None`` to report without gating.
+        golden_atol: largest allowed ``|p - p_golden|`` when a file replays the
+            ``golden.npz`` vectors recorded at export time (:mod:`export.verify`).
+    """
+
+    min_agreement: float
+    max_abs_diff: float | None
+    max_accuracy_drop: float | None
+    golden_atol: float
+
+    def to_dict(self) -> dict[str, float | None]:
+        """The JSON form used by override files."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Tolerance))
+_OPTIONAL = ("max_abs_diff", "max_accuracy_drop")  # may be null: report, do not gate
+
+# The reference is float32 TensorFlow; the gate runs the files through LiteRT / ONNX Runtime.
+# golden_atol: the replay of golden.npz is bit-exact on the exporting machine; the allowance
+# is for another CPU's kernels (ARM NEON vs x86 AVX) running the same file.
+THRESHOLDS: Thresholds = MappingProxyType(
+    {
+        # Same float32 math, other kernels: summation order only (seen 2e-6), so no flips.
+        Precision.FLOAT32: Tolerance(
+            min_agreement=1.0,
+            max_abs_diff=1e-5,
+            max_accuracy_drop=None,
+            golden_atol=1e-5,  # a few float32 ulps of reordered sums
+        ),
+        # float16 weights (rel. error <= 4.9e-4), float32 compute: seen 4e-4; rare near-tie flips.
+        Precision.FLOAT16: Tolerance(
+            min_agreement=0.999,
+            max_abs_diff=1e-3,
+            max_accuracy_drop=None,
+            golden_atol=1e-5,  # the weights are fixed in the file; compute is float32
+        ),
+        # int8 weights, activations quantized per sample at run time: gate decisions, not p.
+        Precision.DYNAMIC_INT8: Tolerance(
+            min_agreement=0.995,
+            max_abs_diff=None,
+            max_accuracy_drop=0.003,
+            golden_atol=1e-4,  # float rescaling of int32 accumulators may round differently
+        ),
+        # Full integer, uint8 outputs of step 1/256 (seen 4e-2): gate decisions, not p.
+        Precision.INT8: Tolerance(
+            min_agreement=0.99,
+            max_abs_diff=None,
+            max_accuracy_drop=0.005,
+            golden_atol=0.004,  # one output step (1/256): a requantization may round the other way
+        ),
+    }
+)
+
+
+def load_thresholds(
+    path: str | os.PathLike[str] | None = None, *, base: Thresholds = THRESHOLDS
+) -> Thresholds:
+    """The tolerance table, with the rows and fields a JSON file names overridden.
+
+    Args:
+        path: a JSON file ``{"int8": {"min_agreement": 0.99, ...}, ...}``; ``None``
+            returns ``base`` unchanged.
+        base: the table to override (default :data:`THRESHOLDS`).
+
+    Returns:
+        A read-only mapping with one :class:`Tolerance` per precision.
+
+    Raises:
+        ThresholdsError: the file is missing or not JSON, names an unknown
+            precision or field, or gives a value that is not a finite number in
+            range (``min_agreement`` in [0, 1], the others >= 0).
+    """
+    if path is None:
+        return base
+    path = Path(path)
+    precisions = ", ".join(p.value for p in Precision)
+    example = 'e.g. {"int8": {"min_agreement": 0.99}}'
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ThresholdsError(
+            f"{path}: thresholds file not found; expected a JSON file {example}; "
+            "fix: check the --thresholds path"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ThresholdsError(
+            f"{path}: not valid JSON ({_first_line(e)}); expected {example}; fix the file"
+        ) from None
+    if not isinstance(doc, dict):
+        raise ThresholdsError(
+            f"{path}: top level is {type(doc).__name__}, expected an object keyed by "
+            f"precision ({precisions}); {example}"
+        )
+    table = dict(base)
+    for key, row in doc.items():
+        try:
+            precision = Precision(key)
+        except ValueError:
+            raise ThresholdsError(
+                f"{path}: unknown precision key {key!r}; allowed keys: {precisions}"
+            ) from None
+        if not isinstance(row, dict):
+            raise ThresholdsError(
+                f"{path}: {key!r} is {type(row).__name__}, expected an object with keys "
+                f"{', '.join(_FIELDS)}"
+            )
+        changes: dict[str, float | None] = {}
+        for name, value in row.items():
+            if name not in _FIELDS:
+                raise ThresholdsError(
+                    f"{path}: unknown key {key}.{name}; allowed keys: {', '.join(_FIELDS)}"
+                )
+            changes[name] = _check_value(path, f"{key}.{name}", name, value)
+        table[precision] = replace(table[precision], **changes)
+    return MappingProxyType(table)
+
+
+def _check_value(path: Path, where: str, name: str, value: Any) -> float | None:
+    if value is None and name in _OPTIONAL:
+        return None
+    allowed = "a number or null" if name in _OPTIONAL else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ThresholdsError(
+            f"{path}: {where} is {value!r}, expected {allowed}; fix the value in the file"
+        )
+    value = float(value)
+    if name == "min_agreement" and not 0.0 <= value <= 1.0:
+        raise ThresholdsError(
+            f"{path}: {where} is {value!r}, expected a fraction in [0, 1] (0.99 = 99 %)"
+        )
+    if name != "min_agreement" and value < 0.0:
+        raise ThresholdsError(f"{path}: {where} is {value!r}, expected a number >= 0")
+    return value
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]

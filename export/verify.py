@@ -1,0 +1,289 @@
+"""Verify an export folder on its own: hashes against the manifest, golden vectors replayed.
+
+Usage::
+
+    from export.verify import verify_export
+    report = verify_export("runs/mnist/export")   # also works on a copy on a device
+    print(report.passed, report.failures)
+
+Needs no dataset and no TensorFlow, only the folder and a runtime: it is the
+check to run after copying ``RUN/export`` anywhere. For each artifact in
+``manifest.json``:
+
+1. the file exists and its size and SHA-256 match the manifest;
+2. it loads with :func:`mobile_demo.runtime.load_model` and its embedded
+   metadata names the manifest's precision;
+3. on ``golden.npz["inputs"]`` it reproduces ``golden.npz["<stem>__probabilities"]``
+   (recorded by the exporter's own interpreters) within the precision's
+   ``golden_atol`` from :data:`export.thresholds.THRESHOLDS`.
+
+When the run directory the manifest names is still there, its SavedModel
+must also hash to ``saved_model_sha256`` (else the export is stale). Every
+failure is collected; the report fails on any.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mobile_demo.errors import EdgeportError, ModelFileError
+
+from .formats import ArtifactFormat, Precision
+from .golden import GOLDEN_NAME
+from .manifest import file_sha256, read_manifest, saved_model_sha256
+from .parity import runtime_for
+from .thresholds import THRESHOLDS, Thresholds, load_thresholds
+
+__all__ = ["VerifyError", "VerifyReport", "VerifyResult", "verify_export"]
+
+
+class VerifyError(EdgeportError, ValueError):
+    """The export folder or its ``golden.npz`` is missing or unreadable."""
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """One artifact's verification.
+
+    Attributes:
+        artifact: the file name.
+        format: its container format.
+        precision: its precision (selects ``golden_atol``).
+        runtime: the runtime that ran it, ``None`` when it did not load.
+        bytes: the file size (0 when missing).
+        sha256_ok: size and SHA-256 match the manifest.
+        max_abs_diff: ``max |p - p_golden|`` over the golden vectors, ``None`` if not run.
+        atol: the allowed maximum.
+        passed: no failure.
+        failures: one line per failed check.
+    """
+
+    artifact: str
+    format: ArtifactFormat
+    precision: Precision
+    runtime: str | None
+    bytes: int
+    sha256_ok: bool
+    max_abs_diff: float | None
+    atol: float
+    passed: bool
+    failures: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "artifact": self.artifact,
+            "format": self.format.value,
+            "precision": self.precision.value,
+            "runtime": self.runtime,
+            "bytes": self.bytes,
+            "sha256_ok": self.sha256_ok,
+            "max_abs_diff": self.max_abs_diff,
+            "atol": self.atol,
+            "passed": self.passed,
+            "failures": list(self.failures),
+        }
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The verdict over an export folder.
+
+    Attributes:
+        passed: every artifact passed, and no folder-level problem.
+        export_dir: the folder checked.
+        golden_count: how many golden vectors were replayed.
+        results: one :class:`VerifyResult` per manifest entry.
+        problems: folder-level failures (e.g. the SavedModel changed since the export).
+    """
+
+    passed: bool
+    export_dir: Path
+    golden_count: int
+    results: tuple[VerifyResult, ...]
+    problems: tuple[str, ...] = ()
+
+    @property
+    def failures(self) -> list[str]:
+        """Every failure as one line: ``"<artifact>: <reason>"``, then the folder's problems."""
+        return [f"{r.artifact}: {f}" for r in self.results for f in r.failures] + list(
+            self.problems
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "passed": self.passed,
+            "export_dir": str(self.export_dir),
+            "golden_count": self.golden_count,
+            "results": [r.to_dict() for r in self.results],
+            "problems": list(self.problems),
+        }
+
+
+def verify_export(
+    export_dir: str | os.PathLike[str],
+    *,
+    runtime: str = "auto",
+    thresholds: Thresholds | str | os.PathLike[str] | None = None,
+) -> VerifyReport:
+    """Re-hash every artifact and replay the golden vectors.
+
+    Args:
+        export_dir: the export folder (``RUN/export``, or a copy of it).
+        runtime: ``auto`` or a runtime name, applied as in
+            :func:`export.parity.check_parity` (TFLite runtimes to ``.tflite``,
+            ``onnxruntime`` to ``.onnx``).
+        thresholds: a tolerance table or the path of an override file; ``None``
+            uses :data:`~export.thresholds.THRESHOLDS`.
+
+    Returns:
+        The verdict; ``passed`` is False on any mismatch, with the reasons.
+
+    Raises:
+        VerifyError: the folder or ``golden.npz`` is missing or unreadable.
+        ManifestError: ``manifest.json`` is missing or not an edgeport manifest.
+        RuntimeNotFoundError: the runtime for a file is not installed.
+        ThresholdsError: ``thresholds`` is a path to a bad file.
+    """
+    export_dir = Path(export_dir)
+    if not export_dir.is_dir():
+        raise VerifyError(
+            f"{export_dir}: not a folder; expected an export folder (RUN/export) from "
+            "`edgeport export`; fix: check the path"
+        )
+    table = (load_thresholds(thresholds) if isinstance(thresholds, (str, os.PathLike))
+             else thresholds or THRESHOLDS)
+    manifest = read_manifest(export_dir)
+    golden = _read_golden(export_dir / GOLDEN_NAME)
+    inputs = golden["inputs"]
+    results = tuple(
+        _verify_artifact(export_dir, entry, golden, table=table, runtime=runtime)
+        for entry in manifest["artifacts"]
+    )
+    problems = []
+    if not results:
+        problems.append("manifest.json lists no artifacts; expected at least one model file")
+    run = manifest.get("run")
+    saved_model = Path(str(run)) / "saved_model" if run else None
+    if saved_model is not None and saved_model.is_dir():
+        if saved_model_sha256(saved_model) != manifest.get("saved_model_sha256"):
+            problems.append(
+                f"{saved_model}: changed since the export (saved_model_sha256 differs); "
+                "fix: re-run `edgeport export RUN --force`"
+            )
+    return VerifyReport(
+        passed=all(r.passed for r in results) and not problems,
+        export_dir=export_dir,
+        golden_count=len(inputs),
+        results=results,
+        problems=tuple(problems),
+    )
+
+
+def _read_golden(path: Path) -> dict[str, np.ndarray]:
+    fix = "re-run `edgeport export RUN --force`"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise VerifyError(
+            f"{path}: not found; expected the export's golden vectors; {fix}"
+        ) from None
+    except (OSError, ValueError, EOFError) as e:
+        raise VerifyError(
+            f"{path}: unreadable without pickle ({e}); expected an .npz of plain arrays; {fix}"
+        ) from None
+    inputs = arrays.get("inputs")
+    if inputs is None or inputs.ndim < 2 or len(inputs) == 0:
+        raise VerifyError(
+            f"{path}: no 'inputs' array [G, ...] (keys: {', '.join(sorted(arrays))}); "
+            f"expected golden inputs and '<stem>__probabilities' per artifact; {fix}"
+        )
+    return arrays
+
+
+def _verify_artifact(
+    export_dir: Path,
+    entry: Mapping[str, Any],
+    golden: Mapping[str, np.ndarray],
+    *,
+    table: Thresholds,
+    runtime: str,
+) -> VerifyResult:
+    from mobile_demo.runtime import load_model
+
+    name = str(entry.get("file", ""))
+    try:
+        fmt, precision = ArtifactFormat(entry.get("format")), Precision(entry.get("precision"))
+    except ValueError:
+        raise VerifyError(
+            f"{export_dir / 'manifest.json'}: entry {name!r} has format {entry.get('format')!r} "
+            f"and precision {entry.get('precision')!r}; expected one of "
+            f"{[f.value for f in ArtifactFormat]} and {[p.value for p in Precision]}; "
+            "fix: re-run `edgeport export RUN --force`"
+        ) from None
+    atol = table.get(precision, THRESHOLDS[precision]).golden_atol
+    path = export_dir / name
+    failures: list[str] = []
+    size = path.stat().st_size if path.is_file() else 0
+    figures: dict[str, Any] = {"runtime": None, "max_abs_diff": None, "sha256_ok": False}
+
+    def result() -> VerifyResult:
+        return VerifyResult(
+            artifact=name, format=fmt, precision=precision, bytes=size, atol=atol,
+            passed=not failures, failures=tuple(failures), **figures,
+        )
+
+    if not path.is_file():
+        failures.append("file missing: listed in manifest.json but not in the folder")
+        return result()
+    digest = file_sha256(path)
+    figures["sha256_ok"] = size == entry.get("bytes") and digest == entry.get("sha256")
+    if size != entry.get("bytes"):
+        failures.append(f"size {size} bytes != manifest {entry.get('bytes')} bytes")
+    if digest != entry.get("sha256"):
+        failures.append(
+            f"sha256 {digest[:12]}... != manifest {str(entry.get('sha256'))[:12]}... "
+            "(the file changed since the export)"
+        )
+    try:
+        model = load_model(path, runtime=runtime_for(fmt, runtime))
+    except ModelFileError as e:
+        failures.append(f"cannot load: {e}")
+        return result()
+    figures["runtime"] = model.runtime
+    meta_precision = model.metadata.get("precision")
+    if meta_precision != precision.value:
+        failures.append(
+            f"embedded metadata precision {meta_precision!r} != manifest {precision.value!r}"
+        )
+    key = f"{name.rsplit('.', 1)[0]}__probabilities"
+    expected = golden.get(key)
+    if expected is None:
+        failures.append(f"{GOLDEN_NAME} has no {key!r}; expected one array per artifact")
+        return result()
+    if "probabilities" not in [o.name for o in model.outputs]:
+        failures.append(
+            f"no 'probabilities' output (outputs: {', '.join(o.name for o in model.outputs)})"
+        )
+        return result()
+    probs = model.predict(golden["inputs"])["probabilities"]
+    if probs.shape != expected.shape:
+        failures.append(f"probabilities shape {list(probs.shape)} != golden {list(expected.shape)}")
+        return result()
+    if not (np.isfinite(probs).all() and np.isfinite(expected).all()):
+        failures.append("non-finite values (NaN or inf) in the output or the golden array")
+        return result()
+    diff = float(np.max(np.abs(probs.astype(np.float64) - expected.astype(np.float64))))
+    figures["max_abs_diff"] = diff
+    if diff > atol:
+        worst = int(np.argmax(np.abs(probs - expected).max(axis=1)))
+        failures.append(f"golden max |Δp| {diff:.1e} > {atol:.1e} (worst: golden vector {worst})")
+    return result()

@@ -9,7 +9,7 @@ Usage::
 One row per artifact and runtime (LiteRT; tflite-runtime where installed;
 ONNX Runtime for ``model.onnx``) plus the TensorFlow SavedModel as the
 baseline row. Each row is measured in its own fresh Python process, so its
-load time is cold and its peak RSS (``ru_maxrss``) is that runtime's alone,
+load time is cold and its peak RSS (``VmHWM``) is that runtime's alone,
 not the sum of everything the benchmark has loaded. Each process:
 
 1. imports the runtime (``import_ms``) and loads the file (``load_ms``,
@@ -361,6 +361,7 @@ def write_plot(report: BenchReport, path: str | os.PathLike[str]) -> Path:
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     from mobile_demo.fileio import atomic_write_bytes
 
@@ -379,6 +380,10 @@ def write_plot(report: BenchReport, path: str | os.PathLike[str]) -> Path:
                         xytext=(6, 4), fontsize=7)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.margins(x=0.25, y=0.2)  # room for the labels of the outermost points
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     ax.set_xlabel("file size (KB, log scale)")
     ax.set_ylabel("batch-1 latency p50 (ms, log scale)")
     ax.set_title(f"edgeport bench: latency vs size ({report.runs} runs; labels: test accuracy)")

@@ -130,6 +130,13 @@ def _parity(args: argparse.Namespace, run: Path) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    from train.tfenv import quiet_native_stderr
+
+    with quiet_native_stderr():
+        return _dispatch_command(args)
+
+
+def _dispatch_command(args: argparse.Namespace) -> int:
     from train.tfenv import import_tensorflow
 
     if args.command == "train":

@@ -13,25 +13,38 @@ import contextlib
 import os
 import sys
 
-__all__ = ["import_tensorflow"]
+__all__ = ["import_tensorflow", "quiet_native_stderr"]
 
 
 @contextlib.contextmanager
-def _silenced_fd2():
+def quiet_native_stderr():
+    """Silence what C++ code writes to fd 2, keep Python's ``sys.stderr`` working.
+
+    Python-level output (progress bars, warnings, tracebacks) is redirected to a
+    duplicate of the real stderr, so the user still sees it; the TFLite
+    converter's and XNNPACK's native chatter goes to /dev/null. A no-op with
+    ``EDGEPORT_DEBUG=1``.
+    """
     if os.environ.get("EDGEPORT_DEBUG"):
         yield
         return
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
+    py_stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=sys.stderr.encoding,
+                          errors="backslashreplace")
+    old = sys.stderr
+    sys.stderr = py_stderr
     try:
         os.dup2(devnull, 2)
         yield
     finally:
-        sys.stderr.flush()
+        py_stderr.flush()
+        sys.stderr = old
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+        py_stderr.close()
 
 
 def import_tensorflow():
@@ -39,7 +52,7 @@ def import_tensorflow():
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with _silenced_fd2():
+    with quiet_native_stderr():
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # probes CUDA now, while fd 2 is silenced

@@ -1,0 +1,146 @@
+"""export.bench on a real exported MNIST run: the JSON schema and sane figures, not the speed.
+
+Timings depend on the machine, so nothing here compares them with a number;
+every figure must be present, positive and finite, and the rows must cover
+every artifact with the runtimes that are installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from export.bench import BenchError, BenchReport, BenchRow, benchmark
+from export.formats import ARTIFACT_KINDS
+from export.report import format_bench_table, to_markdown
+from mobile_demo.runtime import available_runtimes
+
+pytestmark = pytest.mark.slow
+
+FILES = [k.file for k in ARTIFACT_KINDS]
+TIMINGS = ("import_ms", "load_ms", "first_inference_ms", "latency_p50_ms", "latency_p99_ms",
+           "throughput_ips", "peak_rss_mb", "base_rss_mb")
+
+
+@pytest.fixture(scope="module")
+def bench(exported_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("bench")
+    # Tiny counts: this checks the plumbing; `edgeport bench` defaults to 1,000 runs.
+    report = benchmark(exported_run, runs=5, batch=16, warmup=1, repeats=2, progress=False,
+                       json_path=out / "copy.json", markdown_path=out / "bench.md",
+                       plot_path=out / "bench.png")
+    return report, out
+
+
+def test_rows_cover_every_artifact_and_the_baseline(bench):
+    report, _ = bench
+    tflite_runtimes = [r for r in ("litert", "tflite-runtime") if r in available_runtimes()]
+    expected = [(f, rt) for f in FILES if f.endswith(".tflite") for rt in tflite_runtimes]
+    expected += [("model.onnx", "onnxruntime"), ("saved_model", "tensorflow")]
+    assert sorted((r.artifact, r.runtime) for r in report.rows) == sorted(expected)
+    assert report.rows[-1].baseline and report.rows[-1].format == "saved_model"
+    assert sum(r.baseline for r in report.rows) == 1
+    if "tflite-runtime" not in available_runtimes():
+        assert any(s.startswith("tflite-runtime: not installed") for s in report.skipped)
+
+
+def test_every_figure_is_positive_and_finite(bench, exported_run: Path):
+    report, _ = bench
+    parity = json.loads((exported_run / "export" / "parity.json").read_text())
+    accuracy = {r["artifact"]: r["accuracy"] for r in parity["results"]}
+    for row in report.rows:
+        for name in (*TIMINGS, "bytes"):
+            value = getattr(row, name)
+            assert math.isfinite(value) and value > 0, (row.artifact, row.runtime, name, value)
+        assert row.peak_rss_mb >= row.base_rss_mb
+        assert row.latency_p99_ms >= row.latency_p50_ms
+        assert 0.0 < row.accuracy <= 1.0 and 0.0 < row.agreement <= 1.0
+        if row.baseline:
+            assert row.parity_passed is None
+            assert row.agreement == pytest.approx(1.0, abs=0)  # the reference agrees with itself
+        else:
+            assert row.parity_passed is True
+            assert row.accuracy == accuracy[row.artifact]  # taken from the parity gate
+            assert row.bytes == (exported_run / "export" / row.artifact).stat().st_size
+
+
+def test_json_schema_on_disk(bench, exported_run: Path):
+    report, out = bench
+    doc = json.loads((exported_run / "export" / "bench.json").read_text())
+    assert doc == report.to_dict()
+    assert json.loads((out / "copy.json").read_text()) == doc
+    assert set(doc) == {"settings", "environment", "rows", "skipped", "recommendation"}
+    assert doc["settings"] == {"runs": 5, "batch": 16, "warmup": 1, "repeats": 2,
+                               "num_threads": None}
+    fields = {f.name for f in dataclasses.fields(BenchRow)}
+    for row in doc["rows"]:
+        assert set(row) == fields
+    assert {"python", "platform", "cpu", "cpu_count", "versions"} <= set(doc["environment"])
+    rec = doc["recommendation"]
+    names = {(r["artifact"], r["runtime"]) for r in doc["rows"]}
+    assert (rec["smallest"]["artifact"], rec["smallest"]["runtime"]) in names
+    assert (rec["fastest"]["artifact"], rec["fastest"]["runtime"]) in names
+    assert rec["line"].startswith("recommendation: smallest passing: ")
+
+
+def test_markdown_plot_and_table(bench):
+    report, out = bench
+    text = (out / "bench.md").read_text(encoding="utf-8")
+    assert text == to_markdown(report)
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert len(rows) == len(report.rows)
+    assert report.recommendation in text
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = format_bench_table(report)
+    assert all(r.artifact in table for r in report.rows)
+    assert table.splitlines()[-1] == report.recommendation
+
+
+def test_runtime_selection_and_no_baseline(exported_run: Path):
+    report = benchmark(exported_run, runs=3, batch=8, warmup=0, repeats=1, progress=False,
+                       runtimes=["onnxruntime"], baseline=False)
+    assert [(r.artifact, r.runtime) for r in report.rows] == [("model.onnx", "onnxruntime")]
+    assert report.smallest == report.fastest == report.rows[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"runs": 0}, "runs=0; expected an integer >= 1"),
+        ({"batch": -1}, "batch=-1"),
+        ({"runtimes": ["tflite"]}, "runtime 'tflite' is not one the benchmark knows"),
+        ({"num_threads": 0}, "num_threads=0"),
+    ],
+)
+def test_bad_options(exported_run: Path, kwargs: dict, needle: str):
+    with pytest.raises(BenchError) as e:
+        benchmark(exported_run, progress=False, **kwargs)
+    assert needle in str(e.value)
+    assert e.value.exit_code == 2
+
+
+def _row(artifact: str, size: int, p50: float, passed: bool | None, **kw) -> BenchRow:
+    figures = dict.fromkeys(TIMINGS, 1.0)
+    figures["latency_p50_ms"] = p50
+    return BenchRow(artifact=artifact, format="tflite", precision="float32", runtime="litert",
+                    bytes=size, accuracy=0.9, agreement=1.0, parity_passed=passed,
+                    **{**figures, **kw})
+
+
+def test_recommendation_skips_failing_files_and_the_baseline():
+    rows = (
+        _row("tiny_but_failing.tflite", 100, 0.001, False),
+        _row("small.tflite", 1000, 0.5, True),
+        _row("fast.tflite", 5000, 0.1, True),
+        _row("saved_model", 50, 0.01, None, baseline=True),
+    )
+    report = BenchReport(rows=rows, runs=1, batch=1, warmup=0, repeats=1, num_threads=None)
+    assert report.smallest.artifact == "small.tflite"
+    assert report.fastest.artifact == "fast.tflite"
+    failing = BenchReport(rows=rows[:1], runs=1, batch=1, warmup=0, repeats=1, num_threads=None)
+    assert failing.smallest is None
+    assert "no artifact passes parity" in failing.recommendation

@@ -66,7 +66,8 @@ def parse_idx(data: bytes, *, name: str = "<bytes>", expect_magic: int | None = 
     if payload != count:
         what = "truncated" if payload < count else "has trailing bytes"
         raise DatasetError(
-            f"{name}: {what}: header {list(dims)} needs {count} bytes of data, found {payload}; {fix}"
+            f"{name}: {what}: header {list(dims)} needs {count} bytes of data, "
+            f"found {payload}; {fix}"
         )
     arr = np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
     return arr

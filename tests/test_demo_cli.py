@@ -1,0 +1,378 @@
+"""edgeport-demo end to end: main([...]) in process, plus real subprocesses where it matters."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import _models
+import numpy as np
+import pytest
+from PIL import Image
+
+from mobile_demo.cli import main
+from mobile_demo.errors import ImageError
+from mobile_demo.runtime import available_runtimes
+
+REPO = Path(__file__).resolve().parents[1]
+INSTALLED = available_runtimes()
+
+
+@pytest.fixture(scope="session")
+def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A contract-shaped export folder (tiny model); the real MNIST export fits as well."""
+    return _models.tiny_export_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def golden_pngs(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The golden inputs saved as ``<label>_<i>.png``: an --eval folder with known answers."""
+    root = tmp_path_factory.mktemp("golden_pngs")
+    with np.load(export_dir / "golden.npz", allow_pickle=False) as z:
+        inputs, labels = z["inputs"], z["labels"]
+    with (export_dir / "manifest.json").open() as f:
+        desc = json.load(f)["input"]
+    names = (export_dir / "labels.txt").read_text().split()
+    for i, (x, y) in enumerate(zip(inputs, labels, strict=True)):
+        pixels = (x.reshape(desc["height"], desc["width"], desc["channels"]) * 255).round()
+        img = Image.fromarray(
+            pixels.astype(np.uint8).squeeze(-1)
+            if desc["channels"] == 1
+            else pixels.astype(np.uint8)
+        )
+        img.save(root / f"{names[int(y)]}_{i:03d}.png")
+    return root
+
+
+@pytest.fixture()
+def digits(tmp_path: Path) -> list[Path]:
+    paths = []
+    for shape in ("seven", "zero", "one"):
+        p = tmp_path / f"{shape}.png"
+        _models.draw_digit((120, 90), shape=shape).save(p)
+        paths.append(p)
+    return paths
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("edgeport-demo: error: ")
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0]
+
+
+# --- classify --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["model_float32.tflite", "model_int8.tflite", "model.onnx"])
+def test_classify_json(
+    export_dir: Path, digits: list[Path], capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    code, out, err = _run([export_dir / name, *digits, "--json", "--top-k", "4"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    labels = json.loads((export_dir / name).with_name("manifest.json").read_text())["labels"]
+    assert doc["runtime"] in INSTALLED
+    assert [p["file"] for p in doc["predictions"]] == [str(d) for d in digits]
+    for p in doc["predictions"]:
+        assert p["label"] in labels
+        assert len(p["top_k"]) == 4
+        probs = [t["probability"] for t in p["top_k"]]
+        assert probs == sorted(probs, reverse=True)
+        assert p["probability"] == probs[0] and p["label"] == p["top_k"][0]["label"]
+        assert 0.0 <= probs[-1] <= probs[0] <= 1.0
+
+
+def test_classify_text_and_folder(
+    export_dir: Path, digits: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run([export_dir / "model_int8.tflite", digits[0].parent], capsys)
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert len(lines) == len(digits)  # the folder expands to its three pictures
+    assert all(": " in ln and "top-3:" in ln for ln in lines)
+
+
+def test_labels_option_overrides(
+    export_dir: Path, digits: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    k = len((export_dir / "labels.txt").read_text().split())
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"class-{i}" for i in range(k)))
+    code, out, _ = _run(
+        [export_dir / "model_float32.tflite", digits[0], "--labels", names, "--json"], capsys
+    )
+    assert code == 0
+    assert json.loads(out)["predictions"][0]["label"].startswith("class-")
+    names.write_text("only\ntwo\n")
+    code, _, err = _run([export_dir / "model_float32.tflite", digits[0], "--labels", names], capsys)
+    _assert_one_line_error(code, err, "2 class names")
+
+
+# --- eval --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["model_float32.tflite", "model_int8.tflite"])
+def test_eval_on_golden_pictures(
+    export_dir: Path, golden_pngs: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    code, out, err = _run(
+        [export_dir / name, "--eval", golden_pngs, "--no-preprocess", "--json"], capsys
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    assert set(doc) == {"accuracy", "count", "confusion_matrix", "labels", "runtime"}
+    cm = np.array(doc["confusion_matrix"])
+    assert doc["count"] == len(list(golden_pngs.glob("*.png"))) == cm.sum()
+    assert doc["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    # The PNGs hold the golden inputs exactly (k/255 pixels) and the labels are the
+    # reference's answers, so only int8 near-ties may differ.
+    assert doc["accuracy"] >= _models.MIN_TOP1_AGREEMENT
+
+
+def test_eval_text_and_sub_folders(
+    export_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "7").mkdir()
+    _models.draw_digit((60, 60), shape="seven").save(tmp_path / "7" / "a.png")
+    _models.draw_digit((60, 60), shape="zero").save(tmp_path / "0_b.png")
+    code, out, _ = _run([export_dir / "model_int8.tflite", "--eval", tmp_path], capsys)
+    assert code == 0
+    assert out.startswith("accuracy ")
+    assert "on 2 pictures" in out and "confusion matrix" in out
+    _models.draw_digit((60, 60), shape="one").save(tmp_path / "unlabelled.png")
+    code, _, err = _run([export_dir / "model_int8.tflite", "--eval", tmp_path], capsys)
+    _assert_one_line_error(code, err, "unlabelled.png", "cannot tell the label")
+    (tmp_path / "unlabelled.png").rename(tmp_path / "dog_1.png")
+    code, _, err = _run([export_dir / "model_int8.tflite", "--eval", tmp_path], capsys)
+    _assert_one_line_error(code, err, "'dog'")
+
+
+# --- bench and export-samples ------------------------------------------------------------------
+
+
+def test_bench_json(export_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(
+        [export_dir / "model_int8.tflite", "--bench", "--runs", "20", "--json"], capsys
+    )
+    assert code == 0
+    r = json.loads(out)
+    assert r["runs"] == 20
+    assert 0 < r["p50_ms"] <= r["p99_ms"]
+    assert r["load_ms"] > 0 and r["first_inference_ms"] > 0
+    code, out, _ = _run([export_dir / "model.onnx", "--bench", "--runs", "5"], capsys)
+    assert code == 0 and "p50" in out and "p99" in out
+
+
+def _write_idx(root: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    n, h, w = images.shape
+    with gzip.open(root / "t10k-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">IIII", 2051, n, h, w) + images.tobytes())
+    with gzip.open(root / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">II", 2049, n) + labels.tobytes())
+
+
+def test_export_samples(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    labels = np.array([7, 2, 1, 0, 4], np.uint8)
+    _write_idx(tmp_path / "data", images, labels)
+    code, out, _ = _run(
+        ["--export-samples", "3", tmp_path / "out", "--data-dir", tmp_path / "data"], capsys
+    )
+    assert code == 0 and "wrote 3" in out
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert files == ["1_00002.png", "2_00001.png", "7_00000.png"]
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "out" / "2_00001.png")), images[1]
+    )
+    # Default location: $EDGEPORT_DATA/mnist.
+    _write_idx(tmp_path / "env" / "mnist", images, labels)
+    monkeypatch.setenv("EDGEPORT_DATA", str(tmp_path / "env"))
+    code, _, _ = _run(["--export-samples", "1", tmp_path / "out2"], capsys)
+    assert code == 0 and (tmp_path / "out2" / "7_00000.png").is_file()
+    code, _, err = _run(["--export-samples", "9", tmp_path / "out3"], capsys)
+    _assert_one_line_error(code, err, "from 1 to 5")
+    code, _, err = _run(
+        ["--export-samples", "1", tmp_path / "out3", "--data-dir", tmp_path / "nowhere"], capsys
+    )
+    _assert_one_line_error(code, err, "not found")
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+def test_bad_inputs_give_one_line_and_exit_2(
+    export_dir: Path, digits: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = export_dir / "model_int8.tflite"
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    fake = tmp_path / "fake.tflite"
+    fake.write_text("not a model either")
+    blank = tmp_path / "blank.png"
+    Image.new("L", (30, 30), 255).save(blank)
+    cases = [
+        ([model, tmp_path / "missing.png"], "image not found"),
+        ([model, text], "not a picture"),
+        ([model, blank], "no ink"),
+        ([fake, digits[0]], "fake.tflite"),
+        ([tmp_path / "missing.tflite", digits[0]], "model file not found"),
+        ([model, "--eval", tmp_path / "no_dir"], "not a folder"),
+    ]
+    for args, needle in cases:
+        code, out, err = _run(args, capsys)
+        _assert_one_line_error(code, err, needle)
+        assert out == ""
+
+
+def test_usage_errors_exit_2(export_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for args in (
+        [],
+        [export_dir / "model.onnx"],
+        [export_dir / "model.onnx", "--runtime", "nope", "x.png"],
+    ):
+        code, _, err = _run(args, capsys)
+        assert code == 2 and "usage:" in err and "Traceback" not in err
+    assert main(["--help"]) == 0
+    assert "edgeport-demo" in capsys.readouterr().out
+
+
+def test_debug_shows_the_exception(export_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ImageError):
+        main([str(export_dir / "model_int8.tflite"), str(tmp_path / "missing.png"), "--debug"])
+
+
+# --- real processes ------------------------------------------------------------------------
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **extra}
+    env.pop("EDGEPORT_DATA", None)
+    return env
+
+
+def test_subprocess_run_and_clean_error(export_dir: Path, digits: list[Path]) -> None:
+    """Only a real process shows what the runtimes' C++ code prints on stderr."""
+    ok = subprocess.run(
+        [sys.executable, "-m", "mobile_demo", export_dir / "model_int8.tflite", digits[0]],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith(f"{digits[0]}: ")
+    assert ok.stderr == ""  # LiteRT's "INFO: Created ... XNNPACK delegate" is filtered
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mobile_demo",
+            export_dir / "model_int8.tflite",
+            digits[0].with_suffix(".txt"),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+        check=False,
+    )
+    _assert_one_line_error(bad.returncode, bad.stderr, "image not found")
+
+
+_PROBE = """
+import json, sys
+from mobile_demo.cli import main
+code = main(sys.argv[1:])
+banned = {"tensorflow", "keras", "train", "export", "tf2onnx"}
+heavy = sorted({m.split(".")[0] for m in sys.modules} & banned)
+print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "runtime"),
+    [("model_int8.tflite", "litert"), ("model_float32.tflite", "auto"), ("model.onnx", "auto")],
+)
+def test_tensorflow_is_never_imported(
+    export_dir: Path, digits: list[Path], name: str, runtime: str
+) -> None:
+    if runtime == "litert" and "litert" not in INSTALLED:
+        pytest.skip("ai-edge-litert is not installed")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _PROBE,
+            export_dir / name,
+            digits[0],
+            "--runtime",
+            runtime,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+        check=False,
+    )
+    report = json.loads(r.stderr.strip().splitlines()[-1])
+    assert report == {"code": 0, "heavy": []}
+    assert json.loads(r.stdout)["runtime"] != "tensorflow"
+
+
+def _device_python() -> str | None:
+    """The TensorFlow-free device venv: $EDGEPORT_DEVICE_PYTHON, .venv-device or /tmp/devvenv."""
+    candidates = [
+        os.environ.get("EDGEPORT_DEVICE_PYTHON"),
+        REPO / ".venv-device/bin/python",
+        "/tmp/devvenv/bin/python",
+    ]
+    for c in candidates:
+        if c and Path(c).is_file():
+            return str(c)
+    return None
+
+
+@pytest.mark.device
+@pytest.mark.parametrize("name", [f for f in _models.ARTIFACTS if f.endswith(".tflite")])
+def test_runs_in_the_device_venv(export_dir: Path, digits: list[Path], name: str) -> None:
+    python = _device_python()
+    if python is None:
+        pytest.skip("no device venv (.venv-device, /tmp/devvenv or $EDGEPORT_DEVICE_PYTHON)")
+    r = subprocess.run(
+        [python, "-m", "mobile_demo", export_dir / name, *digits, "--json"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+        check=False,
+    )
+    if r.returncode == 2 and "older than the converter" in r.stderr:
+        # tflite-runtime 2.14 lacks newer operator versions (dynamic_int8 from TF >= 2.16 uses
+        # FULLY_CONNECTED v12): the error must say so in one line.
+        assert name != "model_int8.tflite", r.stderr
+        _assert_one_line_error(r.returncode, r.stderr, name)
+        return
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["runtime"] in ("litert", "tflite-runtime")
+    assert len(doc["predictions"]) == len(digits)

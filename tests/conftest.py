@@ -53,3 +53,15 @@ def exported_run(seed_run):
 
     export_model(seed_run.run_dir, formats="all", progress=False)
     return seed_run.run_dir
+
+
+@pytest.fixture(scope="session")
+def device_python() -> str:
+    """The TensorFlow-free device venv's python (tflite-runtime, numpy<2, Pillow).
+
+    ``make test`` builds it (``.venv-device``) and sets ``EDGEPORT_DEVICE_PYTHON``.
+    """
+    candidates = [os.environ.get("EDGEPORT_DEVICE_PYTHON"), str(REPO / ".venv-device/bin/python")]
+    found = [c for c in candidates if c and Path(c).is_file()]
+    assert found, "no device venv: run `make device-venv` or set EDGEPORT_DEVICE_PYTHON"
+    return found[0]

@@ -125,7 +125,10 @@ def _parity(args: argparse.Namespace, run: Path) -> int:
     if args.junit:
         write_junit(report, args.junit)
     if args.markdown:
-        write_markdown(report, args.markdown)
+        # GitHub's job summary collects every step's Markdown: add to it, never replace it.
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        append = bool(summary) and os.path.abspath(summary) == os.path.abspath(args.markdown)
+        write_markdown(report, args.markdown, append=append)
     return 0 if report.passed else 1
 
 

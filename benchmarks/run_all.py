@@ -1,0 +1,217 @@
+"""Run every peer benchmark on one run and write benchmarks/RESULTS.md.
+
+Usage::
+
+    EDGEPORT_DATA=../shared/data .venv/bin/python benchmarks/run_all.py [--run RUN]
+        [--out benchmarks/RESULTS.md] [--cold-repeats 5] [--export-repeats 3]
+        [--train-repeats 3] [--skip-training-bench]
+
+    EDGEPORT_DEVICE_PYTHON=.venv-device/bin/python   the TensorFlow-free venv for cold_start.py
+                                                     (default .venv-device, else /tmp/devvenv)
+
+Without ``--run`` it trains the seed recipe (the tutorial's softmax
+regression: SGD 0.5, 1,000 steps of 100) into a temporary folder with
+``edgeport run`` (train, export all five formats, parity); with ``--run`` it
+uses that exported run as it is. Then it runs, each in its own process,
+``inference_vs_numpy.py``, ``cold_start.py``, ``size.py``,
+``export_parity_time.py`` (each with ``--run``) and ``train_vs_sklearn.py``,
+and writes their tables, the targets met or missed with the reasons, the
+date, the machine and the package versions into RESULTS.md. ``make bench``
+runs this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import REPO, device_python, load_average, machine, table
+
+HERE = Path(__file__).resolve().parent
+# (script, section title); each takes --run RUN and --json FILE.
+SECTIONS = (
+    ("inference_vs_numpy.py", "Batch-1 inference latency against a numpy floor and TensorFlow"),
+    ("cold_start.py", "Cold start: process start to first prediction"),
+    ("size.py", "File size against the parameter bytes"),
+    ("export_parity_time.py", "Export and parity time"),
+)
+VERSIONS = ("tensorflow", "ai-edge-litert", "onnxruntime", "tf2onnx", "onnx", "numpy",
+            "scikit-learn")
+
+
+def run_script(script: str, args: list[str]) -> tuple[int, str]:
+    """Run ``benchmarks/SCRIPT ARGS`` (stderr to the terminal); ``(exit code, stdout)``."""
+    print(f"\n=== {script} {' '.join(args)}", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(HERE / script), *args], cwd=REPO,
+                          stdout=subprocess.PIPE, text=True, check=False)
+    print(proc.stdout, end="", flush=True)
+    print(f"=== {script}: exit code {proc.returncode} in {time.perf_counter() - t0:.0f} s",
+          file=sys.stderr, flush=True)
+    return proc.returncode, proc.stdout
+
+
+def versions() -> str:
+    """Package versions of the main venv and the device venv."""
+    found = []
+    for dist in VERSIONS:
+        try:
+            found.append(f"{dist} {importlib_metadata.version(dist)}")
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    text = f"Python {sys.version.split()[0]}, " + ", ".join(found)
+    dev = device_python()
+    if dev is not None:
+        probe = ("import sys, numpy, importlib.util; "
+                 "from importlib.metadata import version as v; "
+                 "print(sys.version.split()[0], 'tflite-runtime', v('tflite-runtime'), "
+                 "'numpy', numpy.__version__, importlib.util.find_spec('tensorflow') is None)")
+        out = subprocess.run([str(dev), "-c", probe], capture_output=True, text=True,
+                             check=False).stdout.split()
+        if len(out) == 6:
+            tf = "no TensorFlow" if out[5] == "True" else "TensorFlow installed too"
+            text += (f"; device venv (`{dev}`): Python {out[0]}, {out[1]} {out[2]}, "
+                     f"{out[3]} {out[4]}, {tf}")
+    return text
+
+
+def prepare_run(args: argparse.Namespace, tmp: Path) -> tuple[Path, str]:
+    """The exported run to measure and its parity table (trains one without ``--run``)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    if args.run:
+        run = Path(args.run).resolve()
+        if not (run / "export" / "manifest.json").is_file():
+            sys.exit(f"error: {run}/export/manifest.json not found; expected an exported run; "
+                     f"fix: `edgeport export {run}` first, or leave out --run")
+        cmd = [sys.executable, "-m", "export", "parity", str(run)]
+    else:
+        run = tmp / "seed-run"
+        cmd = [sys.executable, "-m", "export", "run", "--recipe", "seed", "--out", str(run),
+               "--quiet"]
+    print(f"=== {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True,
+                          check=False)
+    lines = proc.stdout.rstrip().splitlines()
+    # The last table of the output is the parity gate's (after the export table).
+    starts = [i for i, line in enumerate(lines) if line.startswith("artifact ")]
+    if proc.returncode not in (0, 1) or not starts:  # 1: a file failed parity; still measured
+        sys.exit(f"error: `edgeport {' '.join(cmd[3:])}` failed with exit code "
+                 f"{proc.returncode}; see the messages above")
+    return run, "\n".join(lines[starts[-1]:])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", metavar="RUN", help="an exported run (default: train the seed "
+                    "recipe into a temporary folder)")
+    ap.add_argument("--out", default=str(HERE / "RESULTS.md"), help="the results file")
+    ap.add_argument("--cold-repeats", type=int, default=5, help="cold_start.py rounds")
+    ap.add_argument("--export-repeats", type=int, default=3, help="export_parity_time.py runs")
+    ap.add_argument("--train-repeats", type=int, default=3, help="train_vs_sklearn.py runs")
+    ap.add_argument("--skip-training-bench", action="store_true",
+                    help="leave out train_vs_sklearn.py (minutes on a small machine)")
+    args = ap.parse_args()
+
+    started = time.strftime("%Y-%m-%d %H:%M")
+    load_start = load_average()
+    t_start = time.perf_counter()
+    extra = {"cold_start.py": ["--repeats", str(args.cold_repeats)],
+             "export_parity_time.py": ["--repeats", str(args.export_repeats)]}
+    sections, targets, failed = [], [], []
+    with tempfile.TemporaryDirectory(prefix="edgeport-bench-all-") as tmp_name:
+        tmp = Path(tmp_name)
+        run, parity_table = prepare_run(args, tmp)
+        metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+        for script, title in SECTIONS:
+            out_json = tmp / f"{script}.json"
+            code, _ = run_script(script, ["--run", str(run), "--json", str(out_json),
+                                          *extra.get(script, [])])
+            if code != 0 or not out_json.is_file():
+                failed.append(script)
+                sections.append(f"## {title}\n\n`{script}` failed (exit code {code}); see "
+                                "its messages on the terminal.\n")
+                continue
+            doc = json.loads(out_json.read_text(encoding="utf-8"))
+            targets += doc["targets"]
+            sections.append(f"## {title}\n\n`benchmarks/{script} --run RUN`\n\n"
+                            f"{doc['markdown'].strip()}\n")
+        if not args.skip_training_bench:
+            code, out = run_script("train_vs_sklearn.py", ["--repeats", str(args.train_repeats)])
+            title = "Training speed against scikit-learn"
+            if code != 0:
+                failed.append("train_vs_sklearn.py")
+                sections.append(f"## {title}\n\n`train_vs_sklearn.py` failed (exit code "
+                                f"{code}).\n")
+            else:
+                sections.append(f"## {title}\n\n`benchmarks/train_vs_sklearn.py --repeats "
+                                f"{args.train_repeats}`\n\n{out.strip()}\n")
+
+    minutes = (time.perf_counter() - t_start) / 60
+    source = (f"`{args.run}`" if args.run else
+              "the seed recipe trained for this report (`edgeport run --recipe seed`)")
+    summary = table(
+        ["target (from the issue)", "measured", "verdict"],
+        [[t["goal"], t["measured"], "met" if t["met"] else "**missed**"] for t in targets],
+    )
+    text = "\n".join([
+        "# edgeport benchmarks",
+        "",
+        f"Generated by `benchmarks/run_all.py` on {started} in {minutes:.1f} min.",
+        "",
+        f"- Machine: {machine()}.",
+        f"- Load average (1/5/15 min) at the start: {load_start}; at the end: "
+        f"{load_average()}. The machine was shared with other jobs, so absolute times are "
+        "noisy: every figure is a median (latencies: p50), and every ratio compares two "
+        "figures measured in the same script run, interleaved where the script says so.",
+        f"- Versions: {versions()}.",
+        f"- Run: {source}: {metrics.get('model', '?')} on {metrics.get('dataset', '?')}, "
+        f"recipe {metrics.get('recipe', '?')}, seed {metrics.get('seed', '?')}, test accuracy "
+        f"{metrics.get('test_accuracy', 0):.2%}.",
+        "",
+        "## Targets",
+        "",
+        summary,
+        "",
+        "Why each target is met or missed: the paragraph under each section's tables.",
+        "",
+        "Parity of the measured files against the reference (`edgeport parity`):",
+        "",
+        "```",
+        parity_table,
+        "```",
+        "",
+        *sections,
+        "## Reproduce",
+        "",
+        "```sh",
+        "make bench        # = the next line, with .venv and .venv-device built first",
+        "EDGEPORT_DATA=../shared/data EDGEPORT_DEVICE_PYTHON=.venv-device/bin/python \\",
+        "    .venv/bin/python benchmarks/run_all.py",
+        "# or one script on an exported run:",
+        "EDGEPORT_DATA=../shared/data .venv/bin/edgeport run --out runs/bench",
+        "EDGEPORT_DATA=../shared/data .venv/bin/python benchmarks/inference_vs_numpy.py "
+        "--run runs/bench",
+        ".venv/bin/python benchmarks/cold_start.py --run runs/bench",
+        ".venv/bin/python benchmarks/size.py --run runs/bench",
+        "EDGEPORT_DATA=../shared/data .venv/bin/python benchmarks/export_parity_time.py "
+        "--run runs/bench",
+        "EDGEPORT_DATA=../shared/data .venv/bin/python benchmarks/train_vs_sklearn.py",
+        "```",
+    ]) + "\n"
+    Path(args.out).write_text(text, encoding="utf-8")
+    print(f"\nwrote {args.out}", file=sys.stderr)
+    if failed:
+        sys.exit(f"error: {', '.join(failed)} failed; their sections in {args.out} say so")
+
+
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 if not os.environ.get("EDGEPORT_DATA") and (REPO.parent / "shared" / "data").is_dir():
     os.environ["EDGEPORT_DATA"] = str(REPO.parent / "shared" / "data")
+if os.environ.get("EDGEPORT_DATA"):
+    # Absolute, so subprocesses started in other folders (and symlinks) find the same files.
+    os.environ["EDGEPORT_DATA"] = str(Path(os.environ["EDGEPORT_DATA"]).resolve())
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

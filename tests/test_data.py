@@ -137,3 +137,76 @@ def test_image_label_count_mismatch(tmp_path, tiny_mirror, monkeypatch):
     monkeypatch.setitem(DATASETS, "mnist", spec)
     with pytest.raises(DatasetError, match=r"has 30 images but .* has 29 labels"):
         load_dataset("mnist", data_dir=tmp_path / "c", validation_size=5, progress=False)
+
+
+# ---- Fashion-MNIST: the same IDX loader, its own md5 values -------------------------------
+
+def test_fashion_mnist_is_verified_against_its_own_md5s():
+    fashion, mnist = DATASETS["fashion-mnist"], DATASETS["mnist"]
+    assert fashion.files == mnist.files  # same file names and IDX layout as MNIST
+    assert set(fashion.md5) == set(fashion.files.values())
+    assert set(fashion.md5.values()).isdisjoint(mnist.md5.values())
+    assert all(m.startswith("https://") for m in fashion.mirrors)
+    assert fashion.class_names[0] == "T-shirt/top" and len(fashion.class_names) == 10
+
+
+def test_mnist_files_are_refused_as_fashion_mnist(tmp_path, mnist_dir, monkeypatch):
+    # MNIST's real files under the fashion-mnist name fail its md5 check: each dataset
+    # is verified against its own published values, not against "some IDX file".
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    for name in DATASETS["mnist"].files.values():
+        (folder / name).symlink_to(mnist_dir / name)
+    spec = dataclasses.replace(DATASETS["fashion-mnist"],
+                               mirrors=((tmp_path / "offline").as_uri() + "/",))
+    monkeypatch.setitem(DATASETS, "fashion-mnist", spec)
+    with pytest.raises(DatasetError) as e:
+        load_dataset("fashion-mnist", data_dir=folder, progress=False)
+    msg = str(e.value)
+    assert "md5 f68b3c2dcbeaaa9fbdd348bbdeb94873, expected 8d4fb7e6c68d591d4c3dfef9ec88bf0d" in msg
+    assert "\n" not in msg
+
+
+@pytest.fixture
+def tiny_fashion(tmp_path, monkeypatch):
+    """Fashion-MNIST-shaped IDX files (5,100 + 20 images) and a spec whose md5s match them."""
+    rng = np.random.default_rng(1)
+    mirror = tmp_path / "fashion-mirror"
+    mirror.mkdir()
+    payloads = {
+        "train-images-idx3-ubyte.gz": _idx(rng.integers(0, 256, (5100, 28, 28))),
+        "train-labels-idx1-ubyte.gz": _idx(np.arange(5100) % 10),
+        "t10k-images-idx3-ubyte.gz": _idx(rng.integers(0, 256, (20, 28, 28))),
+        "t10k-labels-idx1-ubyte.gz": _idx(np.arange(20) % 10),
+    }
+    for name, data in payloads.items():
+        (mirror / name).write_bytes(data)
+    spec = dataclasses.replace(
+        DATASETS["fashion-mnist"],
+        md5={n: hashlib.md5(d).hexdigest() for n, d in payloads.items()},
+        mirrors=(mirror.as_uri() + "/",),
+    )
+    monkeypatch.setitem(DATASETS, "fashion-mnist", spec)
+    return spec
+
+
+def test_fashion_mnist_loads_like_mnist(tmp_path, tiny_fashion):
+    ds = load_dataset("fashion-mnist", data_dir=tmp_path / "cache", progress=False)
+    assert ds.name == "fashion-mnist" and ds.class_names == tiny_fashion.class_names
+    assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (100, 5000, 20)  # seed's split
+    assert ds.x_train.shape[1:] == (28, 28, 1) and ds.preprocess == "resize"
+
+
+def test_train_cli_takes_dataset_fashion_mnist(tmp_path, tiny_fashion, monkeypatch, capsys):
+    import json
+
+    from train.cli import main
+
+    monkeypatch.setenv("EDGEPORT_DATA", str(tmp_path / "data"))  # downloads land here
+    out = tmp_path / "run"
+    code = main(["--dataset", "fashion-mnist", "--iterations", "5", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "data" / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz").is_file()
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["dataset"] == "fashion-mnist" and m["input"]["preprocess"] == "resize"
+    assert (out / "labels.txt").read_text().splitlines()[9] == "Ankle boot"

@@ -124,6 +124,8 @@ def test_metadata_readable_with_plain_flatbuffers(run_dir: Path) -> None:
     }
     payload = root.Buffers(entries[b"edgeport"]).DataAsNumpy().tobytes()
     assert json.loads(payload.decode("utf-8"))["precision"] == "int8"
+    # The converter's own entries (min_runtime_version, CONVERSION_METADATA) are stripped.
+    assert list(entries) == [b"edgeport"]
 
 
 def test_int8_input_is_raw_pixels(run_dir: Path) -> None:

@@ -334,3 +334,16 @@ def test_model_repr_and_type(export_dir: Path) -> None:
     model = load_model(export_dir / "model_int8.tflite", num_threads=1)
     assert isinstance(model, Model)
     assert "uint8" in repr(model) and "probabilities" in repr(model)
+
+
+def test_int8_model_takes_raw_uint8_pixels(export_dir: Path, golden: dict[str, np.ndarray]) -> None:
+    """Camera bytes feed the full-integer model directly, with the float path's results."""
+    model = load_model(export_dir / "model_int8.tflite")
+    x = golden["inputs"]
+    pixels = np.rint(x * 255).astype(np.uint8)
+    # Golden inputs are k/255 exactly, so quantizing them gives these very bytes: identical.
+    np.testing.assert_array_equal(model.predict(pixels)["probabilities"],
+                                  model.predict(x)["probabilities"])
+    # A float model still refuses integers rather than guessing their scale.
+    with pytest.raises(InputShapeError, match="divide uint8 pixels by 255"):
+        load_model(export_dir / "model_float32.tflite").predict(pixels)

@@ -67,7 +67,7 @@ def test_metadata_matches_tensorflow_reader(export_dir: Path, name: str) -> None
     path = export_dir / name
     got = read_metadata(path)
     assert got == _reference_metadata(_model_obj(path))
-    assert "min_runtime_version" in got  # written by every converter
+    assert "min_runtime_version" in got  # these test files keep the converter's entries
     assert parse_metadata(path.read_bytes(), name=name) == got
 
 

@@ -5,6 +5,9 @@ Usage::
     edgeport train [--dataset mnist] [--model softmax] [--recipe seed|best] [--iterations 1000]
                    [--batch-size 100] [--learning-rate 0.5] [--optimizer sgd|adam] [--seed 0]
                    [--out RUN]
+    edgeport train --dataset photos/ --model cnn --image-size 64 --channels 3 [--stream]
+                   (your own images: one sub-folder per class; see train/folder.py)
+    edgeport train --strategy multi-worker ...   (TF_CONFIG per worker; see train/distribute.py)
     python -m train ...          (the same)
 """
 
@@ -42,6 +45,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-size", type=int, help="folder datasets: model input size (28)")
     g.add_argument("--channels", type=int, choices=(1, 3), help="folder datasets: 1 or 3 (1)")
     g.add_argument("--split", type=_split, help="folder datasets: train,val,test (0.8,0.1,0.1)")
+    g.add_argument("--stream", action="store_true",
+                   help="read the training split with a tf.data pipeline (decode in parallel, "
+                        "cache to a temporary file) instead of holding it in memory: for "
+                        "folders larger than memory; validation and test stay in memory")
     g = p.add_argument_group("model and optimisation (a recipe fills in what is not given)")
     g.add_argument("--model", default="softmax", choices=MODELS)
     g.add_argument("--recipe", help="softmax: seed (the tutorial, default) or best; "
@@ -78,6 +85,7 @@ def config_from_args(args: argparse.Namespace):
         patience=args.patience, eval_every=args.eval_every, dropout=args.dropout,
         strategy=args.strategy, seed=args.seed, image_size=args.image_size,
         channels=args.channels, split=args.split,
+        stream=True if getattr(args, "stream", False) else None,
     )
 
 

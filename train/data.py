@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +97,12 @@ DATASETS: dict[str, IdxDataset] = {
             "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
             "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
         },
-        mirrors=("https://storage.googleapis.com/tensorflow/tf-keras-datasets/",),
+        # Keras' fashion_mnist.load_data() mirror (same file names as MNIST, at the top
+        # level), then the data/fashion folder of the Zalando repository.
+        mirrors=(
+            "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        ),
         class_names=(
             "T-shirt/top",
             "Trouser",
@@ -128,6 +134,9 @@ class Dataset:
     y_test: np.ndarray
     preprocess: str = "mnist"
     split: dict[str, object] = field(default_factory=dict)
+    # Streaming folder datasets (``--stream``): the training split as file paths
+    # (a ``train.folder.StreamSource``); ``x_train`` is then empty, ``y_train`` complete.
+    train_source: Any = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -361,6 +370,8 @@ def load_dataset(
     image_size: int = 28,
     channels: int = 1,
     split: Sequence[float] = (0.8, 0.1, 0.1),
+    stream: bool = False,
+    verbose: bool = True,
 ) -> Dataset:
     """Load a dataset by name (``mnist``, ``fashion-mnist``, ``digits``) or folder path.
 
@@ -372,6 +383,10 @@ def load_dataset(
         progress: show download progress bars.
         image_size, channels, split: folder datasets only: the model's input size and
             channel count, and the stratified train/validation/test fractions.
+        stream: folder datasets only: leave the training split on disk, to be read
+            by a ``tf.data`` pipeline (see :mod:`train.folder`); datasets that are
+            loaded whole (MNIST, digits) ignore it.
+        verbose: folder datasets only: print the summary (counts, skipped files).
 
     Raises:
         DatasetError: unknown name, files missing and not downloadable, corrupt files.
@@ -387,7 +402,7 @@ def load_dataset(
 
         return load_folder_dataset(
             Path(name).expanduser(), seed=seed, image_size=image_size, channels=channels,
-            split=tuple(split), progress=progress,
+            split=tuple(split), progress=progress, stream=stream, verbose=verbose,
         )
     known = ", ".join([*DATASETS, "digits"])
     raise DatasetError(

@@ -90,8 +90,10 @@ class Classifier(tf.Module):
         if not training or self.spec.dropout <= 0 or seed is None:
             return x
         rate = self.spec.dropout
-        # Stateless dropout: the mask depends only on (seed, layer), so training replays exactly.
-        keep = tf.random.stateless_uniform(tf.shape(x), seed=[*seed, 0, i]) >= rate
+        # Stateless dropout: the mask depends only on (seed, step, layer), so training
+        # replays exactly; ``seed`` is the pair [run seed, step], folded with the layer.
+        layer_seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), i)
+        keep = tf.random.stateless_uniform(tf.shape(x), seed=layer_seed) >= rate
         return tf.where(keep, x / (1.0 - rate), tf.zeros_like(x))
 
     def __call__(self, x: tf.Tensor, training: bool = False, seed: tf.Tensor | None = None):

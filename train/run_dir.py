@@ -7,6 +7,9 @@ Layout (see docs/contracts.md)::
     RUN/metrics.json     dataset, model, accuracies, train_seconds, seed, config, input, history
     RUN/labels.txt       one class name per line
     RUN/plots/*.png      samples, weights, confusion_matrix, accuracy
+    RUN/checkpoint/      best.index + best.data-*: the kept (best-validation) weights as a
+                         tf.train.Checkpoint of the model, to fine-tune or inspect:
+                         ``tf.train.Checkpoint(model=build_model(spec)).read(RUN/checkpoint/best)``
 
 The whole folder is built under a temporary name and renamed into place, so a
 run that is interrupted leaves nothing that looks complete.
@@ -102,6 +105,9 @@ def write_run(out_dir, *, cfg, ds, model, result, extras, force: bool = False) -
                                 .numpy() for i in range(0, len(x_test), 2000)])
         np.savez(tmp / "reference.npz", probabilities=probs.astype(np.float32),
                  labels=ds.y_test.astype(np.int64))
+        # The weights as trained (already the best-validation ones when patience is set),
+        # without optimizer state: a few MB at most, written once.
+        tf.train.Checkpoint(model=model).write(str(tmp / "checkpoint" / "best"))
         (tmp / "labels.txt").write_text("\n".join(ds.class_names) + "\n", encoding="utf-8")
         metrics = {
             "dataset": ds.name,
@@ -118,6 +124,7 @@ def write_run(out_dir, *, cfg, ds, model, result, extras, force: bool = False) -
             "confusion_matrix": [list(r) for r in result.confusion_matrix],
             "input": _input_desc(layout, ds.image_shape, ds.preprocess),
             "split": ds.split,
+            "checkpoint": "checkpoint/best",
             "config": cfg.to_dict(),
             "versions": {"tensorflow": tf.__version__, "numpy": np.__version__},
         }
@@ -182,14 +189,19 @@ def load_split(
 
     info = run_dir if isinstance(run_dir, RunInfo) else load_run(run_dir)
     cfg = info.metrics.get("config", {})
+    name = info.metrics["dataset"] if not cfg.get("dataset") else cfg["dataset"]
+    root = (info.metrics.get("split") or {}).get("root")
+    if root and Path(root).is_dir() and not Path(name).is_dir():
+        name = root  # a folder dataset given as a relative path, read from elsewhere
     ds = load_dataset(
-        info.metrics["dataset"] if not cfg.get("dataset") else cfg["dataset"],
+        name,
         data_dir=data_dir if data_dir is not None else cfg.get("data_dir"),
         seed=int(cfg.get("seed", 0)),
         progress=progress,
         image_size=int(cfg.get("image_size", 28)),
         channels=int(cfg.get("channels", 1)),
         split=tuple(cfg.get("split", (0.8, 0.1, 0.1))),
+        verbose=False,
     )
     arrays = {"train": (ds.x_train, ds.y_train), "validation": (ds.x_val, ds.y_val),
               "test": (ds.x_test, ds.y_test)}

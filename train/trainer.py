@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from mobile_demo.errors import DatasetError
+
 from .config import TrainConfig
 from .data import Dataset, load_dataset, to_model_input
 
@@ -91,6 +93,8 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True):
     from .models import ModelSpec, build_model, input_layout
     from .optim import make_optimizer
 
+    # The strategy first: multi-worker must configure collective ops before any other op.
+    strategy = make_strategy(cfg.strategy)
     tf.keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
 
@@ -102,9 +106,8 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True):
     steps_per_epoch = max(1, n_train // cfg.batch_size)
     total = cfg.steps_for(n_train)
     points = _eval_points(cfg, total, steps_per_epoch)
-    indices = _batch_indices(n_train, cfg.batch_size, total, cfg.seed)
+    indices = None if cfg.stream else _batch_indices(n_train, cfg.batch_size, total, cfg.seed)
 
-    strategy = make_strategy(cfg.strategy)
     with strategy.scope():
         model = build_model(spec, seed=cfg.seed)
         opt = make_optimizer(cfg.optimizer, cfg.learning_rate, schedule=cfg.schedule,
@@ -147,6 +150,15 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True):
         run_steps = make_distributed_steps(
             strategy, model, opt, loss_fn, x_train, y_train, batch_input)
 
+    def advance(start: int, stop: int) -> None:
+        """Run optimizer steps ``start .. stop - 1`` (in-memory batches)."""
+        run_steps(tf.constant(indices[start:stop]), tf.constant(start, tf.int64))
+
+    cache_dir = None
+    if cfg.stream:
+        advance, cache_dir = _stream_steps(cfg, ds, strategy, model, opt, loss_fn, batch_input)
+    skipped_before = len(ds.split.get("skipped", ())) if isinstance(ds.split, dict) else 0
+
     @tf.function(reduce_retracing=True)
     def logits_of(x):
         return model(x, training=False)
@@ -170,7 +182,7 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True):
         for p in points:
             if p > done:
                 t0 = time.perf_counter()
-                run_steps(tf.constant(indices[done:p]), tf.constant(done, tf.int64))
+                advance(done, p)
                 train_seconds += time.perf_counter() - t0
                 if bar is not None:
                     bar.update(p - done)
@@ -195,6 +207,13 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True):
     finally:
         if bar is not None:
             bar.close()
+        if cache_dir is not None:
+            cache_dir.cleanup()
+    dropped = ds.split.get("skipped", ())[skipped_before:] if isinstance(ds.split, dict) else ()
+    if dropped:
+        print(f"warning: {len(dropped)} training files could not be decoded and were left "
+              "out: " + "; ".join(f"{d['file']}: {d['reason']}" for d in dropped[:5]),
+              file=sys.stderr)
 
     # Deeper models keep their best checkpoint (by validation accuracy, never test);
     # the seed's softmax recipe is reported exactly as trained, like the tutorial.
@@ -216,6 +235,61 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True):
     )
     return model, result, {"layout": layout, "input_shape": tuple(input_shape),
                            "test_pred": test_pred}
+
+
+def _stream_steps(cfg: TrainConfig, ds: Dataset, strategy, model, opt, loss_fn, batch_input):
+    """``advance(start, stop)`` fed by the ``tf.data`` training stream, and its cache folder.
+
+    The batches come from :func:`train.folder.train_batches` (decode in parallel,
+    cache to a file in a temporary folder, seeded shuffle, batch, prefetch); the
+    step loop pulls them from the iterator inside one ``tf.function`` per
+    evaluation interval, like the in-memory path gathers them by index.
+    """
+    import tempfile
+
+    import tensorflow as tf
+
+    from .folder import train_batches
+
+    cache_dir = tempfile.TemporaryDirectory(prefix="edgeport-cache-")
+    batches = train_batches(ds, batch_size=cfg.batch_size, seed=cfg.seed,
+                            cache_dir=cache_dir.name)
+    iterator = iter(batches)
+
+    if cfg.strategy != "default":
+        from .distribute import make_distributed_stream_steps
+
+        run = make_distributed_stream_steps(strategy, model, opt, loss_fn, iterator, batch_input)
+
+        def advance(start: int, stop: int) -> None:
+            run(stop - start, start)
+
+        return advance, cache_dir
+
+    @tf.function(reduce_retracing=True)
+    def run_stream_steps(n, step0):
+        loss = tf.constant(0.0)
+        for i in tf.range(n):
+            xb_uint8, yb = next(iterator)
+            xb = batch_input(xb_uint8)
+            step = step0 + i
+            with tf.GradientTape() as tape:
+                loss = loss_fn(xb, yb, step)
+            grads = tape.gradient(loss, model.weights)
+            opt.apply(grads, model.weights)
+        return loss
+
+    def advance(start: int, stop: int) -> None:
+        try:
+            run_stream_steps(tf.constant(stop - start, tf.int64), tf.constant(start, tf.int64))
+        except tf.errors.OutOfRangeError:
+            raise DatasetError(
+                f"{ds.name}: the training stream produced no images (every training file "
+                "failed to decode); expected readable pictures. Fix: check the skipped files "
+                "listed above"
+            ) from None
+
+    return advance, cache_dir
 
 
 def fit(
@@ -245,7 +319,7 @@ def fit(
         check_writable(out_dir, force=force)
     ds = dataset if dataset is not None else load_dataset(
         cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seed, progress=progress,
-        image_size=cfg.image_size, channels=cfg.channels, split=cfg.split,
+        image_size=cfg.image_size, channels=cfg.channels, split=cfg.split, stream=cfg.stream,
     )
     model, result, extras = train_model(cfg, ds, progress=progress)
     if out_dir is None:

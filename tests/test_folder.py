@@ -1,0 +1,274 @@
+"""train.folder: your own images, one sub-folder per class (generated here with Pillow).
+
+The generated folder mixes sizes, modes (L, RGB, RGBA, P) and formats (PNG,
+JPEG, BMP, GIF), and holds the files a real folder collects: an empty file, a
+text file, a truncated PNG, and PNG headers that announce decompression bombs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from mobile_demo.errors import DatasetError
+from train.data import load_dataset
+from train.folder import load_folder_dataset, train_batches
+
+CLASSES = ("circle", "square", "triangle")
+PER_CLASS = 60
+FORMATS = (("PNG", ".png"), ("JPEG", ".jpg"), ("BMP", ".bmp"), ("GIF", ".gif"))
+MODES = ("L", "RGB", "RGBA", "P")
+
+
+def _shape(kind: str, size: int, mode: str, rng: np.random.Generator) -> Image.Image:
+    """A dark shape on white paper (transparent paper for RGBA)."""
+    im = Image.new("RGB", (size, size), (255, 255, 255))
+    d = ImageDraw.Draw(im)
+    m = size * rng.uniform(0.1, 0.25)
+    ink = tuple(int(v) for v in rng.integers(0, 120, 3))
+    if kind == "circle":
+        d.ellipse([m, m, size - m, size - m], fill=ink)
+    elif kind == "square":
+        d.rectangle([m, m, size - m, size - m], fill=ink)
+    else:
+        d.polygon([(size / 2, m), (size - m, size - m), (m, size - m)], fill=ink)
+    if mode == "RGBA":
+        px = np.array(im.convert("RGBA"))
+        px[..., 3] = np.where(px[..., :3].min(-1) == 255, 0, 255)  # paper fully transparent
+        return Image.fromarray(px, "RGBA")
+    return im.convert(mode)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A small, valid PNG whose header announces ``width`` x ``height`` pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
+
+
+def make_shapes(root: Path, per_class: int = PER_CLASS, *, bad: bool = True) -> Path:
+    rng = np.random.default_rng(0)
+    for kind in CLASSES:
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            mode = MODES[i % 4]
+            fmt, ext = FORMATS[(i // 4 + i) % 4]
+            if (fmt == "JPEG" and mode in ("RGBA", "P")) or (fmt == "BMP" and mode == "RGBA"):
+                mode = "RGB"  # formats that cannot hold the mode
+            _shape(kind, int(rng.integers(16, 90)), mode, rng).save(root / kind / f"{i:03d}{ext}",
+                                                                     fmt)
+    if bad:
+        (root / "circle" / "empty.png").write_bytes(b"")
+        (root / "square" / "notes.jpg").write_text("not a picture")
+        (root / "triangle" / "bomb.png").write_bytes(_png_header(10_000, 10_000))  # > MAX
+        (root / "triangle" / "huge-bomb.png").write_bytes(_png_header(30_000, 30_000))  # > 2x
+        good = (root / "circle" / "000.png").read_bytes()
+        (root / "circle" / "truncated.png").write_bytes(good[: len(good) // 2])
+        (root / "circle" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # hidden: ignored
+        (root / "README.txt").write_text("shapes")  # outside the class folders
+    return root
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    return make_shapes(tmp_path_factory.mktemp("data") / "shapes")
+
+
+@pytest.fixture(scope="module")
+def shapes_ds(shapes):
+    return load_folder_dataset(shapes, seed=0, progress=False, verbose=False)
+
+
+def _skipped(ds) -> dict[str, str]:
+    return {s["file"]: s["reason"] for s in ds.split["skipped"]}
+
+
+def test_mixed_formats_and_modes_load(shapes_ds):
+    ds = shapes_ds
+    assert ds.class_names == CLASSES  # sorted folder names
+    assert ds.preprocess == "resize"
+    assert ds.x_train.shape[1:] == (28, 28, 1) and ds.x_train.dtype == np.uint8
+    n = len(ds.y_train) + len(ds.y_val) + len(ds.y_test)
+    assert n == 3 * PER_CLASS  # every good file, whatever its format or mode
+    # Dark shapes on white paper (RGBA paper composited on white): the corners are white.
+    for x in (ds.x_train, ds.x_val, ds.x_test):
+        assert (x[:, 0, 0, 0] > 240).all()
+
+
+def test_bad_files_are_skipped_with_their_reason(shapes_ds):
+    why = _skipped(shapes_ds)
+    assert why["circle/empty.png"] == "empty file (0 bytes)"
+    assert why["square/notes.jpg"] == "not an image Pillow can read"
+    assert "decompression bomb" in why["triangle/bomb.png"]
+    assert "MAX_IMAGE_PIXELS" in why["triangle/bomb.png"]
+    assert "decompression bomb" in why["triangle/huge-bomb.png"]  # Pillow's own refusal
+    assert "cannot decode" in why["circle/truncated.png"]
+    assert why["README.txt"] == "outside the class folders"
+    assert not any(".DS_Store" in f for f in why)  # hidden files are not candidates
+    assert len(why) == 6
+
+
+def test_summary_goes_to_stderr(shapes, capsys):
+    load_folder_dataset(shapes, seed=0, progress=False)
+    err = capsys.readouterr().err
+    assert f"{len(CLASSES)} classes, {3 * PER_CLASS} images" in err
+    for c in CLASSES:
+        assert c in err
+    assert "skipped 6 files:" in err and "triangle/bomb.png: decompression bomb" in err
+    assert "imbalanced" not in err
+
+
+def test_heavy_imbalance_is_warned(tmp_path, capsys):
+    root = tmp_path / "imb"
+    make_shapes(root, per_class=4, bad=False)
+    for i in range(4, 16):
+        _shape("circle", 30, "L", np.random.default_rng(i)).save(root / "circle" / f"{i}.png")
+    load_folder_dataset(root, seed=0, progress=False)
+    err = capsys.readouterr().err
+    assert "warning: classes are imbalanced ('circle' has 16 images" in err and "4.0x" in err
+
+
+def test_split_is_seeded_stratified_and_recorded(shapes, shapes_ds):
+    ds = shapes_ds
+    for y in (ds.y_train, ds.y_val, ds.y_test):
+        assert set(np.unique(y)) == {0, 1, 2}  # every class in every split
+    s = ds.split
+    assert s["fractions"] == [0.8, 0.1, 0.1] and s["seed"] == 0 and "stratified" in s["rule"]
+    assert s["counts"]["square"] == {"train": 48, "validation": 6, "test": 6}
+    assert (s["train"], s["validation"], s["test"]) == (len(ds.y_train), len(ds.y_val),
+                                                        len(ds.y_test))
+    json.dumps(s)  # recorded verbatim in metrics.json
+    again = load_folder_dataset(shapes, seed=0, progress=False, verbose=False)
+    np.testing.assert_array_equal(again.x_test, ds.x_test)
+    np.testing.assert_array_equal(again.y_train, ds.y_train)
+    other = load_folder_dataset(shapes, seed=1, progress=False, verbose=False)
+    assert not np.array_equal(other.x_test, ds.x_test)
+    custom = load_folder_dataset(shapes, seed=0, split=(0.6, 0.2, 0.2), progress=False,
+                                 verbose=False)
+    assert custom.split["counts"]["square"] == {"train": 36, "validation": 12, "test": 12}
+
+
+def test_pixels_are_the_devices(shapes, shapes_ds):
+    # The trainer reads pictures with the device's own resize pipeline, so an exported
+    # model sees on the phone exactly what it was trained on (up to uint8 rounding).
+    from mobile_demo.preprocess import load_image, preprocess_resize
+
+    rgb = load_folder_dataset(shapes, seed=0, image_size=32, channels=3, progress=False,
+                              verbose=False)
+    assert rgb.x_train.shape[1:] == (32, 32, 3)
+    names = sorted(p.name for p in (shapes / "circle").iterdir()
+                   if p.name[0].isdigit())
+    # Which files ended up in the test split is the loader's business; compare by content.
+    for name in names[:8]:
+        ref = preprocess_resize(load_image(shapes / "circle" / name), height=32, width=32,
+                                channels=3)
+        ref_u8 = np.rint(ref * 255).astype(np.uint8)
+        pool = np.concatenate([rgb.x_train, rgb.x_val, rgb.x_test])
+        assert (np.abs(pool.astype(int) - ref_u8).max(axis=(1, 2, 3)) == 0).any(), name
+
+
+@pytest.mark.parametrize(
+    ("layout", "needle"),
+    [
+        ({"a.png": "img"}, "no class sub-folders"),
+        ({"cat/a.png": "img", "cat/b.png": "img"}, "only one class sub-folder ('cat')"),
+        ({"cat/a.png": "img", "dog/a.txt": "text", "dog/b.png": "empty"},
+         "dog: class folder with no usable images (2 files skipped"),
+        ({"cat/": None, "dog/": None}, "no usable images in any of the 2 class folders"),
+    ],
+)
+def test_unusable_folders_fail_in_one_line(tmp_path, layout, needle):
+    root = tmp_path / "d"
+    root.mkdir()
+    for rel, kind in layout.items():
+        path = root / rel
+        if rel.endswith("/"):
+            path.mkdir(parents=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "img":
+            _shape("circle", 20, "L", np.random.default_rng(0)).save(path)
+        elif kind == "text":
+            path.write_text("hello")
+        else:
+            path.write_bytes(b"")
+    with pytest.raises(DatasetError) as e:
+        load_folder_dataset(root, seed=0, progress=False, verbose=False)
+    msg = str(e.value)
+    assert needle in msg, msg
+    assert "\n" not in msg and "expected" in msg and "Fix" in msg
+
+
+def test_load_dataset_takes_a_folder_path(shapes):
+    ds = load_dataset(str(shapes), seed=0, image_size=20, progress=False, verbose=False)
+    assert ds.image_shape == (20, 20, 1) and ds.name == "shapes"
+
+
+def test_stream_reads_the_same_training_split(shapes, shapes_ds):
+    import tensorflow as tf
+
+    ds = load_folder_dataset(shapes, seed=0, stream=True, progress=False, verbose=False)
+    assert ds.x_train.shape == (0, 28, 28, 1)  # nothing decoded up front
+    np.testing.assert_array_equal(ds.x_test, shapes_ds.x_test)  # in memory, as before
+    np.testing.assert_array_equal(ds.x_val, shapes_ds.x_val)
+    n = len(ds.y_train)
+    # One epoch of the stream (one batch of everything) holds every training image once.
+    batches = train_batches(ds, batch_size=n, seed=0, cache_dir=None)
+    xb, yb = next(iter(batches))
+    assert isinstance(xb, tf.Tensor) and xb.shape[0] <= n
+    got = sorted(zip(yb.numpy().tolist(), (x.tobytes() for x in xb.numpy()), strict=True))
+    ref = sorted(zip(shapes_ds.y_train.tolist(), (x.tobytes() for x in shapes_ds.x_train),
+                     strict=True))
+    if len(got) < len(ref):  # the truncated PNG was drawn into the training split
+        assert "circle/truncated.png" in _skipped(ds)
+    assert got == ref
+
+
+def test_train_cli_on_a_folder_end_to_end(shapes, tmp_path):
+    import tensorflow as tf
+
+    from train.models import ModelSpec, build_model
+
+    out = tmp_path / "run"
+    res = subprocess.run(
+        [sys.executable, "-m", "export", "train", "--dataset", str(shapes), "--model", "cnn",
+         "--epochs", "10", "--batch-size", "16", "--patience", "10", "--out", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert res.returncode == 0, res.stderr
+    assert "skipped 6 files:" in res.stderr and "circle/empty.png" in res.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["input"] == {"name": "image", "layout": "nhwc", "height": 28, "width": 28,
+                          "channels": 1, "dtype": "float32", "range": [0.0, 1.0],
+                          "normalization": "pixel / 255", "preprocess": "resize"}
+    assert (out / "labels.txt").read_text().splitlines() == list(CLASSES)
+    assert m["split"]["counts"]["square"]["test"] == 6 and len(m["split"]["skipped"]) == 6
+    assert m["dataset"] == "shapes" and m["config"]["dataset"] == str(shapes)
+    # Three drawn shapes, 18 test images: 90 steps on 144 images learn them (one miss is 5.6 %).
+    assert m["test_accuracy"] >= 0.85
+    # The best weights, as a tf.train.Checkpoint, restore into a fresh model.
+    model = build_model(ModelSpec(kind="cnn", height=28, width=28, channels=1, num_classes=3),
+                        seed=123)
+    tf.train.Checkpoint(model=model).read(str(out / "checkpoint" / "best")).assert_consumed()
+    from train.run_dir import load_split
+
+    x, _ = load_split(out, "test")
+    probs = tf.nn.softmax(model(tf.constant(x))).numpy()
+    with np.load(out / "reference.npz", allow_pickle=False) as z:
+        # Same weights, same graph ops: float32 agreement to rounding.
+        np.testing.assert_allclose(probs, z["probabilities"], atol=1e-5)

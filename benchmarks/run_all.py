@@ -14,7 +14,7 @@ regression: SGD 0.5, 1,000 steps of 100) into a temporary folder with
 ``edgeport run`` (train, export all five formats, parity); with ``--run`` it
 uses that exported run as it is. Then it runs, each in its own process,
 ``inference_vs_numpy.py``, ``cold_start.py``, ``size.py``,
-``export_parity_time.py`` (each with ``--run``) and ``train_vs_sklearn.py``,
+``export_parity_time.py`` (each with ``--run``), ``models.py`` and ``train_vs_sklearn.py``,
 and writes their tables, the targets met or missed with the reasons, the
 date, the machine and the package versions into RESULTS.md. ``make bench``
 runs this.
@@ -118,7 +118,8 @@ def main() -> None:
     ap.add_argument("--export-repeats", type=int, default=3, help="export_parity_time.py runs")
     ap.add_argument("--train-repeats", type=int, default=3, help="train_vs_sklearn.py runs")
     ap.add_argument("--skip-training-bench", action="store_true",
-                    help="leave out train_vs_sklearn.py (minutes on a small machine)")
+                    help="leave out train_vs_sklearn.py and models.py (minutes on a small "
+                         "machine)")
     args = ap.parse_args()
 
     started = time.strftime("%Y-%m-%d %H:%M")
@@ -145,6 +146,17 @@ def main() -> None:
             sections.append(f"## {title}\n\n`benchmarks/{script} --run RUN`\n\n"
                             f"{doc['markdown'].strip()}\n")
         if not args.skip_training_bench:
+            out_json = tmp / "models.json"
+            code, _ = run_script("models.py", ["--json", str(out_json)])
+            title = "Every model on MNIST: accuracy, training time, parity"
+            if code != 0 or not out_json.is_file():
+                failed.append("models.py")
+                sections.append(f"## {title}\n\n`models.py` failed (exit code {code}).\n")
+            else:
+                doc = json.loads(out_json.read_text(encoding="utf-8"))
+                targets += doc["targets"]
+                sections.append(f"## {title}\n\n`benchmarks/models.py`\n\n"
+                                f"{doc['markdown'].strip()}\n")
             code, out = run_script("train_vs_sklearn.py", ["--repeats", str(args.train_repeats)])
             title = "Training speed against scikit-learn"
             if code != 0:

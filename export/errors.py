@@ -7,16 +7,13 @@ one line; the CLI prints it and exits with code 2.
 from __future__ import annotations
 
 from mobile_demo.errors import EdgeportError
+from train.run_dir import RunDirError  # one class for a bad run directory, wherever it is met
 
 __all__ = ["ExportError", "ExportExistsError", "FormatError", "ManifestError", "RunDirError"]
 
 
 class ExportError(EdgeportError, RuntimeError):
     """A converter failed, or wrote a file that breaks the export contract."""
-
-
-class RunDirError(EdgeportError, ValueError):
-    """The run directory lacks saved_model/, metrics.json, labels.txt, or they disagree."""
 
 
 class FormatError(EdgeportError, ValueError):

@@ -15,7 +15,6 @@ then moves the folder to ``RUN/export`` in one rename (docs/contracts.md).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -27,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from mobile_demo.fileio import atomic_dir, atomic_write_bytes, atomic_write_text
+from train.run_dir import RunDirError, RunInfo, load_run
 
-from .errors import ExportError, ExportExistsError, RunDirError
+from .errors import ExportError, ExportExistsError
 from .formats import ArtifactFormat, ArtifactKind, Precision, parse_formats
 from .golden import DEFAULT_GOLDEN_SAMPLES, GOLDEN_NAME, make_golden, write_golden
 from .manifest import artifact_entry, build_manifest, verify_manifest, write_manifest
@@ -39,11 +39,9 @@ __all__ = [
     "DEFAULT_CALIBRATION_SAMPLES",
     "ArtifactInfo",
     "ExportResult",
-    "RunInfo",
     "SplitLoader",
     "balanced_sample",
     "export_model",
-    "read_run",
 ]
 
 DEFAULT_CALIBRATION_SAMPLES = 500
@@ -106,82 +104,6 @@ class ExportResult:
             "artifacts": [a.to_dict() for a in self.artifacts],
             "seconds": round(self.seconds, 3),
         }
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """The parts of a run directory the exporter reads.
-
-    Attributes:
-        run_dir: the absolute run directory.
-        dataset: ``metrics.json["dataset"]``.
-        model: ``metrics.json["model"]``.
-        seed: ``metrics.json["seed"]`` (0 when absent).
-        input: ``metrics.json["input"]``.
-        labels: the lines of ``labels.txt``.
-    """
-
-    run_dir: Path
-    dataset: str
-    model: str
-    seed: int
-    input: dict[str, Any]
-    labels: tuple[str, ...]
-
-
-def read_run(run_dir: str | os.PathLike[str]) -> RunInfo:
-    """Read and check ``metrics.json`` and ``labels.txt`` of a run directory.
-
-    Raises:
-        RunDirError: RUN, ``saved_model/``, ``metrics.json`` or ``labels.txt`` is
-            missing or malformed.
-    """
-    run_dir = Path(run_dir).resolve()
-    fix = f"re-run `edgeport train --out {run_dir}` or point at a finished run"
-    if not run_dir.is_dir():
-        raise RunDirError(f"run directory {run_dir} does not exist; expected a training run; {fix}")
-    if not (run_dir / "saved_model" / "saved_model.pb").is_file():
-        raise RunDirError(
-            f"{run_dir / 'saved_model'}: no SavedModel; expected the trainer's saved_model/; {fix}"
-        )
-    metrics_path = run_dir / "metrics.json"
-    try:
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunDirError(
-            f"{metrics_path}: not found; expected the trainer's metrics; {fix}"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunDirError(f"{metrics_path}: unreadable ({e}); expected JSON; {fix}") from None
-    required = ("dataset", "model", "input")
-    missing = [k for k in required if not isinstance(metrics, dict) or k not in metrics]
-    if missing:
-        raise RunDirError(
-            f"{metrics_path}: missing {missing}; expected keys {list(required)}; {fix}"
-        )
-    spec = metrics["input"]
-    keys = ("name", "layout", "height", "width", "channels")
-    if not isinstance(spec, dict) or any(k not in spec for k in keys):
-        raise RunDirError(f"{metrics_path}: 'input' is {spec!r}, expected keys {list(keys)}; {fix}")
-    labels_path = run_dir / "labels.txt"
-    try:
-        labels = tuple(
-            line for line in labels_path.read_text(encoding="utf-8").splitlines() if line
-        )
-    except FileNotFoundError:
-        raise RunDirError(
-            f"{labels_path}: not found; expected one class name per line; {fix}"
-        ) from None
-    if not labels:
-        raise RunDirError(f"{labels_path}: empty; expected one class name per line; {fix}")
-    return RunInfo(
-        run_dir=run_dir,
-        dataset=str(metrics["dataset"]),
-        model=str(metrics["model"]),
-        seed=int(metrics.get("seed", 0)),
-        input=dict(spec),
-        labels=labels,
-    )
 
 
 def balanced_sample(labels: np.ndarray, n: int, *, seed: int) -> np.ndarray:
@@ -262,8 +184,8 @@ def export_model(
 
     started = time.perf_counter()
     kinds = parse_formats(formats)
-    run = read_run(run_dir)
-    export_dir = run.run_dir / EXPORT_DIR_NAME
+    run = load_run(run_dir, need_reference=False)
+    export_dir = run.path / EXPORT_DIR_NAME
     if export_dir.exists() and not force:
         raise _exists(export_dir)
     needs_calibration = any(k.precision is Precision.INT8 for k in kinds)
@@ -275,9 +197,9 @@ def export_model(
     if golden_samples <= 0:
         raise ExportError(f"golden_samples={golden_samples}, expected > 0; fix: pass e.g. 32")
     seed = run.seed if seed is None else int(seed)
-    loader = load_split or _default_loader(run.run_dir, data_dir)
+    loader = load_split or _default_loader(run.path, data_dir)
 
-    serving = load_serving(run.run_dir / "saved_model")
+    serving = load_serving(run.saved_model)
     _check_input(run, serving.input_shape, serving.num_classes)
     calibration = None
     if needs_calibration:
@@ -340,7 +262,7 @@ def export_model(
                 tmp / GOLDEN_NAME, make_golden(tmp, kinds, inputs=golden_x, labels=golden_y)
             )
             manifest = build_manifest(
-                run_dir=run.run_dir, labels=run.labels, input=run.input, artifacts=entries
+                run_dir=run.path, labels=run.labels, input=run.input, artifacts=entries
             )
             write_manifest(tmp, manifest)
             problems = verify_manifest(tmp)

@@ -11,17 +11,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from _runs import MNIST_INPUT, data_dir, load_mnist, shared_export
+from _runs import MNIST_INPUT, load_mnist, shared_export
 
 from export.onnx import convert_onnx, make_session, onnx_ops, read_onnx_metadata
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (data_dir() / "train-images-idx3-ubyte.gz").is_file(),
-        reason="MNIST not found at $EDGEPORT_DATA/mnist",
-    ),
-]
+pytestmark = pytest.mark.slow  # exports a real MNIST model (MNIST must be present: no skip)
 
 
 @pytest.fixture(scope="module")

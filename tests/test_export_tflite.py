@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _runs import MNIST_INPUT, copy_run, data_dir, load_mnist, shared_export
+from _runs import MNIST_INPUT, copy_run, load_mnist, shared_export
 
 from export import Precision
 from export.formats import ARTIFACT_KINDS, ArtifactFormat
@@ -28,13 +28,7 @@ from export.tflite import (
 )
 from export.thresholds import THRESHOLDS
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (data_dir() / "train-images-idx3-ubyte.gz").is_file(),
-        reason="MNIST not found at $EDGEPORT_DATA/mnist",
-    ),
-]
+pytestmark = pytest.mark.slow  # exports a real MNIST model (MNIST must be present: no skip)
 
 TFLITE = [k for k in ARTIFACT_KINDS if k.format is ArtifactFormat.TFLITE]
 REPO = Path(__file__).resolve().parents[1]

@@ -272,3 +272,40 @@ def test_train_cli_on_a_folder_end_to_end(shapes, tmp_path):
     with np.load(out / "reference.npz", allow_pickle=False) as z:
         # Same weights, same graph ops: float32 agreement to rounding.
         np.testing.assert_allclose(probs, z["probabilities"], atol=1e-5)
+
+
+def test_run_export_parity_and_demo_eval_agree_on_a_folder(shapes, tmp_path):
+    """`edgeport run --dataset DIR --model cnn`, then `edgeport-demo --eval` on its test split.
+
+    The demo decodes each test picture with the same `preprocess_resize` the trainer
+    used, so every artifact must score exactly the accuracy the parity gate measured.
+    """
+    out = tmp_path / "run"
+    res = subprocess.run(
+        [sys.executable, "-m", "export", "run", "--dataset", str(shapes), "--model", "cnn",
+         "--epochs", "10", "--batch-size", "16", "--patience", "10", "--out", str(out),
+         "--quiet"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert res.returncode == 0, res.stderr + res.stdout
+    parity = json.loads((out / "export" / "parity.json").read_text())
+    assert parity["passed"] and len(parity["results"]) == 5
+    test_files = json.loads((out / "metrics.json").read_text())["split"]["test_files"]
+    assert len(test_files) == 18
+    evaldir = tmp_path / "eval"  # DIR/<class>/<file>: the label is the sub-folder name
+    for rel in test_files:
+        (evaldir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (evaldir / rel).symlink_to(shapes / rel)
+    for r in parity["results"]:
+        if r["format"] != "tflite":
+            continue
+        demo = subprocess.run(
+            [sys.executable, "-m", "mobile_demo", str(out / "export" / r["artifact"]),
+             "--eval", str(evaldir), "--json"],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert demo.returncode == 0, demo.stderr
+        ev = json.loads(demo.stdout)
+        assert ev["count"] == 18
+        # Same pixels, same model file, same runtime: identical accuracy, no tolerance.
+        assert ev["accuracy"] == pytest.approx(r["accuracy"], abs=1e-9), r["artifact"]

@@ -62,7 +62,7 @@ def test_incomplete_run_is_refused_with_the_fix(tmp_path, seed_run, remove):
     shutil.copytree(seed_run.run_dir, run)
     target = run / remove
     shutil.rmtree(target) if target.is_dir() else target.unlink()
-    with pytest.raises(RunDirError, match=r"missing .*edgeport train --out RUN"):
+    with pytest.raises(RunDirError, match=r"missing .*edgeport train --out "):
         load_run(run)
 
 
@@ -76,7 +76,7 @@ def test_pickled_reference_is_refused(tmp_path, seed_run):
 
 
 def test_missing_run(tmp_path):
-    with pytest.raises(RunDirError, match="run directory not found"):
+    with pytest.raises(RunDirError, match=r"run directory .* does not exist"):
         load_run(tmp_path / "nope")
 
 

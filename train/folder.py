@@ -425,6 +425,9 @@ def load_folder_dataset(
             "stream": bool(stream),
             "counts": counts,
             "skipped": skipped,
+            # The test files, relative to root: `edgeport-demo --eval` can score exactly
+            # the pictures the parity gate scored.
+            "test_files": [_rel(good[i][0], root) for i in kept["test"]],
         },
         train_source=source,
     )

@@ -37,13 +37,17 @@ class RunDirError(EdgeportError, ValueError):
 
 @dataclass(frozen=True)
 class RunInfo:
-    """A run directory, read back and validated."""
+    """A run directory, read back and validated.
+
+    ``reference_probabilities`` and ``reference_labels`` are ``None`` only when
+    the run was loaded with ``need_reference=False`` (the exporter needs no oracle).
+    """
 
     path: Path
     metrics: dict[str, Any]
     labels: tuple[str, ...]
-    reference_probabilities: np.ndarray
-    reference_labels: np.ndarray
+    reference_probabilities: np.ndarray | None
+    reference_labels: np.ndarray | None
 
     @property
     def saved_model(self) -> Path:
@@ -52,6 +56,18 @@ class RunInfo:
     @property
     def input(self) -> dict[str, Any]:
         return self.metrics["input"]
+
+    @property
+    def dataset(self) -> str:
+        return str(self.metrics["dataset"])
+
+    @property
+    def model(self) -> str:
+        return str(self.metrics["model"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.metrics.get("seed", 0))
 
 
 def check_writable(out_dir: str | os.PathLike[str], *, force: bool) -> None:
@@ -134,40 +150,56 @@ def write_run(out_dir, *, cfg, ds, model, result, extras, force: bool = False) -
     return out
 
 
-def load_run(run_dir: str | os.PathLike[str]) -> RunInfo:
-    """Read and validate a run directory.
+def load_run(run_dir: str | os.PathLike[str], *, need_reference: bool = True) -> RunInfo:
+    """Read and validate a run directory (docs/contracts.md).
+
+    Args:
+        run_dir: the folder ``edgeport train --out`` wrote.
+        need_reference: also load ``reference.npz`` (the parity oracle).
 
     Raises:
-        RunDirError: the folder or one of its required files is missing or unreadable.
+        RunDirError: the folder or one of its required files is missing or malformed.
     """
-    run = Path(run_dir)
-    fix = "run `edgeport train --out RUN` first, or point at a finished run"
+    run = Path(run_dir).resolve()
+    fix = f"fix: run `edgeport train --out {run}` first, or point at a finished run"
     if not run.is_dir():
-        raise RunDirError(f"{run}: run directory not found; {fix}")
-    for need in ("saved_model/saved_model.pb", "reference.npz", "metrics.json", "labels.txt"):
+        raise RunDirError(f"run directory {run} does not exist; expected a training run; {fix}")
+    needs = ["saved_model/saved_model.pb", "metrics.json", "labels.txt"]
+    for need in needs + (["reference.npz"] if need_reference else []):
         if not (run / need).is_file():
             raise RunDirError(f"{run}: missing {need}; expected a complete run directory; {fix}")
+    mpath = run / "metrics.json"
     try:
-        metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+        metrics = json.loads(mpath.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise RunDirError(f"{run / 'metrics.json'}: not valid JSON ({e}); {fix}") from None
-    if not isinstance(metrics, dict) or "input" not in metrics:
-        raise RunDirError(f"{run / 'metrics.json'}: no 'input' description; {fix}")
-    try:
-        with np.load(run / "reference.npz", allow_pickle=False) as z:
-            probs = np.asarray(z["probabilities"], dtype=np.float32)
-            labels = np.asarray(z["labels"], dtype=np.int64)
-    except (OSError, ValueError, KeyError) as e:
-        raise RunDirError(
-            f"{run / 'reference.npz'}: unreadable without pickle or missing arrays ({e}); "
-            f"expected plain arrays 'probabilities' and 'labels'; {fix}"
-        ) from None
-    if probs.ndim != 2 or labels.shape != (probs.shape[0],):
-        raise RunDirError(
-            f"{run / 'reference.npz'}: probabilities {probs.shape} and labels {labels.shape} "
-            f"do not match; expected [N, K] and [N]; {fix}"
-        )
-    names = tuple((run / "labels.txt").read_text(encoding="utf-8").splitlines())
+        raise RunDirError(f"{mpath}: not valid JSON ({e}); {fix}") from None
+    missing = [k for k in ("dataset", "model", "input") if not isinstance(metrics, dict)
+               or k not in metrics]
+    if missing:
+        raise RunDirError(f"{mpath}: missing {missing}; expected the trainer's metrics; {fix}")
+    keys = ("name", "layout", "height", "width", "channels")
+    spec = metrics["input"]
+    if not isinstance(spec, dict) or any(k not in spec for k in keys):
+        raise RunDirError(f"{mpath}: 'input' is {spec!r}, expected keys {list(keys)}; {fix}")
+    names = tuple(n for n in (run / "labels.txt").read_text(encoding="utf-8").splitlines() if n)
+    if not names:
+        raise RunDirError(f"{run / 'labels.txt'}: empty; expected one class name per line; {fix}")
+    probs = labels = None
+    if need_reference:
+        try:
+            with np.load(run / "reference.npz", allow_pickle=False) as z:
+                probs = np.asarray(z["probabilities"], dtype=np.float32)
+                labels = np.asarray(z["labels"], dtype=np.int64)
+        except (OSError, ValueError, KeyError) as e:
+            raise RunDirError(
+                f"{run / 'reference.npz'}: unreadable without pickle or missing arrays ({e}); "
+                f"expected plain arrays 'probabilities' and 'labels'; {fix}"
+            ) from None
+        if probs.ndim != 2 or labels.shape != (probs.shape[0],):
+            raise RunDirError(
+                f"{run / 'reference.npz'}: probabilities {probs.shape} and labels "
+                f"{labels.shape} do not match; expected [N, K] and [N]; {fix}"
+            )
     return RunInfo(path=run, metrics=metrics, labels=names, reference_probabilities=probs,
                    reference_labels=labels)
 

@@ -199,6 +199,27 @@ def read_manifest(export_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return doc
 
 
+def artifact_file_problems(path: Path, entry: Mapping[str, Any]) -> list[str]:
+    """What is wrong with one artifact file against its manifest entry (empty: nothing).
+
+    The file must exist and have the manifest's size and SHA-256; used by
+    :func:`verify_manifest`, the parity gate and ``edgeport verify`` alike.
+    """
+    if not path.is_file():
+        return ["file missing: listed in manifest.json but not in the export folder"]
+    problems = []
+    size = path.stat().st_size
+    if size != entry.get("bytes"):
+        problems.append(f"size {size} bytes != manifest {entry.get('bytes')} bytes")
+    digest = file_sha256(path)
+    if digest != entry.get("sha256"):
+        problems.append(
+            f"sha256 {digest[:12]}... != manifest {str(entry.get('sha256'))[:12]}... "
+            "(the file changed since the export)"
+        )
+    return problems
+
+
 def verify_manifest(export_dir: str | os.PathLike[str]) -> list[str]:
     """Check every file the manifest lists against its recorded size and hash.
 
@@ -219,19 +240,8 @@ def verify_manifest(export_dir: str | os.PathLike[str]) -> list[str]:
         return [str(e)]
     problems = []
     for entry in manifest["artifacts"]:
-        name = str(entry.get("file", ""))
-        path = export_dir / name
-        if not name or not path.is_file():
-            problems.append(f"{name or '<unnamed entry>'}: listed in the manifest but missing")
-            continue
-        size = path.stat().st_size
-        if size != entry.get("bytes"):
-            problems.append(f"{name}: {size} bytes, manifest says {entry.get('bytes')}")
-        digest = file_sha256(path)
-        if digest != entry.get("sha256"):
-            problems.append(
-                f"{name}: sha256 {digest[:12]}..., manifest says {str(entry.get('sha256'))[:12]}..."
-            )
+        name = str(entry.get("file", "")) or "<unnamed entry>"
+        problems += [f"{name}: {p}" for p in artifact_file_problems(export_dir / name, entry)]
     saved_model = Path(str(manifest.get("run", ""))) / "saved_model"
     if manifest.get("run") and saved_model.is_dir():
         if saved_model_sha256(saved_model) != manifest.get("saved_model_sha256"):

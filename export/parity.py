@@ -41,7 +41,7 @@ from mobile_demo.errors import EdgeportError, ModelFileError
 from mobile_demo.fileio import atomic_write_json
 
 from .formats import ArtifactFormat, Precision
-from .manifest import file_sha256, read_manifest
+from .manifest import artifact_file_problems, read_manifest
 from .thresholds import THRESHOLDS, Thresholds, Tolerance, load_thresholds
 
 __all__ = [
@@ -340,19 +340,11 @@ def _check_artifact(
         )
 
     # 1. The file is the one the manifest describes.
+    failures += artifact_file_problems(path, entry)
     if not path.is_file():
         size = int(entry.get("bytes") or 0)
-        failures.append("file missing: listed in manifest.json but not in the export folder")
         return result()
     size = path.stat().st_size
-    if size != entry.get("bytes"):
-        failures.append(f"size {size} bytes != manifest {entry.get('bytes')} bytes")
-    digest = file_sha256(path)
-    if digest != entry.get("sha256"):
-        failures.append(
-            f"sha256 {digest[:12]}... != manifest {str(entry.get('sha256'))[:12]}... "
-            "(the file changed since the export)"
-        )
     # 2. It loads with the device runtime and answers with probabilities.
     try:
         model = load_model(path, runtime=runtime_for(fmt, runtime))

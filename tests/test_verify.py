@@ -100,7 +100,7 @@ def test_missing_and_unloadable_files_are_failures(exported_run: Path, tmp_path:
     report = verify_export(export_dir)
     res = _by_file(report)
     assert res["model_float16.tflite"].failures == (
-        "file missing: listed in manifest.json but not in the folder",
+        "file missing: listed in manifest.json but not in the export folder",
     )
     onnx = res["model.onnx"]
     assert not onnx.sha256_ok

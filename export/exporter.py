@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from mobile_demo.fileio import atomic_dir, atomic_write_bytes, atomic_write_text
+from train.data import balanced_sample
 from train.run_dir import RunDirError, RunInfo, load_run
 
 from .errors import ExportError, ExportExistsError
@@ -106,37 +107,6 @@ class ExportResult:
         }
 
 
-def balanced_sample(labels: np.ndarray, n: int, *, seed: int) -> np.ndarray:
-    """Pick ``n`` indices spread evenly over the classes, reproducibly.
-
-    Each class gets ``n // classes`` indices (the first ``n % classes`` classes
-    one more), drawn without replacement; a class with too few members gives
-    all it has and the rest are drawn from the remaining indices.
-
-    Args:
-        labels: the class of every sample.
-        n: how many indices to return (at most ``len(labels)``).
-        seed: the random seed.
-
-    Returns:
-        Sorted int64 indices into ``labels``.
-    """
-    labels = np.asarray(labels)
-    n = min(int(n), len(labels))
-    rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
-    share = [n // len(classes) + (i < n % len(classes)) for i in range(len(classes))]
-    chosen: list[np.ndarray] = []
-    for cls, k in zip(classes, share, strict=True):
-        members = np.flatnonzero(labels == cls)
-        chosen.append(rng.choice(members, size=min(k, len(members)), replace=False))
-    picked = np.concatenate(chosen) if chosen else np.empty(0, dtype=np.int64)
-    if len(picked) < n:
-        rest = np.setdiff1d(np.arange(len(labels)), picked)
-        picked = np.concatenate([picked, rng.choice(rest, size=n - len(picked), replace=False)])
-    return np.sort(picked).astype(np.int64)
-
-
 def export_model(
     run_dir: str | os.PathLike[str],
     *,
@@ -197,7 +167,8 @@ def export_model(
     if golden_samples <= 0:
         raise ExportError(f"golden_samples={golden_samples}, expected > 0; fix: pass e.g. 32")
     seed = run.seed if seed is None else int(seed)
-    loader = load_split or _default_loader(run.path, data_dir)
+    loader = load_split or _default_loader(run.path, data_dir,
+                                           calibration_samples=calibration_samples, seed=seed)
 
     serving = load_serving(run.saved_model)
     _check_input(run, serving.input_shape, serving.num_classes)
@@ -289,21 +260,16 @@ def _exists(export_dir: Path) -> ExportExistsError:
     )
 
 
-def _default_loader(run_dir: Path, data_dir: str | os.PathLike[str] | None) -> SplitLoader:
-    try:
-        from train.run_dir import load_split
-    except ImportError:
-
-        def missing(split: str) -> tuple[np.ndarray, np.ndarray]:
-            raise ExportError(
-                f"cannot load the {split!r} split: train.run_dir.load_split is not available; "
-                "expected the train package; fix: install edgeport or pass load_split="
-            )
-
-        return missing
+def _default_loader(
+    run_dir: Path, data_dir: str | os.PathLike[str] | None, *, calibration_samples: int, seed: int
+) -> SplitLoader:
+    from train.run_dir import load_split
 
     def loader(split: str) -> tuple[np.ndarray, np.ndarray]:
-        return load_split(run_dir, split, data_dir=data_dir)
+        # Of the training split only the calibration sample is decoded: a streamed folder
+        # dataset need not fit in memory. The test split is read whole (golden vectors).
+        sample = calibration_samples if split == "train" else None
+        return load_split(run_dir, split, data_dir=data_dir, sample=sample, sample_seed=seed)
 
     return loader
 

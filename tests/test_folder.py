@@ -309,3 +309,23 @@ def test_run_export_parity_and_demo_eval_agree_on_a_folder(shapes, tmp_path):
         assert ev["count"] == 18
         # Same pixels, same model file, same runtime: identical accuracy, no tolerance.
         assert ev["accuracy"] == pytest.approx(r["accuracy"], abs=1e-9), r["artifact"]
+
+
+def test_streamed_run_exports_from_a_calibration_sample(shapes, tmp_path):
+    """A --stream run never loads its training split whole: export decodes a sample."""
+    from train.run_dir import load_split
+
+    out = tmp_path / "run"
+    res = subprocess.run(
+        [sys.executable, "-m", "export", "run", "--dataset", str(shapes), "--model", "softmax",
+         "--stream", "--iterations", "60", "--calibration-samples", "30", "--out", str(out),
+         "--quiet"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert json.loads((out / "metrics.json").read_text())["config"]["stream"] is True
+    assert json.loads((out / "export" / "parity.json").read_text())["passed"]
+    x, y = load_split(out, "train", sample=30, sample_seed=0)
+    assert x.shape == (30, 784) and np.bincount(y).tolist() == [10, 10, 10]  # balanced
+    x_all, _ = load_split(out, "train")  # without a sample: every training file, decoded
+    assert len(x_all) > 30

@@ -35,6 +35,7 @@ __all__ = [
     "DATASETS",
     "Dataset",
     "IdxDataset",
+    "balanced_sample",
     "default_data_dir",
     "ensure_files",
     "load_dataset",
@@ -153,6 +154,37 @@ class Dataset:
             f"{self.name}: {self.num_classes} classes, {h}x{w}x{c}, "
             f"train {len(self.y_train)} / validation {len(self.y_val)} / test {len(self.y_test)}"
         )
+
+
+def balanced_sample(labels: np.ndarray, n: int, *, seed: int) -> np.ndarray:
+    """Pick ``n`` indices spread evenly over the classes, reproducibly.
+
+    Each class gets ``n // classes`` indices (the first ``n % classes`` classes
+    one more), drawn without replacement; a class with too few members gives
+    all it has and the rest are drawn from the remaining indices.
+
+    Args:
+        labels: the class of every sample.
+        n: how many indices to return (at most ``len(labels)``).
+        seed: the random seed.
+
+    Returns:
+        Sorted int64 indices into ``labels``.
+    """
+    labels = np.asarray(labels)
+    n = min(int(n), len(labels))
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    share = [n // len(classes) + (i < n % len(classes)) for i in range(len(classes))]
+    chosen: list[np.ndarray] = []
+    for cls, k in zip(classes, share, strict=True):
+        members = np.flatnonzero(labels == cls)
+        chosen.append(rng.choice(members, size=min(k, len(members)), replace=False))
+    picked = np.concatenate(chosen) if chosen else np.empty(0, dtype=np.int64)
+    if len(picked) < n:
+        rest = np.setdiff1d(np.arange(len(labels)), picked)
+        picked = np.concatenate([picked, rng.choice(rest, size=n - len(picked), replace=False)])
+    return np.sort(picked).astype(np.int64)
 
 
 def to_model_input(x: np.ndarray, layout: str) -> np.ndarray:

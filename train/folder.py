@@ -433,6 +433,18 @@ def load_folder_dataset(
     )
 
 
+def decode_sample(source: StreamSource, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the training files ``source.paths[idx]`` (uint8, undecodable ones dropped)."""
+    idx = np.asarray(idx, dtype=np.int64)
+    decoded = _map_quietly(
+        lambda i: _decode_or_none(Path(source.paths[i]), source.image_size, source.channels),
+        list(idx), desc="decode sample", progress=False)
+    keep = [k for k, (x, _) in enumerate(decoded) if x is not None]
+    shape = (0, source.image_size, source.image_size, source.channels)
+    x = np.stack([decoded[k][0] for k in keep]) if keep else np.zeros(shape, np.uint8)
+    return x, source.labels[idx[keep]]
+
+
 def _stream_shuffle_buffer(n: int, image_bytes: int, batch_size: int) -> int:
     """Up to 256 MB of decoded images (and at least 4 batches): bounded memory."""
     return int(max(min(n, 4 * batch_size), min(n, (256 << 20) // max(1, image_bytes))))

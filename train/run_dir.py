@@ -210,14 +210,29 @@ def load_split(
     *,
     data_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
+    sample: int | None = None,
+    sample_seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The run's ``train``, ``validation`` or ``test`` images in model input layout.
 
     Re-loads the dataset the run was trained on with the run's own options,
     so the exporter's calibration data and the parity gate's test set are the
-    ones the trainer used. Returns ``(x float32 in [0, 1], labels int64)``.
+    ones the trainer used.
+
+    Args:
+        run_dir: the run (or its :class:`RunInfo`).
+        split: ``train``, ``validation`` or ``test``.
+        data_dir: where the dataset files are, if not where the run found them.
+        progress: show progress bars.
+        sample: return only a class-balanced sample of this many images
+            (:func:`train.data.balanced_sample` with ``sample_seed``). For a run
+            trained with ``--stream`` only the sampled training files are decoded.
+        sample_seed: the seed of that sample.
+
+    Returns:
+        ``(x float32 in [0, 1], labels int64)``.
     """
-    from .data import load_dataset, to_model_input
+    from .data import balanced_sample, load_dataset, to_model_input
 
     info = run_dir if isinstance(run_dir, RunInfo) else load_run(run_dir)
     cfg = info.metrics.get("config", {})
@@ -233,6 +248,7 @@ def load_split(
         image_size=int(cfg.get("image_size", 28)),
         channels=int(cfg.get("channels", 1)),
         split=tuple(cfg.get("split", (0.8, 0.1, 0.1))),
+        stream=bool(cfg.get("stream", False)) and split == "train",
         verbose=False,
     )
     arrays = {"train": (ds.x_train, ds.y_train), "validation": (ds.x_val, ds.y_val),
@@ -240,6 +256,14 @@ def load_split(
     if split not in arrays:
         raise ValueError(f"split={split!r}; expected train, validation or test")
     x, y = arrays[split]
+    if split == "train" and ds.train_source is not None:  # streamed: the files are on disk
+        from .folder import decode_sample
+
+        idx = balanced_sample(y, sample if sample is not None else len(y), seed=sample_seed)
+        x, y = decode_sample(ds.train_source, idx)
+    elif sample is not None:
+        idx = balanced_sample(y, sample, seed=sample_seed)
+        x, y = x[idx], y[idx]
     if split == "test" and not np.array_equal(y, info.reference_labels):
         raise RunDirError(
             f"{info.path}: the test labels of dataset {ds.name!r} differ from reference.npz; "

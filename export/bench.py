@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -280,6 +281,10 @@ def benchmark(
         )
     parity = _parity_results(info.path, manifest, data_dir=data_dir, progress=progress)
 
+    from mobile_demo.runtime import available_runtimes
+
+    # tflite-runtime rows run in the device venv when it is not importable here.
+    legacy_python = None if "tflite-runtime" in available_runtimes() else device_python()
     jobs: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (worker spec, row fields)
     for entry in manifest["artifacts"]:
         name = str(entry["file"])
@@ -289,7 +294,8 @@ def benchmark(
             if (fmt == "onnx") != (rt == "onnxruntime"):
                 continue
             jobs.append((
-                {"kind": "model", "path": str(export_dir / name), "runtime": rt},
+                {"kind": "model", "path": str(export_dir / name), "runtime": rt,
+                 "python": legacy_python if rt == "tflite-runtime" else None},
                 {"artifact": name, "format": fmt, "precision": str(entry["precision"]),
                  "runtime": rt, "bytes": (export_dir / name).stat().st_size,
                  "accuracy": None if result is None else result.accuracy,
@@ -326,7 +332,17 @@ def benchmark(
             for i, (spec, fields_) in enumerate(bar):
                 bar.set_description(f"bench {fields_['artifact']} ({fields_['runtime']})")
                 out = Path(tmp) / f"row{i}.json"
-                measured = _measure({**spec, **settings, "out": str(out)})
+                try:
+                    measured = _measure({**spec, **settings, "out": str(out)})
+                except BenchError as e:
+                    if spec["runtime"] != "tflite-runtime":
+                        raise
+                    # The legacy runtime predates operator versions of newer converters
+                    # (TF 2.21's dynamic-range FULLY_CONNECTED v12): report, do not fail.
+                    reason = re.search(r"cannot load it \(([^)]*)\)", str(e))
+                    skipped.append(f"{fields_['artifact']} on tflite-runtime: cannot load it ("
+                                   f"{reason.group(1) if reason else e})")
+                    continue
                 rows.append(BenchRow(**fields_, **measured))
         finally:
             bar.close()
@@ -399,10 +415,26 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
+def device_python() -> str | None:
+    """``$EDGEPORT_DEVICE_PYTHON`` if it names a Python that has tflite-runtime, else None.
+
+    The legacy tflite-runtime needs numpy<2, so it lives in its own TensorFlow-free
+    venv (``make device-venv``); bench rows for it are measured with that Python.
+    """
+    python = os.environ.get("EDGEPORT_DEVICE_PYTHON")
+    if not python or not Path(python).is_file():
+        return None
+    probe = "import importlib.util as u; print(u.find_spec('tflite_runtime') is not None)"
+    out = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=False)
+    return python if out.stdout.strip() == "True" else None
+
+
 def _select_runtimes(runtimes: Iterable[str] | None) -> tuple[tuple[str, ...], list[str]]:
     from mobile_demo.runtime import available_runtimes
 
     installed = set(available_runtimes())
+    if device_python() is not None:
+        installed.add("tflite-runtime")
     if runtimes is None:
         chosen = tuple(r for r in _DEFAULT_RUNTIMES if r in installed)
         skipped = [f"{r}: not installed ({_MODULES[r]})" for r in _DEFAULT_RUNTIMES
@@ -452,8 +484,8 @@ def _measure(spec: dict[str, Any]) -> dict[str, float]:
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     spec_path = Path(spec["out"]).with_suffix(".spec.json")
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
-    cmd = [sys.executable, "-c", "from export.bench import _worker_main; _worker_main()",
-           str(spec_path)]
+    python = spec.get("python") or sys.executable
+    cmd = [python, "-c", "from export.bench import _worker_main; _worker_main()", str(spec_path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     out = Path(spec["out"])
     if proc.returncode != 0 or not out.is_file():

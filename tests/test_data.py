@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
-import struct
 
 import numpy as np
 import pytest
+from _idxfiles import idx_gz
 
 from mobile_demo.errors import DatasetError
+from mobile_demo.idx import read_idx
 from train.data import DATASETS, ensure_files, load_dataset, to_model_input
 
 
@@ -19,8 +19,6 @@ def test_mnist_split_is_the_seeds(mnist, mnist_dir):
     assert mnist.x_train.shape[1:] == (28, 28, 1) and mnist.x_train.dtype == np.uint8
     assert mnist.class_names == tuple("0123456789")
     # Validation is the LAST 5,000 images of the training file, in file order.
-    from mobile_demo.idx import read_idx
-
     raw = read_idx(mnist_dir / "train-labels-idx1-ubyte.gz")
     np.testing.assert_array_equal(mnist.y_val, raw[55000:])
     np.testing.assert_array_equal(mnist.y_train, raw[:55000])
@@ -55,12 +53,6 @@ def test_unknown_dataset_lists_choices():
 
 # ---- downloads, against a local file:// mirror (no network in tests) -----------------------
 
-def _idx(arr: np.ndarray) -> bytes:
-    arr = np.asarray(arr, np.uint8)
-    head = struct.pack(">I", 0x0800 | arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    return gzip.compress(head + arr.tobytes(), mtime=0)
-
-
 @pytest.fixture
 def tiny_mirror(tmp_path):
     """A mirror folder with four small, valid IDX files and a spec whose md5s match them."""
@@ -68,10 +60,10 @@ def tiny_mirror(tmp_path):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     payloads = {
-        "train-images-idx3-ubyte.gz": _idx(rng.integers(0, 256, (30, 28, 28))),
-        "train-labels-idx1-ubyte.gz": _idx(np.arange(30) % 10),
-        "t10k-images-idx3-ubyte.gz": _idx(rng.integers(0, 256, (10, 28, 28))),
-        "t10k-labels-idx1-ubyte.gz": _idx(np.arange(10)),
+        "train-images-idx3-ubyte.gz": idx_gz(rng.integers(0, 256, (30, 28, 28))),
+        "train-labels-idx1-ubyte.gz": idx_gz(np.arange(30) % 10),
+        "t10k-images-idx3-ubyte.gz": idx_gz(rng.integers(0, 256, (10, 28, 28))),
+        "t10k-labels-idx1-ubyte.gz": idx_gz(np.arange(10)),
     }
     for name, data in payloads.items():
         (mirror / name).write_bytes(data)
@@ -104,7 +96,7 @@ def test_corrupt_cached_file_is_downloaded_again_once(tmp_path, tiny_mirror):
 
 def test_md5_mismatch_on_mirror_fails_and_keeps_nothing(tmp_path, tiny_mirror):
     spec, mirror, _ = tiny_mirror
-    (mirror / "train-labels-idx1-ubyte.gz").write_bytes(_idx(np.zeros(30)))  # wrong content
+    (mirror / "train-labels-idx1-ubyte.gz").write_bytes(idx_gz(np.zeros(30)))  # wrong content
     cache = tmp_path / "cache"
     with pytest.raises(DatasetError, match=r"train-labels-idx1-ubyte.gz: missing.*md5"):
         ensure_files(spec, cache, progress=False)
@@ -130,7 +122,7 @@ def test_plain_http_mirror_is_refused(tmp_path):
 
 def test_image_label_count_mismatch(tmp_path, tiny_mirror, monkeypatch):
     spec, mirror, _payloads = tiny_mirror
-    bad = _idx(np.arange(29) % 10)  # 29 labels for 30 images
+    bad = idx_gz(np.arange(29) % 10)  # 29 labels for 30 images
     (mirror / "train-labels-idx1-ubyte.gz").write_bytes(bad)
     md5 = {**spec.md5, "train-labels-idx1-ubyte.gz": hashlib.md5(bad).hexdigest()}
     spec = dataclasses.replace(spec, md5=md5)
@@ -174,10 +166,10 @@ def tiny_fashion(tmp_path, monkeypatch):
     mirror = tmp_path / "fashion-mirror"
     mirror.mkdir()
     payloads = {
-        "train-images-idx3-ubyte.gz": _idx(rng.integers(0, 256, (5100, 28, 28))),
-        "train-labels-idx1-ubyte.gz": _idx(np.arange(5100) % 10),
-        "t10k-images-idx3-ubyte.gz": _idx(rng.integers(0, 256, (20, 28, 28))),
-        "t10k-labels-idx1-ubyte.gz": _idx(np.arange(20) % 10),
+        "train-images-idx3-ubyte.gz": idx_gz(rng.integers(0, 256, (5100, 28, 28))),
+        "train-labels-idx1-ubyte.gz": idx_gz(np.arange(5100) % 10),
+        "t10k-images-idx3-ubyte.gz": idx_gz(rng.integers(0, 256, (20, 28, 28))),
+        "t10k-labels-idx1-ubyte.gz": idx_gz(np.arange(20) % 10),
     }
     for name, data in payloads.items():
         (mirror / name).write_bytes(data)

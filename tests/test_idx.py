@@ -7,17 +7,12 @@ import struct
 
 import numpy as np
 import pytest
+from _idxfiles import idx_bytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mobile_demo.errors import DatasetError
 from mobile_demo.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, read_idx
-
-
-def idx_bytes(arr: np.ndarray, magic: int | None = None) -> bytes:
-    arr = np.asarray(arr, dtype=np.uint8)
-    magic = magic if magic is not None else (0x0800 | arr.ndim)
-    return struct.pack(">I", magic) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes()
 
 
 def test_images_round_trip(tmp_path):

@@ -9,22 +9,14 @@ the loader, the md5 check and every later stage are the real ones.
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import hashlib
 import json
-import struct
 
 import numpy as np
 import pytest
+from _idxfiles import write_idx_dataset
 
 from export.cli import main
 from train.data import DATASETS
-
-
-def _idx(arr: np.ndarray) -> bytes:
-    arr = np.asarray(arr, np.uint8)
-    head = struct.pack(">I", 0x0800 | arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    return gzip.compress(head + arr.tobytes(), mtime=0)
 
 
 def _images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -39,18 +31,9 @@ def _images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def fashion_files(tmp_path, monkeypatch):
     rng = np.random.default_rng(7)
     y_train, y_test = np.arange(5600) % 10, np.arange(200) % 10
-    files = {
-        "train-images-idx3-ubyte.gz": _idx(_images(y_train, rng)),
-        "train-labels-idx1-ubyte.gz": _idx(y_train),
-        "t10k-images-idx3-ubyte.gz": _idx(_images(y_test, rng)),
-        "t10k-labels-idx1-ubyte.gz": _idx(y_test),
-    }
     folder = tmp_path / "data" / "fashion-mnist"
-    folder.mkdir(parents=True)
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
-    spec = dataclasses.replace(DATASETS["fashion-mnist"], mirrors=(),
-                               md5={n: hashlib.md5(d).hexdigest() for n, d in files.items()})
+    md5 = write_idx_dataset(folder, _images(y_train, rng), y_train, _images(y_test, rng), y_test)
+    spec = dataclasses.replace(DATASETS["fashion-mnist"], mirrors=(), md5=md5)
     monkeypatch.setitem(DATASETS, "fashion-mnist", spec)
     monkeypatch.setenv("EDGEPORT_DATA", str(tmp_path / "data"))
     return folder

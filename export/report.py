@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -139,12 +139,15 @@ def _parity_headline(report: ParityReport) -> str:
     return f"parity {verdict}: {ok}/{n} artifacts reproduce the reference (accuracy {ref})"
 
 
+def _terminal_view(table: str, headline: str, failures: Iterable[str]) -> str:
+    """A table, a blank line, the verdict line, then one ``- reason`` line per failure."""
+    return "\n".join([table, "", headline, *(f"- {f}" for f in failures)])
+
+
 def format_parity_table(report: ParityReport) -> str:
     """The terminal view: one row per artifact, a verdict line, then one line per failure."""
-    lines = [render_table(_PARITY_HEADERS, _parity_rows(report), align=_PARITY_ALIGN), "",
-             _parity_headline(report)]
-    lines += [f"- {f}" for f in report.failures]
-    return "\n".join(lines)
+    table = render_table(_PARITY_HEADERS, _parity_rows(report), align=_PARITY_ALIGN)
+    return _terminal_view(table, _parity_headline(report), report.failures)
 
 
 def _parity_markdown(report: ParityReport) -> str:
@@ -231,10 +234,8 @@ def _verify_headline(report: VerifyReport) -> str:
 
 def format_verify_table(report: VerifyReport) -> str:
     """The terminal view of :func:`export.verify.verify_export`'s report."""
-    lines = [render_table(_VERIFY_HEADERS, _verify_rows(report), align=_VERIFY_ALIGN), "",
-             _verify_headline(report)]
-    lines += [f"- {f}" for f in report.failures]
-    return "\n".join(lines)
+    table = render_table(_VERIFY_HEADERS, _verify_rows(report), align=_VERIFY_ALIGN)
+    return _terminal_view(table, _verify_headline(report), report.failures)
 
 
 def _verify_markdown(report: VerifyReport) -> str:

@@ -7,7 +7,7 @@ import hashlib
 
 import numpy as np
 import pytest
-from _idxfiles import idx_gz
+from _idxfiles import idx_gz, write_idx_dataset
 
 from mobile_demo.errors import DatasetError
 from mobile_demo.idx import read_idx
@@ -58,20 +58,10 @@ def tiny_mirror(tmp_path):
     """A mirror folder with four small, valid IDX files and a spec whose md5s match them."""
     rng = np.random.default_rng(0)
     mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    payloads = {
-        "train-images-idx3-ubyte.gz": idx_gz(rng.integers(0, 256, (30, 28, 28))),
-        "train-labels-idx1-ubyte.gz": idx_gz(np.arange(30) % 10),
-        "t10k-images-idx3-ubyte.gz": idx_gz(rng.integers(0, 256, (10, 28, 28))),
-        "t10k-labels-idx1-ubyte.gz": idx_gz(np.arange(10)),
-    }
-    for name, data in payloads.items():
-        (mirror / name).write_bytes(data)
-    spec = dataclasses.replace(
-        DATASETS["mnist"],
-        md5={n: hashlib.md5(d).hexdigest() for n, d in payloads.items()},
-        mirrors=(mirror.as_uri() + "/",),
-    )
+    md5 = write_idx_dataset(mirror, rng.integers(0, 256, (30, 28, 28)), np.arange(30) % 10,
+                            rng.integers(0, 256, (10, 28, 28)), np.arange(10))
+    payloads = {name: (mirror / name).read_bytes() for name in md5}
+    spec = dataclasses.replace(DATASETS["mnist"], md5=md5, mirrors=(mirror.as_uri() + "/",))
     return spec, mirror, payloads
 
 
@@ -164,20 +154,10 @@ def tiny_fashion(tmp_path, monkeypatch):
     """Fashion-MNIST-shaped IDX files (5,100 + 20 images) and a spec whose md5s match them."""
     rng = np.random.default_rng(1)
     mirror = tmp_path / "fashion-mirror"
-    mirror.mkdir()
-    payloads = {
-        "train-images-idx3-ubyte.gz": idx_gz(rng.integers(0, 256, (5100, 28, 28))),
-        "train-labels-idx1-ubyte.gz": idx_gz(np.arange(5100) % 10),
-        "t10k-images-idx3-ubyte.gz": idx_gz(rng.integers(0, 256, (20, 28, 28))),
-        "t10k-labels-idx1-ubyte.gz": idx_gz(np.arange(20) % 10),
-    }
-    for name, data in payloads.items():
-        (mirror / name).write_bytes(data)
-    spec = dataclasses.replace(
-        DATASETS["fashion-mnist"],
-        md5={n: hashlib.md5(d).hexdigest() for n, d in payloads.items()},
-        mirrors=(mirror.as_uri() + "/",),
-    )
+    md5 = write_idx_dataset(mirror, rng.integers(0, 256, (5100, 28, 28)), np.arange(5100) % 10,
+                            rng.integers(0, 256, (20, 28, 28)), np.arange(20) % 10)
+    spec = dataclasses.replace(DATASETS["fashion-mnist"], md5=md5,
+                               mirrors=(mirror.as_uri() + "/",))
     monkeypatch.setitem(DATASETS, "fashion-mnist", spec)
     return spec
 

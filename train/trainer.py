@@ -130,21 +130,22 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True):
         xb = tf.cast(xb_uint8, tf.float32) / 255.0
         return tf.reshape(xb, [-1, *input_shape])
 
-    @tf.function(reduce_retracing=True)
-    def run_steps(idx_block, step0):
-        loss = tf.constant(0.0)
-        for i in tf.range(tf.shape(idx_block)[0]):
-            b = idx_block[i]
-            xb = batch_input(tf.gather(x_train, b))
-            yb = tf.gather(y_train, b)
-            step = step0 + tf.cast(i, tf.int64)
-            with tf.GradientTape() as tape:
-                loss = loss_fn(xb, yb, step)
-            grads = tape.gradient(loss, model.weights)
-            opt.apply(grads, model.weights)
-        return loss
+    if cfg.strategy == "default":
 
-    if cfg.strategy != "default":
+        @tf.function(reduce_retracing=True)
+        def run_steps(idx_block, step0):
+            loss = tf.constant(0.0)
+            for i in tf.range(tf.shape(idx_block)[0]):
+                b = idx_block[i]
+                xb = batch_input(tf.gather(x_train, b))
+                yb = tf.gather(y_train, b)
+                step = step0 + tf.cast(i, tf.int64)
+                with tf.GradientTape() as tape:
+                    loss = loss_fn(xb, yb, step)
+                grads = tape.gradient(loss, model.weights)
+                opt.apply(grads, model.weights)
+            return loss
+    else:
         from .distribute import make_distributed_steps
 
         run_steps = make_distributed_steps(

@@ -14,9 +14,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # The TensorFlow-free device environment: the legacy tflite-runtime needs numpy<2.
-$(DEVICE_VENV)/.installed: mobile_demo/requirements-device-legacy.txt
+# edgeport itself goes in with --no-deps: its base needs LiteRT, which this venv replaces.
+$(DEVICE_VENV)/.installed: mobile_demo/requirements-device-legacy.txt pyproject.toml
 	$(PYTHON) -m venv $(DEVICE_VENV)
 	$(DEVICE_VENV)/bin/python -m pip install --quiet -r mobile_demo/requirements-device-legacy.txt
+	$(DEVICE_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	touch $@
 
 device-venv: $(DEVICE_VENV)/.installed

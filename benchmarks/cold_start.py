@@ -12,7 +12,7 @@ Each command is a fresh process on one real test image (a PNG written from
 process is spawned until its first line of output, which it prints once the
 prediction is made, and until it exits:
 
-* ``python -m mobile_demo MODEL IMAGE --json`` (``edgeport-demo``) in the
+* ``python -m edgeport.mobile_demo MODEL IMAGE --json`` (``edgeport-demo``) in the
   device venv: numpy, Pillow and tflite-runtime, no TensorFlow;
 * the same in the main venv, where the demo picks LiteRT;
 * a script in the main venv that imports TensorFlow, loads
@@ -63,7 +63,7 @@ BARE = "device venv: python -c pass (interpreter start only)"
 TF_SCRIPT = """
 import json, sys
 import tensorflow as tf
-from mobile_demo.preprocess import prepare_input
+from edgeport.mobile_demo.preprocess import prepare_input
 saved_model, image, desc = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 fn = tf.saved_model.load(saved_model).signatures["serving_default"]
 probs = fn(image=tf.constant(prepare_input([image], desc)))["probabilities"].numpy()[0]
@@ -127,8 +127,6 @@ def main() -> None:
     saved_model = (Path(args.run) / "saved_model").resolve()
     dev = device_python()
     env = dict(os.environ)
-    # The device venv has no edgeport installed: the repository is its import path.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"  # the first line must leave the child when it is printed
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -141,12 +139,12 @@ def main() -> None:
             commands[BARE] = [
                 str(dev), "-c", "pass"]
             commands["device venv: edgeport-demo (tflite-runtime)"] = [
-                str(dev), "-m", "mobile_demo", str(model), str(image), "--json"]
+                str(dev), "-m", "edgeport.mobile_demo", str(model), str(image), "--json"]
         else:
             print("warning: no device venv (set EDGEPORT_DEVICE_PYTHON or `make device-venv`); "
                   "measuring the main venv only", file=sys.stderr)
         commands["main venv: edgeport-demo (LiteRT)"] = [
-            main_py, "-m", "mobile_demo", str(model), str(image), "--json"]
+            main_py, "-m", "edgeport.mobile_demo", str(model), str(image), "--json"]
         commands["main venv: import tensorflow only"] = [
             main_py, "-c", "import tensorflow; print('imported')"]
         commands["main venv: TensorFlow SavedModel load + predict"] = [

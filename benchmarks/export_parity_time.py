@@ -68,9 +68,9 @@ def copy_run(run: Path, dest: Path) -> Path:
 
 
 def cli_seconds(args: list[str], env: dict[str, str]) -> float:
-    """Wall time of ``python -m export ARGS`` (the ``edgeport`` console script)."""
+    """Wall time of ``python -m edgeport ARGS`` (the ``edgeport`` console script)."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "export", *args], env=env, cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "edgeport", *args], env=env, cwd=REPO,
                           capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -86,18 +86,18 @@ def main() -> None:
     args = ap.parse_args()
 
     t0 = time.perf_counter()
-    from train.tfenv import import_tensorflow
+    from edgeport.train.tfenv import import_tensorflow
 
     import_tensorflow()
     tf_import = time.perf_counter() - t0
-    from export import export_model
-    from export.parity import check_parity
+    from edgeport.export import export_model
+    from edgeport.export.parity import check_parity
 
     with tempfile.TemporaryDirectory(prefix="edgeport-export-time-") as tmp:
         run = copy_run(Path(args.run), Path(tmp) / "run")
         with np.load(run / "reference.npz", allow_pickle=False) as z:
             n_test = len(z["labels"])
-        from train.run_dir import load_split
+        from edgeport.train.run_dir import load_split
 
         read_s: list[float] = []
         export_s: list[float] = []
@@ -120,7 +120,6 @@ def main() -> None:
             passed = passed and report.passed
 
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
         cli_export: list[float] = []
         cli_parity: list[float] = []
         for i in range(args.repeats):

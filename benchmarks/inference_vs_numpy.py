@@ -159,10 +159,10 @@ def main() -> None:
 
     export_dir, manifest = read_manifest(args.run)
     run = Path(args.run)
-    from train.tfenv import import_tensorflow
+    from edgeport.train.tfenv import import_tensorflow
 
     tf = import_tensorflow()
-    from mobile_demo.runtime import dequantize, load_model, quantize
+    from edgeport.mobile_demo.runtime import dequantize, load_model, quantize
 
     with np.load(export_dir / "golden.npz", allow_pickle=False) as z:
         inputs = z["inputs"].astype(np.float32)
@@ -231,8 +231,8 @@ def main() -> None:
     bench_rows: dict[str, Any] = {}
     bench_md = ""
     if not args.no_bench:
-        from export.bench import benchmark
-        from export.report import to_markdown
+        from edgeport.export.bench import benchmark
+        from edgeport.export.report import to_markdown
 
         print("export.bench: one fresh process per file ...", file=sys.stderr)
         report = benchmark(run, runs=args.bench_runs, num_threads=args.threads,

@@ -43,7 +43,7 @@ def main() -> None:
         for label, extra, goal in RUNS:
             out = Path(tmp) / label.split()[0].strip(",") / extra[-1]
             t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "export", "run", *extra, "--out",
+            proc = subprocess.run([sys.executable, "-m", "edgeport", "run", *extra, "--out",
                                    str(out), "--quiet"], cwd=REPO, capture_output=True,
                                   text=True, check=False)
             wall = time.perf_counter() - t0

@@ -86,16 +86,15 @@ def versions() -> str:
 def prepare_run(args: argparse.Namespace, tmp: Path) -> tuple[Path, str]:
     """The exported run to measure and its parity table (trains one without ``--run``)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     if args.run:
         run = Path(args.run).resolve()
         if not (run / "export" / "manifest.json").is_file():
             sys.exit(f"error: {run}/export/manifest.json not found; expected an exported run; "
                      f"fix: `edgeport export {run}` first, or leave out --run")
-        cmd = [sys.executable, "-m", "export", "parity", str(run)]
+        cmd = [sys.executable, "-m", "edgeport", "parity", str(run)]
     else:
         run = tmp / "seed-run"
-        cmd = [sys.executable, "-m", "export", "run", "--recipe", "seed", "--out", str(run),
+        cmd = [sys.executable, "-m", "edgeport", "run", "--recipe", "seed", "--out", str(run),
                "--quiet"]
     print(f"=== {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True,

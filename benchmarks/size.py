@@ -116,7 +116,7 @@ def main() -> None:
     args = ap.parse_args()
 
     export_dir, manifest = read_manifest(args.run)
-    from train.tfenv import import_tensorflow
+    from edgeport.train.tfenv import import_tensorflow
 
     import_tensorflow()
     shapes = parameters(Path(args.run) / "saved_model")

@@ -30,12 +30,12 @@ def main() -> None:
     ap.add_argument("--sklearn-max-iter", type=int, default=200)
     args = ap.parse_args()
 
-    from train.tfenv import import_tensorflow
+    from edgeport.train.tfenv import import_tensorflow
 
     import_tensorflow()
-    from train import load_dataset, make_config
-    from train.data import to_model_input
-    from train.trainer import train_model
+    from edgeport.train import load_dataset, make_config
+    from edgeport.train.data import to_model_input
+    from edgeport.train.trainer import train_model
 
     ds = load_dataset("mnist", progress=False)
     rows, results = [], {}

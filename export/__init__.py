@@ -2,7 +2,7 @@
 
 Usage::
 
-    from export import benchmark, check_parity, export_model, verify_export
+    from edgeport.export import benchmark, check_parity, export_model, verify_export
     result = export_model("runs/mnist", formats="all")     # -> ExportResult
     report = check_parity("runs/mnist")                    # -> ParityReport (report.passed)
     verify_export("runs/mnist/export")                     # -> VerifyReport

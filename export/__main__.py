@@ -1,4 +1,4 @@
-"""python -m export COMMAND ...: the same as the ``edgeport`` console script."""
+"""python -m edgeport COMMAND ...: the same as the ``edgeport`` console script."""
 
 import sys
 

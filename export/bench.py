@@ -2,7 +2,7 @@
 
 Usage::
 
-    from export.bench import benchmark
+    from edgeport.export.bench import benchmark
     report = benchmark("runs/mnist", runs=1000, batch=256)   # writes runs/mnist/export/bench.json
     print(report.recommendation)
 
@@ -47,8 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from mobile_demo.errors import EdgeportError
-from mobile_demo.fileio import atomic_write_json
+from edgeport.errors import EdgeportError
+from edgeport.fileio import atomic_write_json
 
 __all__ = [
     "BENCH_NAME",
@@ -257,7 +257,7 @@ def benchmark(
     """
     from tqdm import tqdm
 
-    from train.run_dir import load_run, load_split
+    from edgeport.train.run_dir import load_run, load_split
 
     from .manifest import read_manifest
     from .parity import ParityResult
@@ -281,7 +281,7 @@ def benchmark(
         )
     parity = _parity_results(info.path, manifest, data_dir=data_dir, progress=progress)
 
-    from mobile_demo.runtime import available_runtimes
+    from edgeport.mobile_demo.runtime import available_runtimes
 
     # tflite-runtime rows run in the device venv when it is not importable here.
     legacy_python = None if "tflite-runtime" in available_runtimes() else device_python()
@@ -379,7 +379,7 @@ def write_plot(report: BenchReport, path: str | os.PathLike[str]) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
-    from mobile_demo.fileio import atomic_write_bytes
+    from edgeport.fileio import atomic_write_bytes
 
     fig = Figure(figsize=(8, 5.5), dpi=120)
     FigureCanvasAgg(fig)
@@ -430,7 +430,7 @@ def device_python() -> str | None:
 
 
 def _select_runtimes(runtimes: Iterable[str] | None) -> tuple[tuple[str, ...], list[str]]:
-    from mobile_demo.runtime import available_runtimes
+    from edgeport.mobile_demo.runtime import available_runtimes
 
     installed = set(available_runtimes())
     if device_python() is not None:
@@ -478,14 +478,13 @@ def _parity_results(
 
 def _measure(spec: dict[str, Any]) -> dict[str, float]:
     """Run one row's measurement in a fresh Python process and return its figures."""
-    repo = Path(__file__).resolve().parents[1]
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH")) if p)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     spec_path = Path(spec["out"]).with_suffix(".spec.json")
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     python = spec.get("python") or sys.executable
-    cmd = [python, "-c", "from export.bench import _worker_main; _worker_main()", str(spec_path)]
+    worker = "from edgeport.export.bench import _worker_main; _worker_main()"
+    cmd = [python, "-c", worker, str(spec_path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     out = Path(spec["out"])
     if proc.returncode != 0 or not out.is_file():
@@ -544,7 +543,7 @@ def _worker_main() -> None:
         def predict(xb: np.ndarray) -> np.ndarray:
             return fn(image=tf.constant(xb))["probabilities"].numpy()
     else:
-        from mobile_demo.runtime import load_model
+        from edgeport.mobile_demo.runtime import load_model
 
         importlib.import_module(_IMPORTS[spec["runtime"]])
         import_ns = clock() - t0

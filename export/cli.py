@@ -22,8 +22,8 @@ import os
 import sys
 from pathlib import Path
 
-from mobile_demo.errors import run_cli
-from train.cli import add_train_arguments, run_train
+from edgeport.errors import run_cli
+from edgeport.train.cli import add_train_arguments, run_train
 
 __all__ = ["build_parser", "main"]
 
@@ -91,17 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from edgeport import __version__
 
-        return version("edgeport")
-    except Exception:
-        return "0.1.0"
+    return __version__
 
 
 def _export(args: argparse.Namespace, run: Path, *, force: bool) -> None:
-    from export.exporter import export_model
-    from export.report import format_export_table
+    from edgeport.export.exporter import export_model
+    from edgeport.export.report import format_export_table
 
     res = export_model(run, formats=args.formats, opset=args.opset,
                        calibration_samples=args.calibration_samples, force=force,
@@ -111,10 +108,10 @@ def _export(args: argparse.Namespace, run: Path, *, force: bool) -> None:
 
 
 def _parity(args: argparse.Namespace, run: Path) -> int:
-    from export.parity import check_parity
-    from export.report import format_parity_table, write_junit, write_markdown
-    from export.thresholds import load_thresholds
-    from mobile_demo.fileio import atomic_write_json
+    from edgeport.export.parity import check_parity
+    from edgeport.export.report import format_parity_table, write_junit, write_markdown
+    from edgeport.export.thresholds import load_thresholds
+    from edgeport.fileio import atomic_write_json
 
     thresholds = load_thresholds(args.thresholds) if args.thresholds else None
     report = check_parity(run, thresholds=thresholds, data_dir=getattr(args, "data_dir", None),
@@ -133,21 +130,21 @@ def _parity(args: argparse.Namespace, run: Path) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from train.tfenv import quiet_native_stderr
+    from edgeport.train.tfenv import quiet_native_stderr
 
     with quiet_native_stderr():
         return _dispatch_command(args)
 
 
 def _dispatch_command(args: argparse.Namespace) -> int:
-    from train.tfenv import import_tensorflow
+    from edgeport.train.tfenv import import_tensorflow
 
     if args.command == "train":
         run_train(args)
         return 0
     if args.command == "verify":
-        from export.report import format_verify_table
-        from export.verify import verify_export
+        from edgeport.export.report import format_verify_table
+        from edgeport.export.verify import verify_export
 
         rep = verify_export(args.export_dir)
         print(format_verify_table(rep))
@@ -163,8 +160,8 @@ def _dispatch_command(args: argparse.Namespace) -> int:
         _export(args, res.run_dir, force=True)
         return _parity(args, res.run_dir)
     if args.command == "bench":
-        from export.bench import benchmark
-        from export.report import format_bench_table
+        from edgeport.export.bench import benchmark
+        from edgeport.export.report import format_bench_table
 
         rep = benchmark(args.run, runs=args.runs, batch=args.batch,
                         json_path=args.json_out, markdown_path=args.markdown,

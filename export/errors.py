@@ -6,8 +6,10 @@ one line; the CLI prints it and exits with code 2.
 
 from __future__ import annotations
 
-from mobile_demo.errors import EdgeportError
-from train.run_dir import RunDirError  # one class for a bad run directory, wherever it is met
+from edgeport.errors import EdgeportError
+from edgeport.train.run_dir import (
+    RunDirError,  # one class for a bad run directory, wherever it is met
+)
 
 __all__ = ["ExportError", "ExportExistsError", "FormatError", "ManifestError", "RunDirError"]
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from export import export_model
+    from edgeport.export import export_model
     result = export_model("runs/mnist", formats="all", force=True)
     print(result.to_dict())
 
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from mobile_demo.fileio import atomic_dir, atomic_write_bytes, atomic_write_text
-from train.data import balanced_sample
-from train.run_dir import RunDirError, RunInfo, load_run
+from edgeport.fileio import atomic_dir, atomic_write_bytes, atomic_write_text
+from edgeport.train.data import balanced_sample
+from edgeport.train.run_dir import RunDirError, RunInfo, load_run
 
 from .errors import ExportError, ExportExistsError
 from .formats import ArtifactFormat, ArtifactKind, Precision, parse_formats
@@ -263,7 +263,7 @@ def _exists(export_dir: Path) -> ExportExistsError:
 def _default_loader(
     run_dir: Path, data_dir: str | os.PathLike[str] | None, *, calibration_samples: int, seed: int
 ) -> SplitLoader:
-    from train.run_dir import load_split
+    from edgeport.train.run_dir import load_split
 
     def loader(split: str) -> tuple[np.ndarray, np.ndarray]:
         # Of the training split only the calibration sample is decoded: a streamed folder

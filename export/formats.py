@@ -2,7 +2,7 @@
 
 Usage::
 
-    from export.formats import parse_formats
+    from edgeport.export.formats import parse_formats
     kinds = parse_formats("float32,int8,onnx")   # -> (ArtifactKind, ...)
 
 One row per file in ``RUN/export/`` (docs/contracts.md): the token accepted by

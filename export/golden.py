@@ -2,7 +2,7 @@
 
 Usage::
 
-    from export.golden import make_golden, write_golden
+    from edgeport.export.golden import make_golden, write_golden
     arrays = make_golden(export_dir, kinds, inputs=x_test[:32], labels=y_test[:32])
     write_golden(export_dir / "golden.npz", arrays)
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobile_demo.fileio import atomic_write_bytes
+from edgeport.fileio import atomic_write_bytes
 
 from .formats import ArtifactFormat, ArtifactKind
 from .serving import INPUT_NAME, OUTPUT_NAMES

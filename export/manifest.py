@@ -2,7 +2,7 @@
 
 Usage::
 
-    from export.manifest import verify_manifest
+    from edgeport.export.manifest import verify_manifest
     problems = verify_manifest("RUN/export")   # [] when every file matches
 
 Every artifact entry is read back from the written file with the runtime that
@@ -22,7 +22,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from mobile_demo.fileio import atomic_write_json
+from edgeport.fileio import atomic_write_json
 
 from .errors import ManifestError
 from .formats import ArtifactFormat, ArtifactKind

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from export.onnx import convert_onnx
+    from edgeport.export.onnx import convert_onnx
     data = convert_onnx(load_serving("RUN/saved_model"), metadata=doc, opset=17)
 
 The graph takes ``image`` float32 ``[batch, ...]`` and returns

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from export.parity import check_parity
+    from edgeport.export.parity import check_parity
     report = check_parity("runs/mnist")          # writes runs/mnist/export/parity.json
     print(report.passed, [r.failures for r in report.results])
 
@@ -22,7 +22,7 @@ For each artifact listed in ``RUN/export/manifest.json``, in order:
 Every failure is collected (one line per figure, e.g. ``agreement 98.70% < 99.00%``),
 quantized files included; nothing is skipped. Bad input (no run, no export,
 no reference, a file whose hash matches but that the runtime cannot load)
-raises an :class:`~mobile_demo.errors.EdgeportError` instead (exit code 2).
+raises an :class:`~edgeport.errors.EdgeportError` instead (exit code 2).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from mobile_demo.errors import EdgeportError, ModelFileError
-from mobile_demo.fileio import atomic_write_json
+from edgeport.errors import EdgeportError, ModelFileError
+from edgeport.fileio import atomic_write_json
 
 from .formats import ArtifactFormat, Precision
 from .manifest import artifact_file_problems, read_manifest
@@ -207,7 +207,7 @@ def check_parity(
     """
     from tqdm import tqdm
 
-    from train.run_dir import load_run, load_split
+    from edgeport.train.run_dir import load_run, load_split
 
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}; expected a positive integer")
@@ -323,7 +323,7 @@ def _check_artifact(
     runtime: str,
     batch_size: int,
 ) -> ParityResult:
-    from mobile_demo.runtime import load_model
+    from edgeport.mobile_demo.runtime import load_model
 
     name, fmt, precision = _kind(export_dir, entry)
     tol = table.get(precision, THRESHOLDS[precision])

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from export.report import format_parity_table, write_junit, write_markdown
+    from edgeport.export.report import format_parity_table, write_junit, write_markdown
     print(format_parity_table(report))
     write_junit(report, "parity.xml")                 # one <testcase> per artifact
     write_markdown(report, os.environ["GITHUB_STEP_SUMMARY"])
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mobile_demo.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from edgeport.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 from .bench import BenchReport
 from .parity import ParityReport

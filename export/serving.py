@@ -2,7 +2,7 @@
 
 Usage::
 
-    from export.serving import load_serving
+    from edgeport.export.serving import load_serving
     serving = load_serving(run_dir / "saved_model")
     serving.function(image=x)  # {"probabilities": ..., "logits": ...}
 

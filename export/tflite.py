@@ -2,8 +2,8 @@
 
 Usage::
 
-    from export.serving import load_serving
-    from export.tflite import convert_tflite
+    from edgeport.export.serving import load_serving
+    from edgeport.export.tflite import convert_tflite
     data = convert_tflite(load_serving("RUN/saved_model"), precision=Precision.INT8,
                           metadata=doc, calibration_images=x_train_sample)
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from export.thresholds import THRESHOLDS, load_thresholds
+    from edgeport.export.thresholds import THRESHOLDS, load_thresholds
     tol = THRESHOLDS[Precision.INT8]              # the defaults
     table = load_thresholds("thresholds.json")    # defaults, overridden from a file
 
@@ -31,7 +31,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from mobile_demo.errors import EdgeportError
+from edgeport.errors import EdgeportError
 
 from .formats import Precision
 

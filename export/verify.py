@@ -2,7 +2,7 @@
 
 Usage::
 
-    from export.verify import verify_export
+    from edgeport.export.verify import verify_export
     report = verify_export("runs/mnist/export")   # also works on a copy on a device
     print(report.passed, report.failures)
 
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from mobile_demo.errors import EdgeportError, ModelFileError
+from edgeport.errors import EdgeportError, ModelFileError
 
 from .formats import ArtifactFormat, Precision
 from .golden import GOLDEN_NAME
@@ -217,7 +217,7 @@ def _verify_artifact(
     table: Thresholds,
     runtime: str,
 ) -> VerifyResult:
-    from mobile_demo.runtime import load_model
+    from edgeport.mobile_demo.runtime import load_model
 
     name = str(entry.get("file", ""))
     try:

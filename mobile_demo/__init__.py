@@ -2,7 +2,7 @@
 
 Usage::
 
-    from mobile_demo import load_model, load_image, preprocess_digit
+    from edgeport.mobile_demo import load_model, load_image, preprocess_digit
     model = load_model("RUN/export/model_int8.tflite")      # LiteRT, no TensorFlow
     x = preprocess_digit(load_image("seven.jpg"))[None]      # [1, 28, 28] in [0, 1]
     model.predict(x)["probabilities"].argmax()
@@ -11,7 +11,8 @@ Never imports TensorFlow (unless it is the only TFLite runtime installed) nor
 the ``train`` / ``export`` packages.
 """
 
-from .errors import EdgeportError
+from edgeport.errors import EdgeportError
+
 from .preprocess import load_image, prepare_input, preprocess_digit
 from .runtime import Model, TensorSpec, available_runtimes, load_model
 

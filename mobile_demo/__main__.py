@@ -1,4 +1,4 @@
-"""python -m mobile_demo MODEL IMAGE_OR_DIR... (same as ``edgeport-demo``; see mobile_demo.cli)."""
+"""python -m edgeport.mobile_demo MODEL IMAGE_OR_DIR...: the same as ``edgeport-demo``."""
 
 from __future__ import annotations
 

@@ -26,6 +26,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from edgeport.errors import run_cli
+
 from .demo import (
     benchmark,
     classify,
@@ -34,7 +36,6 @@ from .demo import (
     find_images,
     resolve_labels,
 )
-from .errors import run_cli
 from .runtime import RUNTIMES, load_model
 
 __all__ = ["build_parser", "main"]

@@ -2,8 +2,8 @@
 
 Usage::
 
-    from mobile_demo import load_model
-    from mobile_demo.demo import classify, evaluate
+    from edgeport.mobile_demo import load_model
+    from edgeport.mobile_demo.demo import classify, evaluate
     model = load_model("RUN/export/model_int8.tflite")
     for p in classify(model, ["seven.jpg"]):
         print(p.label, p.probability)
@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import DatasetError, InputShapeError, ModelFileError
-from .fileio import atomic_write_bytes
+from edgeport.errors import DatasetError, InputShapeError, ModelFileError
+from edgeport.fileio import atomic_write_bytes
+
 from .idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from .preprocess import IMAGE_SUFFIXES, prepare_input
 from .runtime import Model, load_model

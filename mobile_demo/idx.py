@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError
+from edgeport.errors import DatasetError
 
 __all__ = ["IMAGES_MAGIC", "LABELS_MAGIC", "parse_idx", "read_idx"]
 

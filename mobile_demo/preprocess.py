@@ -2,7 +2,7 @@
 
 Usage::
 
-    from mobile_demo.preprocess import load_image, prepare_input
+    from edgeport.mobile_demo.preprocess import load_image, prepare_input
     x = prepare_input(["photo_of_a_7.jpg"], model.input_desc)   # [1, 784] float32 in [0, 1]
 
 MNIST digits are light strokes on black, cropped to their ink, scaled so the
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError, ModelFileError
+from edgeport.errors import ImageError, ModelFileError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",

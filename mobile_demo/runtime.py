@@ -2,7 +2,7 @@
 
 Usage::
 
-    from mobile_demo import load_model
+    from edgeport.mobile_demo import load_model
     model = load_model("RUN/export/model_int8.tflite")   # runtime="auto"
     probs = model.predict(x)["probabilities"]          # x: float32 [N, ...] in [0, 1]
 
@@ -37,7 +37,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import InputShapeError, ModelFileError, RuntimeNotFoundError
+from edgeport.errors import InputShapeError, ModelFileError, RuntimeNotFoundError
+
 from .tflite_meta import decode_edgeport_metadata, has_tflite_identifier, read_metadata
 
 __all__ = [

@@ -4,12 +4,12 @@ A TFLite model is a FlatBuffer (identifier ``TFL3``). This module walks just
 enough of it to return the ``Model.metadata`` entries (name -> bytes), the
 ``"edgeport"`` JSON document that the exporter embeds there, and the names of
 the operators the model uses. Every read is bounds-checked: a malformed file
-raises :class:`~mobile_demo.errors.ModelFileError` naming the file, never
+raises :class:`~edgeport.errors.ModelFileError` naming the file, never
 ``struct.error`` or ``IndexError``.
 
 Usage::
 
-    from mobile_demo.tflite_meta import list_ops, read_edgeport_metadata
+    from edgeport.mobile_demo.tflite_meta import list_ops, read_edgeport_metadata
     read_edgeport_metadata("model_int8.tflite")["labels"]
     list_ops("model_int8.tflite")  # ['FULLY_CONNECTED', 'QUANTIZE', 'SOFTMAX']
 
@@ -30,7 +30,7 @@ import struct
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import ModelFileError
+from edgeport.errors import ModelFileError
 
 __all__ = [
     "BUILTIN_OPS",

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mobile_demo.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from edgeport.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 H, W, C = 28, 28, 1
 D = H * W * C

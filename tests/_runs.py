@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from mobile_demo.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from mobile_demo.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+from edgeport.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from edgeport.mobile_demo.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 
 __all__ = [
     "MNIST_INPUT",
@@ -185,7 +185,7 @@ def shared_export(tmp_path_factory: Any) -> Path:
         The run directory, with ``export/`` written.
     """
     if "run" not in _SHARED:
-        from export import export_model
+        from edgeport.export import export_model
 
         run = build_softmax_run(tmp_path_factory.mktemp("export_run") / "run")
         export_model(run, formats="all", load_split=load_mnist, progress=False)

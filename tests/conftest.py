@@ -34,7 +34,7 @@ def mnist_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist(mnist_dir):
-    from train.data import load_dataset
+    from edgeport.train.data import load_dataset
 
     return load_dataset("mnist", data_dir=mnist_dir, progress=False)
 
@@ -42,7 +42,7 @@ def mnist(mnist_dir):
 @pytest.fixture(scope="session")
 def seed_run(tmp_path_factory, mnist):
     """The tutorial's softmax regression, trained for real (1,000 iterations, ~5 s)."""
-    from train import fit, make_config
+    from edgeport.train import fit, make_config
 
     out = tmp_path_factory.mktemp("runs") / "seed"
     result = fit(make_config(recipe="seed"), out_dir=out, progress=False, dataset=mnist)
@@ -52,7 +52,7 @@ def seed_run(tmp_path_factory, mnist):
 @pytest.fixture(scope="session")
 def exported_run(seed_run):
     """``seed_run`` exported to all five formats (``RUN/export``)."""
-    from export.exporter import export_model
+    from edgeport.export.exporter import export_model
 
     export_model(seed_run.run_dir, formats="all", progress=False)
     return seed_run.run_dir

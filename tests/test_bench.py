@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from export.bench import BenchError, BenchReport, BenchRow, benchmark
-from export.formats import ARTIFACT_KINDS
-from export.report import format_bench_table, to_markdown
-from mobile_demo.runtime import available_runtimes
+from edgeport.export.bench import BenchError, BenchReport, BenchRow, benchmark
+from edgeport.export.formats import ARTIFACT_KINDS
+from edgeport.export.report import format_bench_table, to_markdown
+from edgeport.mobile_demo.runtime import available_runtimes
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from _idxfiles import idx_gz, write_idx_dataset
 
-from mobile_demo.errors import DatasetError
-from mobile_demo.idx import read_idx
-from train.data import DATASETS, ensure_files, load_dataset, to_model_input
+from edgeport.errors import DatasetError
+from edgeport.mobile_demo.idx import read_idx
+from edgeport.train.data import DATASETS, ensure_files, load_dataset, to_model_input
 
 
 def test_mnist_split_is_the_seeds(mnist, mnist_dir):
@@ -172,7 +172,7 @@ def test_fashion_mnist_loads_like_mnist(tmp_path, tiny_fashion):
 def test_train_cli_takes_dataset_fashion_mnist(tmp_path, tiny_fashion, monkeypatch, capsys):
     import json
 
-    from train.cli import main
+    from edgeport.train.cli import main
 
     monkeypatch.setenv("EDGEPORT_DATA", str(tmp_path / "data"))  # downloads land here
     out = tmp_path / "run"

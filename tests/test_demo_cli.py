@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mobile_demo.cli import main
-from mobile_demo.errors import ImageError
-from mobile_demo.runtime import available_runtimes
+from edgeport.errors import ImageError
+from edgeport.mobile_demo.cli import main
+from edgeport.mobile_demo.runtime import available_runtimes
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALLED = available_runtimes()
@@ -263,7 +263,7 @@ def test_debug_shows_the_exception(export_dir: Path, tmp_path: Path) -> None:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), **extra}
+    env = {**os.environ, **extra}
     env.pop("EDGEPORT_DATA", None)
     return env
 
@@ -271,7 +271,7 @@ def _env(**extra: str) -> dict[str, str]:
 def test_subprocess_run_and_clean_error(export_dir: Path, digits: list[Path]) -> None:
     """Only a real process shows what the runtimes' C++ code prints on stderr."""
     ok = subprocess.run(
-        [sys.executable, "-m", "mobile_demo", export_dir / "model_int8.tflite", digits[0]],
+        [sys.executable, "-m", "edgeport.mobile_demo", export_dir / "model_int8.tflite", digits[0]],
         capture_output=True,
         text=True,
         env=_env(),
@@ -285,7 +285,7 @@ def test_subprocess_run_and_clean_error(export_dir: Path, digits: list[Path]) ->
         [
             sys.executable,
             "-m",
-            "mobile_demo",
+            "edgeport.mobile_demo",
             export_dir / "model_int8.tflite",
             digits[0].with_suffix(".txt"),
         ],
@@ -300,7 +300,7 @@ def test_subprocess_run_and_clean_error(export_dir: Path, digits: list[Path]) ->
 
 _PROBE = """
 import json, sys
-from mobile_demo.cli import main
+from edgeport.mobile_demo.cli import main
 code = main(sys.argv[1:])
 banned = {"tensorflow", "keras", "train", "export", "tf2onnx"}
 heavy = sorted({m.split(".")[0] for m in sys.modules} & banned)
@@ -344,7 +344,7 @@ def test_runs_in_the_device_venv(
     device_python: str, export_dir: Path, digits: list[Path], name: str
 ) -> None:
     r = subprocess.run(
-        [device_python, "-m", "mobile_demo", export_dir / name, *digits, "--json"],
+        [device_python, "-m", "edgeport.mobile_demo", export_dir / name, *digits, "--json"],
         capture_output=True,
         text=True,
         env=_env(),

@@ -20,9 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def demo(python: str, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
-    return subprocess.run([python, "-m", "mobile_demo", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([python, "-m", "edgeport.mobile_demo", *args], capture_output=True,
+                          text=True, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_int8_eval_on_device_matches_parity(exported_run, device_python, tmp_pat
     parity = json.loads((exported_run / "export" / "parity.json").read_text()) if (
         exported_run / "export" / "parity.json").exists() else None
     if parity is None:
-        from export.parity import check_parity
+        from edgeport.export.parity import check_parity
 
         parity = check_parity(exported_run, progress=False).to_dict()
     acc = next(r["accuracy"] for r in parity["results"] if r["artifact"] == "model_int8.tflite")

@@ -1,6 +1,6 @@
 """train.distribute: two real workers on 127.0.0.1 train the model one process trains.
 
-The two workers are separate ``python -m train --strategy multi-worker``
+The two workers are separate ``python -m edgeport.train --strategy multi-worker``
 processes, each with its own ``TF_CONFIG`` (the same cluster, its own task
 index), exactly as on a cluster (see the docstring of train/distribute.py).
 """
@@ -18,9 +18,9 @@ import time
 import numpy as np
 import pytest
 
-from train.config import ConfigError, make_config
-from train.distribute import is_chief, make_strategy
-from train.trainer import train_model
+from edgeport.train.config import ConfigError, make_config
+from edgeport.train.distribute import is_chief, make_strategy
+from edgeport.train.trainer import train_model
 
 ITERATIONS = 100
 TIMEOUT_S = 240  # the test itself takes ~30 s on 2 busy cores; this only bounds a hang
@@ -47,7 +47,8 @@ def test_two_workers_train_what_one_process_trains(tmp_path, mnist):
                "TF_CONFIG": json.dumps({"cluster": cluster,
                                         "task": {"type": "worker", "index": i}})}
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "train", "--strategy", "multi-worker", "--dataset", "mnist",
+            [sys.executable, "-m", "edgeport.train", "--strategy", "multi-worker",
+             "--dataset", "mnist",
              "--iterations", str(ITERATIONS), "--out", str(outs[i]), "--quiet"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         ))

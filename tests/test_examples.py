@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from export.cli import build_parser
+from edgeport.export.cli import build_parser
 
 WORKFLOW = Path(__file__).resolve().parents[1] / "examples" / "edgeport-parity.yml"
 

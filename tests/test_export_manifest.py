@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from _runs import MNIST_INPUT, copy_run, load_mnist, shared_export
 
-from export import (
+from edgeport.export import (
     ExportError,
     ExportExistsError,
     ExportResult,
@@ -24,12 +24,12 @@ from export import (
     parse_formats,
     verify_manifest,
 )
-from export.exporter import balanced_sample
-from export.formats import FORMAT_TOKENS
-from export.manifest import file_sha256, read_manifest, saved_model_sha256
-from export.metadata import decode_metadata
-from export.onnx import read_onnx_metadata
-from export.tflite import read_tflite_metadata
+from edgeport.export.exporter import balanced_sample
+from edgeport.export.formats import FORMAT_TOKENS
+from edgeport.export.manifest import file_sha256, read_manifest, saved_model_sha256
+from edgeport.export.metadata import decode_metadata
+from edgeport.export.onnx import read_onnx_metadata
+from edgeport.export.tflite import read_tflite_metadata
 
 FILES = [
     "model_float32.tflite",
@@ -246,7 +246,7 @@ def test_existing_export_needs_force(run_dir: Path, tmp_path: Path) -> None:
 def test_failed_export_leaves_old_export(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import export.onnx
+    import edgeport.export.onnx
 
     copy = copy_run(run_dir, tmp_path / "run")
     shutil.copytree(run_dir / "export", copy / "export")
@@ -255,7 +255,7 @@ def test_failed_export_leaves_old_export(
     def broken(*args: object, **kwargs: object) -> bytes:
         raise ExportError("ONNX conversion failed: simulated")
 
-    monkeypatch.setattr(export.onnx, "convert_onnx", broken)
+    monkeypatch.setattr(edgeport.export.onnx, "convert_onnx", broken)
     with pytest.raises(ExportError, match="simulated"):
         export_model(
             copy, formats="float32,onnx", force=True, load_split=load_mnist, progress=False

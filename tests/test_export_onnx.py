@@ -13,7 +13,7 @@ import onnx
 import pytest
 from _runs import MNIST_INPUT, load_mnist, shared_export
 
-from export.onnx import convert_onnx, make_session, onnx_ops, read_onnx_metadata
+from edgeport.export.onnx import convert_onnx, make_session, onnx_ops, read_onnx_metadata
 
 pytestmark = pytest.mark.slow  # exports a real MNIST model (MNIST must be present: no skip)
 
@@ -85,7 +85,7 @@ def test_ops(model_bytes: bytes) -> None:
 
 
 def test_opset_is_configurable_and_deterministic(run_dir: Path, model_bytes: bytes) -> None:
-    from export.serving import load_serving
+    from edgeport.export.serving import load_serving
 
     serving = load_serving(run_dir / "saved_model")
     doc = read_onnx_metadata(model_bytes)

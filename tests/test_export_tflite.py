@@ -16,17 +16,17 @@ import numpy as np
 import pytest
 from _runs import MNIST_INPUT, copy_run, load_mnist, shared_export
 
-from export import Precision
-from export.formats import ARTIFACT_KINDS, ArtifactFormat
-from export.golden import predict
-from export.tflite import (
+from edgeport.export import Precision
+from edgeport.export.formats import ARTIFACT_KINDS, ArtifactFormat
+from edgeport.export.golden import predict
+from edgeport.export.tflite import (
     INT8_INPUT_SCALE,
     integer_only_problems,
     make_interpreter,
     read_tflite_metadata,
     tflite_ops,
 )
-from export.thresholds import THRESHOLDS
+from edgeport.export.thresholds import THRESHOLDS
 
 pytestmark = pytest.mark.slow  # exports a real MNIST model (MNIST must be present: no skip)
 
@@ -178,11 +178,11 @@ def test_byte_identical_in_another_process(run_dir: Path, tmp_path: Path) -> Non
     script = (
         "import json, sys\n"
         "from _runs import load_mnist\n"
-        "from export import export_model\n"
+        "from edgeport.export import export_model\n"
         "r = export_model(sys.argv[1], load_split=load_mnist, progress=False)\n"
         "print(json.dumps({a.file: a.sha256 for a in r.artifacts}))\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     done = subprocess.run(
         [sys.executable, "-c", script, str(copy)],

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mobile_demo.errors import DatasetError
-from train.data import load_dataset
-from train.folder import load_folder_dataset, train_batches
+from edgeport.errors import DatasetError
+from edgeport.train.data import load_dataset
+from edgeport.train.folder import load_folder_dataset, train_batches
 
 CLASSES = ("circle", "square", "triangle")
 PER_CLASS = 60
@@ -165,7 +165,7 @@ def test_split_is_seeded_stratified_and_recorded(shapes, shapes_ds):
 def test_pixels_are_the_devices(shapes, shapes_ds):
     # The trainer reads pictures with the device's own resize pipeline, so an exported
     # model sees on the phone exactly what it was trained on (up to uint8 rounding).
-    from mobile_demo.preprocess import load_image, preprocess_resize
+    from edgeport.mobile_demo.preprocess import load_image, preprocess_resize
 
     rgb = load_folder_dataset(shapes, seed=0, image_size=32, channels=3, progress=False,
                               verbose=False)
@@ -241,11 +241,11 @@ def test_stream_reads_the_same_training_split(shapes, shapes_ds):
 def test_train_cli_on_a_folder_end_to_end(shapes, tmp_path):
     import tensorflow as tf
 
-    from train.models import ModelSpec, build_model
+    from edgeport.train.models import ModelSpec, build_model
 
     out = tmp_path / "run"
     res = subprocess.run(
-        [sys.executable, "-m", "export", "train", "--dataset", str(shapes), "--model", "cnn",
+        [sys.executable, "-m", "edgeport", "train", "--dataset", str(shapes), "--model", "cnn",
          "--epochs", "10", "--batch-size", "16", "--patience", "10", "--out", str(out), "--quiet"],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
@@ -265,7 +265,7 @@ def test_train_cli_on_a_folder_end_to_end(shapes, tmp_path):
     model = build_model(ModelSpec(kind="cnn", height=28, width=28, channels=1, num_classes=3),
                         seed=123)
     tf.train.Checkpoint(model=model).read(str(out / "checkpoint" / "best")).assert_consumed()
-    from train.run_dir import load_split
+    from edgeport.train.run_dir import load_split
 
     x, _ = load_split(out, "test")
     probs = tf.nn.softmax(model(tf.constant(x))).numpy()
@@ -282,7 +282,7 @@ def test_run_export_parity_and_demo_eval_agree_on_a_folder(shapes, tmp_path):
     """
     out = tmp_path / "run"
     res = subprocess.run(
-        [sys.executable, "-m", "export", "run", "--dataset", str(shapes), "--model", "cnn",
+        [sys.executable, "-m", "edgeport", "run", "--dataset", str(shapes), "--model", "cnn",
          "--epochs", "10", "--batch-size", "16", "--patience", "10", "--out", str(out),
          "--quiet"],
         capture_output=True, text=True, timeout=600,
@@ -300,7 +300,7 @@ def test_run_export_parity_and_demo_eval_agree_on_a_folder(shapes, tmp_path):
         if r["format"] != "tflite":
             continue
         demo = subprocess.run(
-            [sys.executable, "-m", "mobile_demo", str(out / "export" / r["artifact"]),
+            [sys.executable, "-m", "edgeport.mobile_demo", str(out / "export" / r["artifact"]),
              "--eval", str(evaldir), "--json"],
             capture_output=True, text=True, timeout=300,
         )
@@ -313,11 +313,11 @@ def test_run_export_parity_and_demo_eval_agree_on_a_folder(shapes, tmp_path):
 
 def test_streamed_run_exports_from_a_calibration_sample(shapes, tmp_path):
     """A --stream run never loads its training split whole: export decodes a sample."""
-    from train.run_dir import load_split
+    from edgeport.train.run_dir import load_split
 
     out = tmp_path / "run"
     res = subprocess.run(
-        [sys.executable, "-m", "export", "run", "--dataset", str(shapes), "--model", "softmax",
+        [sys.executable, "-m", "edgeport", "run", "--dataset", str(shapes), "--model", "softmax",
          "--stream", "--iterations", "60", "--calibration-samples", "30", "--out", str(out),
          "--quiet"],
         capture_output=True, text=True, timeout=600,

@@ -11,8 +11,8 @@ from _idxfiles import idx_bytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mobile_demo.errors import DatasetError
-from mobile_demo.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, read_idx
+from edgeport.errors import DatasetError
+from edgeport.mobile_demo.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, read_idx
 
 
 def test_images_round_trip(tmp_path):

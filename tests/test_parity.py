@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.formats import ARTIFACT_KINDS, Precision
-from export.parity import ParityError, ParityReport, check_parity, read_parity
-from export.report import format_parity_table, to_markdown, write_junit, write_markdown
-from export.thresholds import THRESHOLDS, ThresholdsError, Tolerance, load_thresholds
-from mobile_demo.errors import EdgeportError, ModelFileError
-from train.run_dir import RunDirError
+from edgeport.errors import EdgeportError, ModelFileError
+from edgeport.export.formats import ARTIFACT_KINDS, Precision
+from edgeport.export.parity import ParityError, ParityReport, check_parity, read_parity
+from edgeport.export.report import format_parity_table, to_markdown, write_junit, write_markdown
+from edgeport.export.thresholds import THRESHOLDS, ThresholdsError, Tolerance, load_thresholds
+from edgeport.train.run_dir import RunDirError
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mobile_demo.errors import ImageError, ModelFileError
-from mobile_demo.preprocess import (
+from edgeport.errors import ImageError, ModelFileError
+from edgeport.mobile_demo.preprocess import (
     load_image,
     prepare_input,
     preprocess_digit,

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.manifest import verify_manifest
+from edgeport.export.manifest import verify_manifest
 
 
 def edgeport(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "export", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "edgeport", *args], capture_output=True,
                           text=True, timeout=timeout, env=os.environ.copy())
 
 
@@ -51,7 +51,7 @@ def test_sigkill_mid_export_leaves_previous_export_or_none(tmp_path, exported_ru
     for attempt in range(4):
         if attempt == 2:  # also the case with no previous export at all
             shutil.rmtree(run / "export")
-        proc = subprocess.Popen([sys.executable, "-m", "export", "export", str(run), "--force"],
+        proc = subprocess.Popen([sys.executable, "-m", "edgeport", "export", str(run), "--force"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # Wait until the export is really under way (its temporary folder holds a file),
         # then kill it without warning at a different moment each time.
@@ -145,7 +145,7 @@ def test_parity_unreadable_model_is_bad_input(run_copy):
     target = run_copy / "export" / "model_float32.tflite"
     target.write_bytes(b"not a flatbuffer at all" * 10)
     manifest = json.loads((run_copy / "export" / "manifest.json").read_text())
-    from export.manifest import file_sha256
+    from edgeport.export.manifest import file_sha256
 
     for a in manifest["artifacts"]:
         if a["file"] == target.name:

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from _idxfiles import write_idx_dataset
 
-from export.cli import main
-from train.data import DATASETS
+from edgeport.export.cli import main
+from edgeport.train.data import DATASETS
 
 
 def _images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

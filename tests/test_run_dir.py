@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train.run_dir import RunDirError, load_run, load_split
+from edgeport.train.run_dir import RunDirError, load_run, load_split
 
 
 def test_run_directory_contract(seed_run):

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mobile_demo.errors import InputShapeError, ModelFileError, RuntimeNotFoundError
-from mobile_demo.runtime import (
+from edgeport.errors import InputShapeError, ModelFileError, RuntimeNotFoundError
+from edgeport.mobile_demo.runtime import (
     Model,
     TensorSpec,
     available_runtimes,

@@ -14,8 +14,8 @@ from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.python import schema_util
 from tensorflow.lite.tools import flatbuffer_utils
 
-from mobile_demo.errors import ModelFileError
-from mobile_demo.tflite_meta import (
+from edgeport.errors import ModelFileError
+from edgeport.mobile_demo.tflite_meta import (
     BUILTIN_OPS,
     list_ops,
     parse_metadata,

@@ -10,16 +10,17 @@ import time
 
 import pytest
 
-from export.cli import main
+from edgeport.export.cli import main
 
 
 def edgeport(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "export", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "edgeport", *args], capture_output=True,
                           text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=600)
 
 
 def test_help_is_instant_and_imports_no_tensorflow():
-    code = ("import sys, time; t = time.perf_counter(); from export.cli import build_parser; "
+    code = ("import sys, time; t = time.perf_counter(); "
+            "from edgeport.export.cli import build_parser; "
             "build_parser(); print(time.perf_counter() - t, 'tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()

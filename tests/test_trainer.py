@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.config import ConfigError, make_config
-from train.trainer import _batch_indices, _eval_points, train_model
+from edgeport.train.config import ConfigError, make_config
+from edgeport.train.trainer import _batch_indices, _eval_points, train_model
 
 
 def test_seed_recipe_reproduces_the_tutorial(seed_run):

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.formats import ARTIFACT_KINDS
-from export.manifest import ManifestError
-from export.report import format_verify_table, to_markdown, write_junit
-from export.thresholds import THRESHOLDS
-from export.verify import VerifyError, verify_export
+from edgeport.export.formats import ARTIFACT_KINDS
+from edgeport.export.manifest import ManifestError
+from edgeport.export.report import format_verify_table, to_markdown, write_junit
+from edgeport.export.thresholds import THRESHOLDS
+from edgeport.export.verify import VerifyError, verify_export
 
 pytestmark = pytest.mark.slow
 
@@ -48,10 +48,10 @@ def test_good_export_passes(exported_run: Path):
 
 def test_copied_export_passes_without_tensorflow(exported_run: Path, tmp_path: Path):
     export_dir = _copy_export(exported_run, tmp_path)
-    code = ("import sys; from export.verify import verify_export; "
+    code = ("import sys; from edgeport.export.verify import verify_export; "
             f"r = verify_export({str(export_dir)!r}); "
             "print(r.passed, 'tensorflow' in sys.modules)")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = dict(os.environ)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, cwd=tmp_path)
     # A device has the folder and a runtime, not TensorFlow: verify must not need it.

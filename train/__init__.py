@@ -1,10 +1,10 @@
 """edgeport.train: datasets, models and the trainer that writes a run directory.
 
-    from train import fit, make_config
+    from edgeport.train import fit, make_config
     fit(make_config(recipe="seed"), out_dir="runs/mnist")
 """
 
-from mobile_demo.errors import DatasetError, EdgeportError
+from edgeport.errors import DatasetError, EdgeportError
 
 from .config import ConfigError, TrainConfig, make_config
 from .data import Dataset, load_dataset

@@ -1,4 +1,4 @@
-"""python -m train [options]: the same as ``edgeport train``."""
+"""python -m edgeport.train [options]: the same as ``edgeport train``."""
 
 import sys
 

@@ -8,7 +8,7 @@ Usage::
     edgeport train --dataset photos/ --model cnn --image-size 64 --channels 3 [--stream]
                    (your own images: one sub-folder per class; see train/folder.py)
     edgeport train --strategy multi-worker ...   (TF_CONFIG per worker; see train/distribute.py)
-    python -m train ...          (the same)
+    python -m edgeport.train ...          (the same)
 """
 
 from __future__ import annotations
@@ -132,10 +132,11 @@ def run_train(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m train``: the same as ``edgeport train``."""
-    from mobile_demo.errors import run_cli
+    """``python -m edgeport.train``: the same as ``edgeport train``."""
+    from edgeport.errors import run_cli
 
-    p = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m edgeport.train",
+                                description=__doc__.splitlines()[0])
     add_train_arguments(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)

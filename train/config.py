@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from mobile_demo.errors import EdgeportError
+from edgeport.errors import EdgeportError
 
 __all__ = ["MODELS", "OPTIMIZERS", "RECIPES", "SCHEDULES", "STRATEGIES", "ConfigError",
            "TrainConfig", "make_config"]

@@ -2,7 +2,7 @@
 
 Usage (library)::
 
-    from train.data import load_dataset
+    from edgeport.train.data import load_dataset
     ds = load_dataset("mnist")            # looks in --data-dir, $EDGEPORT_DATA/mnist, ~/.cache
     ds.x_train.shape                      # (55000, 28, 28, 1) uint8
 
@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from mobile_demo.errors import DatasetError
-from mobile_demo.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+from edgeport.errors import DatasetError
+from edgeport.mobile_demo.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 
 __all__ = [
     "DATASETS",

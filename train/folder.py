@@ -5,7 +5,7 @@ Usage::
     edgeport train --dataset photos/ --model cnn --image-size 64 --channels 3 --out RUN
     # photos/cat/*.jpg, photos/dog/*.png, ...: the class names are the sorted folder names
 
-    from train.folder import load_folder_dataset
+    from edgeport.train.folder import load_folder_dataset
     ds = load_folder_dataset("photos", seed=0, image_size=64, channels=3)
 
 Every file under a class folder (nested folders included, hidden files ignored)
@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from mobile_demo.errors import DatasetError
+from edgeport.errors import DatasetError
 
 from .data import Dataset, _stratified_split
 
@@ -125,7 +125,7 @@ def _decode(path: Path, size: int, channels: int) -> np.ndarray:
     """
     from PIL import ImageOps
 
-    from mobile_demo.preprocess import preprocess_resize
+    from edgeport.mobile_demo.preprocess import preprocess_resize
 
     im = _open_checked(path)
     try:

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from mobile_demo.errors import EdgeportError
-from mobile_demo.fileio import atomic_dir
+from edgeport.errors import EdgeportError
+from edgeport.fileio import atomic_dir
 
 __all__ = ["RunDirError", "RunInfo", "check_writable", "load_run", "load_split", "write_run"]
 

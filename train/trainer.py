@@ -2,7 +2,7 @@
 
 Usage (library)::
 
-    from train import fit, make_config
+    from edgeport.train import fit, make_config
     result = fit(make_config(model="softmax", recipe="seed"), out_dir="runs/mnist")
     result.test_accuracy   # ~0.92 after the seed's 1,000 iterations
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mobile_demo.errors import DatasetError
+from edgeport.errors import DatasetError
 
 from .config import TrainConfig
 from .data import Dataset, load_dataset, to_model_input

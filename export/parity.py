@@ -174,6 +174,8 @@ def check_parity(
     runtime: str = "auto",
     batch_size: int = 1000,
     progress: bool = True,
+    browser: bool = False,
+    browser_samples: int = 1000,
 ) -> ParityReport:
     """Check every file of ``RUN/export`` against ``RUN/reference.npz`` on the test split.
 
@@ -191,6 +193,10 @@ def check_parity(
             uses ``auto``.
         batch_size: test images per runtime call.
         progress: show a progress bar per artifact on stderr.
+        browser: also run the phone page's runtimes in headless Chromium
+            (:func:`export.browser.browser_parity`: rows ``litert.js (chromium)`` and
+            ``onnxruntime-web (chromium)``) on ``browser_samples`` test images.
+        browser_samples: test images per browser row (the first ones of the split).
 
     Returns:
         The verdict, one result per artifact in manifest order.
@@ -204,6 +210,7 @@ def check_parity(
         ModelFileError: a file whose hash matches the manifest cannot be loaded.
         RuntimeNotFoundError: the runtime for a file is not installed.
         ThresholdsError: ``thresholds`` is a path to a bad file.
+        BrowserError: ``browser`` and Chromium or Playwright is missing.
     """
     from tqdm import tqdm
 
@@ -220,7 +227,9 @@ def check_parity(
             f"fix: run `edgeport export {info.path}` first"
         )
     manifest = read_manifest(export_dir)
-    entries = manifest["artifacts"]
+    # App models ("family": "app", issue 10) take RGB pixels with the preprocessing inside:
+    # the Python rows here run the plain files; the browser rows below run the app models.
+    entries = [e for e in manifest["artifacts"] if e.get("family", "plain") == "plain"]
     if not entries:
         raise ParityError(
             f"{export_dir / 'manifest.json'}: lists no artifacts; expected at least one model "
@@ -259,6 +268,11 @@ def check_parity(
             )
     finally:
         bar.close()
+    if browser:
+        from .browser import browser_parity
+
+        results += browser_parity(info.path, thresholds=table, samples=browser_samples,
+                                  split=(x, labels))
     report = ParityReport(
         passed=bool(results) and all(r.passed for r in results), results=tuple(results)
     )

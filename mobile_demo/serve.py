@@ -115,7 +115,7 @@ class _Handler(SimpleHTTPRequestHandler):
     node_modules: Path
     model_files: frozenset[str]
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib name)
+    def log_message(self, format: str, *args: object) -> None:
         if os.environ.get("EDGEPORT_SERVE_LOG"):
             super().log_message(format, *args)
 

@@ -34,16 +34,23 @@ function showMessage(text) {
 
 function setStatus(text) { $('status').textContent = text; }
 
-// --- the worker, one request at a time
+// --- the worker: one request at a time, in order (a stroke may end while the
+// previous picture is still being classified)
+let queue = Promise.resolve();
 function ask(message, transfer = []) {
-  return new Promise((resolve, reject) => {
+  const answer = queue.then(() => new Promise((resolve, reject) => {
     pending = { resolve, reject };
     worker.postMessage(message, transfer);
-  });
+  }));
+  queue = answer.catch(() => {});
+  return answer;
 }
 
 function startWorker() {
   if (worker) worker.terminate();
+  if (pending) pending.reject({ stage: 'load', message: 'cancelled: another model was chosen' });
+  pending = null;
+  queue = Promise.resolve();
   worker = new Worker('worker.js');
   worker.onmessage = (event) => {
     const p = pending;

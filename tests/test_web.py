@@ -9,6 +9,7 @@ committed). Each test's screenshot lands in its tmp folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -54,18 +55,26 @@ def web_run(tmp_path_factory, exported_run) -> Path:
     return run
 
 
-@pytest.fixture(scope="module")
-def server(web_run, chromium):
-    """``edgeport-demo serve RUN/export --port 0``, as a user starts it; yields its URL."""
+@contextlib.contextmanager
+def _serve(export_dir: Path, *extra: str):
+    """``edgeport-demo serve EXPORT --port 0``, as a user starts it; yields its URL."""
     proc = subprocess.Popen(
-        [str(BIN / "edgeport-demo"), "serve", str(web_run / "export"), "--port", "0"],
+        [str(BIN / "edgeport-demo"), "serve", str(export_dir), "--port", "0", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    first = proc.stdout.readline()
-    assert first.startswith("serving "), first + proc.stderr.read()
-    yield first.split(" at ")[-1].strip()  # "serving EXPORT at URL"
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("serving "), first + proc.stderr.read()
+        yield first.split(" at ")[-1].strip()  # "serving EXPORT at URL"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(web_run, chromium):
+    with _serve(web_run / "export") as url:
+        yield url
 
 
 @pytest.fixture
@@ -186,7 +195,7 @@ def test_uploaded_photo_is_classified_like_edgeport_demo(page, digit, web_run, l
 
 
 @pytest.mark.slow
-def test_bad_input_shows_a_message(page, tmp_path):
+def test_bad_input_shows_a_message(page, web_run, tmp_path):
     _select(page, "model.onnx")
     page.evaluate("window.edgeport.classifyPad().catch(() => {})")
     assert "canvas is empty" in page.inner_text("#message")
@@ -197,9 +206,14 @@ def test_bad_input_shows_a_message(page, tmp_path):
     page.wait_for_function("document.getElementById('message').textContent.includes('notes')")
     assert "is not a picture" in page.inner_text("#message")
 
-    page.route("**/models/model.onnx", lambda route: route.fulfill(body=b"not an onnx model"))
-    page.evaluate("window.edgeport.selectModel('model.onnx').catch(() => {})")
-    message = page.inner_text("#message")
+    broken = tmp_path / "broken"
+    shutil.copytree(web_run / "export", broken)
+    (broken / "model.onnx").write_bytes(b"not an onnx model")
+    with _serve(broken) as url:
+        page.goto(url)
+        page.evaluate("window.edgeport.ready")
+        page.evaluate("window.edgeport.selectModel('model.onnx').catch(() => {})")
+        message = page.inner_text("#message")
     assert "Could not load model.onnx with onnxruntime-web" in message, message
     assert page.inner_text("#status") == "no model loaded"
 
@@ -233,12 +247,7 @@ def test_serve_https_answers_with_a_self_signed_certificate(web_run, chromium):
     import ssl
     import urllib.request
 
-    proc = subprocess.Popen(
-        [str(BIN / "edgeport-demo"), "serve", str(web_run / "export"), "--port", "0",
-         "--https"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        url = proc.stdout.readline().split(" at ")[-1].strip()
+    with _serve(web_run / "export", "--https") as url:
         assert url.startswith("https://localhost:")
         ctx = ssl.create_default_context()
         ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
@@ -247,9 +256,6 @@ def test_serve_https_answers_with_a_self_signed_certificate(web_run, chromium):
         with urllib.request.urlopen(url + "vendor/ort/ort-wasm-simd-threaded.wasm",
                                     context=ctx) as r:
             assert r.headers["Content-Type"] == "application/wasm"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def _parity(run: Path, tmp_path: Path) -> tuple[int, dict]:

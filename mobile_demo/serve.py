@@ -123,6 +123,10 @@ class _Handler(SimpleHTTPRequestHandler):
         # The page must always see the export it was started with (the service worker
         # keeps its own copy for offline use).
         self.send_header("Cache-Control", "no-cache")
+        # Cross-origin isolation: every file is same-origin anyway, and it gives the
+        # worker a 5 us clock instead of 100 us for the latency it shows.
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
         super().end_headers()
 
     def translate_path(self, path: str) -> str:

@@ -314,3 +314,14 @@ def test_page_files_are_packaged():
     lock = json.loads((WEB_DIR / "package-lock.json").read_text())
     assert lock["packages"]["node_modules/@litertjs/core"]["version"] == "2.5.3"
     assert lock["packages"]["node_modules/onnxruntime-web"]["version"] == "1.30.0"
+
+
+@pytest.mark.slow
+def test_bench_has_browser_rows(web_run, chromium):
+    from edgeport.export.browser import browser_bench
+
+    rows = {r["runtime"]: r for r in browser_bench(web_run, runs=50)}
+    assert set(rows) == {LITERT_JS, ORT_WEB}
+    for r in rows.values():
+        assert r["runs"] == 50 and r["backend"] == "wasm"
+        assert 0 < r["latency_p50_ms"] <= r["latency_p99_ms"] and r["load_ms"] > 0

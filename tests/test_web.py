@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _runs import load_mnist
-from _webmodels import APP_FILE, ensure_app_model
+from _webmodels import APP_FILE, APP_INT8_FILE, ensure_app_model
 from PIL import Image
 
 from edgeport.export.browser import CHROMIUM_FLAGS, INSTALL_CHROMIUM, LITERT_JS, ORT_WEB
@@ -136,7 +136,7 @@ def _top1(page) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("file", [APP_FILE, "model.onnx"])
+@pytest.mark.parametrize("file", [APP_FILE, APP_INT8_FILE, "model.onnx"])
 @pytest.mark.parametrize("label", [7, 3])
 def test_drawn_digit_is_classified_by_both_runtimes(page, digit, file, label, tmp_path):
     runtime = _select(page, file)
@@ -275,6 +275,8 @@ def test_browser_parity_rows_pass(web_run, chromium, tmp_path):
     for key in [(APP_FILE, LITERT_JS), ("model.onnx", ORT_WEB)]:
         assert rows[key]["passed"], rows[key]["failures"]
         assert rows[key]["max_abs_diff"] <= 1e-5  # float32 row of export/thresholds.py
+    int8 = rows[APP_INT8_FILE, LITERT_JS]  # uint8 in, uint8 out dequantized by the page
+    assert int8["passed"] and int8["agreement"] >= 0.99, int8["failures"]
     assert code == 0
     junit = (tmp_path / "parity.xml").read_text()
     assert f'name="model.onnx [{ORT_WEB}]"' in junit
@@ -320,8 +322,9 @@ def test_page_files_are_packaged():
 def test_bench_has_browser_rows(web_run, chromium):
     from edgeport.export.browser import browser_bench
 
-    rows = {r["runtime"]: r for r in browser_bench(web_run, runs=50)}
-    assert set(rows) == {LITERT_JS, ORT_WEB}
-    for r in rows.values():
+    rows = browser_bench(web_run, runs=50)
+    assert {(r["artifact"], r["runtime"]) for r in rows} == {
+        (APP_FILE, LITERT_JS), (APP_INT8_FILE, LITERT_JS), ("model.onnx", ORT_WEB)}
+    for r in rows:
         assert r["runs"] == 50 and r["backend"] == "wasm"
         assert 0 < r["latency_p50_ms"] <= r["latency_p99_ms"] and r["load_ms"] > 0

@@ -62,7 +62,8 @@ async function loadLiteRtModel(file, entry, backend) {
   let out = outputs.findIndex((o) => o.name.includes('probabilities'));
   if (out < 0) out = 0;
   // LiteRT.js exposes no quantization parameters: take them from the manifest.
-  const q = (entry.outputs || []).find((o) => o.name === 'probabilities') || {};
+  const described = entry.outputs || [];
+  const q = described.find((o) => o.name === 'probabilities') || described[0] || {};
   return {
     runtime: 'LiteRT.js', backend: accelerator, size: shape[1], dtype: input.dtype,
     async run(rgb) {

@@ -19,10 +19,19 @@ with the system browser (``/usr/bin/chromium``; Playwright downloads nothing). T
 Each row goes through the parity gate's own steps: the file's hash against the manifest;
 the golden vectors (``golden.npz``, when it holds the file's outputs) within the
 precision's ``golden_atol``; then the first ``samples`` test images (default 1,000),
-batch 1, as the page feeds them (RGB pixel values for an app model, ``pixel / 255`` for
-``model.onnx``), compared with ``RUN/reference.npz`` against the precision's row of
-:data:`export.thresholds.THRESHOLDS`. Accuracy figures of a browser row are on those
-``samples`` images, and the reference accuracy beside them on the same images.
+batch 1, against the precision's row of :data:`export.thresholds.THRESHOLDS`:
+
+- ``model.onnx`` gets ``pixel / 255``, exactly what the Python rows feed it, and is
+  compared with ``RUN/reference.npz``;
+- an app model gets the pictures an app hands in (the digit as dark ink on white
+  paper, RGB, enlarged to S x S, as ``export.app`` renders them) and is compared with
+  the same file run by Python's LiteRT on the same pictures: the gate's app rows tie
+  that to the reference, this row ties the browser to it (the in-graph crop and
+  resampling are float math, so the browser must match the native run, not the
+  numpy preprocessing).
+
+Accuracy figures of a browser row are on those ``samples`` images, and the
+reference accuracy beside them is the oracle's on the same images.
 """
 
 from __future__ import annotations
@@ -67,7 +76,7 @@ CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 )
-_CHUNK = 500  # images per page call: keeps each message a few MB
+_CHUNK_BYTES = 4_000_000  # pixels per page call: a few MB per message
 _TIMEOUT_MS = 120_000
 
 
@@ -164,25 +173,30 @@ def open_demo_page(export_dir: str | os.PathLike[str]) -> Generator[Any, None, N
 
 
 def run_images(page: Any, file: str, images: np.ndarray) -> BrowserRun:
-    """Run ``images`` (uint8 ``[N, S, S]``, light ink on black) through ``file`` in the page.
+    """Run uint8 model inputs through ``file`` in the page, batch 1 each.
+
+    Args:
+        page: a page from :func:`open_demo_page`.
+        file: a model file of the export (the page loads it when it is not loaded yet).
+        images: RGB pictures ``[N, S, S, 3]`` (0-255) for an app model; MNIST-style
+            ``[N, 28, 28]`` (light ink on black) for ``model.onnx``, fed as ``pixel / 255``.
 
     Raises:
         BrowserError: the page could not load or run the model (the page's own message).
     """
     from playwright.sync_api import Error as PlaywrightError
 
-    n, size = len(images), images.shape[1]
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    chunk = max(1, _CHUNK_BYTES // max(1, images[0].size))
     probs: list[list[float]] = []
     times: list[float] = []
     load_ms, backend = 0.0, "?"
-    for start in range(0, n, _CHUNK):
-        chunk = np.ascontiguousarray(images[start:start + _CHUNK], dtype=np.uint8)
-        b64 = base64.b64encode(chunk.tobytes()).decode("ascii")
+    for start in range(0, len(images), chunk):
+        part = images[start:start + chunk]
+        b64 = base64.b64encode(part.tobytes()).decode("ascii")
         try:
-            out = page.evaluate(
-                "([f, b, n, s]) => window.edgeport.runMany(f, b, n, s)",
-                [file, b64, len(chunk), size],
-            )
+            out = page.evaluate("([f, b, n]) => window.edgeport.runMany(f, b, n)",
+                                [file, b64, len(part)])
         except PlaywrightError as e:
             raise BrowserError(_page_error(e, file)) from None
         probs += out["probs"]
@@ -208,6 +222,49 @@ def _as_images(x: np.ndarray, input_desc: Mapping[str, Any]) -> np.ndarray:
             "digits (the MNIST family); fix: run `edgeport parity RUN` without --browser"
         )
     return np.rint(np.asarray(x, dtype=np.float64).reshape(len(x), h, w) * 255).astype(np.uint8)
+
+
+def app_pictures(images: np.ndarray, size: int) -> np.ndarray:
+    """MNIST-style uint8 ``[N, H, W]`` as the pictures an app hands in: RGB ``[N, S, S, 3]``,
+    dark ink on white paper, enlarged to ``size`` (bilinear), as ``export.app`` renders them."""
+    from PIL import Image
+
+    out = np.empty((len(images), size, size, 3), np.uint8)
+    for i, image in enumerate(images):
+        big = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
+        out[i] = (255 - big)[..., None]
+    return out
+
+
+def _app_size(entry: Mapping[str, Any]) -> int:
+    shape = ((entry.get("inputs") or [{}])[0]).get("shape") or []
+    if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
+        from .parity import ParityError
+
+        raise ParityError(
+            f"{entry.get('file')}: input shape {shape} in manifest.json; expected an app "
+            "model's [1, S, S, 3]; fix: re-run `edgeport export RUN --force`"
+        )
+    return int(shape[1])
+
+
+def litert_probabilities(path: Path, pictures: np.ndarray) -> np.ndarray:
+    """An app model's dequantized ``probabilities`` from Python's LiteRT, batch 1 each."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    inp = interpreter.get_input_details()[0]
+    outs = interpreter.get_output_details()
+    out = next((o for o in outs if "probabilities" in o["name"]), outs[0])
+    scale, zero_point = out["quantization"]
+    rows = []
+    for picture in pictures:
+        interpreter.set_tensor(inp["index"], picture[None].astype(inp["dtype"]))
+        interpreter.invoke()
+        raw = interpreter.get_tensor(out["index"])[0]
+        rows.append((raw.astype(np.float32) - zero_point) * scale if scale else raw)
+    return np.asarray(rows, dtype=np.float32)
 
 
 def browser_parity(
@@ -253,14 +310,28 @@ def browser_parity(
     x, labels = split if split is not None else load_split(info, "test", data_dir=data_dir)
     n = min(samples, len(x))
     images = _as_images(x[:n], manifest.get("input") or {})
-    reference = info.reference_probabilities[:n]
     labels = np.asarray(labels[:n], dtype=np.int64)
     golden = _golden(export_dir, manifest.get("input") or {})
+    cases = []
+    for entry, runtime in targets:
+        name = str(entry["file"])
+        golden_probs = golden.get(f"{name.rsplit('.', 1)[0]}__probabilities")
+        if runtime == ORT_WEB:
+            case = (images, info.reference_probabilities[:n], golden.get("images"))
+        else:
+            # The same file in Python's LiteRT on the same pictures is the oracle: it is
+            # what the app rows of the gate check against the reference.
+            pictures = app_pictures(images, _app_size(entry))
+            path = export_dir / name
+            oracle = litert_probabilities(path, pictures) if path.is_file() else None
+            case = (pictures, oracle, golden.get("app_pictures"))
+        cases.append((entry, runtime, *case, golden_probs))
     with open_demo_page(export_dir) as page:
         return [
-            _check(page, export_dir, entry, runtime, images=images, labels=labels,
-                   reference=reference, golden=golden, table=table)
-            for entry, runtime in targets
+            _check(page, export_dir, entry, runtime, inputs=inputs, oracle=oracle,
+                   labels=labels, golden_inputs=golden_inputs, golden_probs=golden_probs,
+                   table=table)
+            for entry, runtime, inputs, oracle, golden_inputs, golden_probs in cases
         ]
 
 
@@ -281,10 +352,11 @@ def _check(
     entry: Mapping[str, Any],
     runtime: str,
     *,
-    images: np.ndarray,
+    inputs: np.ndarray,
+    oracle: np.ndarray | None,
     labels: np.ndarray,
-    reference: np.ndarray,
-    golden: Mapping[str, np.ndarray],
+    golden_inputs: np.ndarray | None,
+    golden_probs: np.ndarray | None,
     table: Thresholds,
 ) -> Any:
     from .parity import ParityResult, _gate
@@ -294,10 +366,10 @@ def _check(
     tol = table.get(precision, THRESHOLDS[precision])
     path = export_dir / name
     failures = [f"{runtime}: {p}" for p in artifact_file_problems(path, entry)]
-    ref_top = reference.argmax(axis=1)
-    reference_accuracy = float(np.mean(ref_top == labels))
     figures: dict[str, Any] = {"runtime": runtime, "accuracy": None, "agreement": None,
                                "max_abs_diff": None, "mean_abs_diff": None}
+    ref_top = None if oracle is None else oracle.argmax(axis=1)
+    reference_accuracy = 0.0 if ref_top is None else float(np.mean(ref_top == labels))
 
     def result() -> ParityResult:
         return ParityResult(
@@ -307,29 +379,27 @@ def _check(
             **figures,
         )
 
-    if not path.is_file():
+    if not path.is_file() or oracle is None or ref_top is None:
         return result()
     try:
-        golden_key = f"{name.rsplit('.', 1)[0]}__probabilities"
-        if golden_key in golden and "images" in golden:
-            replay = run_images(page, name, golden["images"]).probabilities
-            gdiff = float(np.max(np.abs(replay.astype(np.float64) - golden[golden_key])))
+        if golden_inputs is not None and golden_probs is not None:
+            replay = run_images(page, name, golden_inputs).probabilities
+            gdiff = float(np.max(np.abs(replay.astype(np.float64) - golden_probs)))
             if gdiff > tol.golden_atol:
                 failures.append(f"{runtime}: golden max |Δp| {gdiff:.1e} > {tol.golden_atol:.1e}")
-        run = run_images(page, name, images)
+        probs = run_images(page, name, inputs).probabilities
     except BrowserError as e:
         failures.append(f"{runtime}: cannot run: {e}")
         return result()
-    probs = run.probabilities
-    if probs.shape != reference.shape:
+    if probs.shape != oracle.shape:
         failures.append(f"{runtime}: probabilities shape {list(probs.shape)} != reference "
-                        f"{list(reference.shape)}")
+                        f"{list(oracle.shape)}")
         return result()
     top = probs.argmax(axis=1)
     flips = int(np.count_nonzero(top != ref_top))
     accuracy = float(np.mean(top == labels))
     agreement = 1.0 - flips / len(top)
-    diff = np.abs(probs.astype(np.float64) - reference.astype(np.float64))
+    diff = np.abs(probs.astype(np.float64) - oracle.astype(np.float64))
     max_diff = float(diff.max()) if np.isfinite(probs).all() else None
     if max_diff is None:
         failures.append(f"{runtime}: probabilities hold non-finite values (NaN or inf)")
@@ -361,13 +431,15 @@ def browser_bench(
     export_dir = info.path / "export"
     manifest = read_manifest(export_dir)
     x, _ = load_split(info, "test", data_dir=data_dir)
-    images = _as_images(np.resize(x, (runs, *x.shape[1:])), manifest.get("input") or {})
+    images = _as_images(x[:runs], manifest.get("input") or {})
+    images = np.resize(images, (runs, *images.shape[1:]))  # repeat when the split is smaller
     rows = []
     with open_demo_page(export_dir) as page:
         for entry, runtime in browser_targets(manifest):
             name = str(entry["file"])
+            inputs = images if runtime == ORT_WEB else app_pictures(images, _app_size(entry))
             page.evaluate("(f) => window.edgeport.selectModel(f)", name)  # a cold load
-            run = run_images(page, name, images)
+            run = run_images(page, name, inputs)
             rows.append({
                 "artifact": name, "precision": str(entry.get("precision")), "runtime": runtime,
                 "backend": run.backend, "bytes": int(entry.get("bytes") or 0),

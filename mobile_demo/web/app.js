@@ -290,11 +290,11 @@ async function startCamera() {
   loop();
 }
 
-// --- the parity gate's entry point: MNIST-style uint8 images, one call each
-async function runMany(key, base64, count, size) {
+// --- the parity gate's entry point: uint8 model inputs (base64), one call each
+async function runMany(key, base64, count) {
   if (!current || current.key !== key) await selectModel(key);
   const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
-  const r = await ask({ type: 'runMany', gray: bytes, count, size }, [bytes.buffer]);
+  const r = await ask({ type: 'runMany', images: bytes, count }, [bytes.buffer]);
   return { probs: r.probs.map((p) => Array.from(p)), times: Array.from(r.times),
     runtime: current.runtime, backend: current.backend, loadMs: current.loadMs };
 }

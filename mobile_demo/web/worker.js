@@ -12,7 +12,7 @@
 
    Messages in:  {type: 'load', runtime: 'litert' | 'ort', file, entry, backend, input}
                  {type: 'classify', pixels, width, height}  RGBA pixels of the picture
-                 {type: 'runMany', gray, count, size}       parity: MNIST-style uint8 images
+                 {type: 'runMany', images, count}           parity: uint8 model inputs
    Messages out: {type: 'loaded', backend, loadMs} | {type: 'result', probs, ms}
                  | {type: 'many', probs, times} | {type: 'error', message, stage}
 */
@@ -157,15 +157,14 @@ onmessage = async (event) => {
       fail('classify', e);
     }
   } else if (msg.type === 'runMany') {
-    // The parity gate: MNIST-style images (light ink on black, uint8), batch 1 each,
-    // fed as the model expects them: RGB 0-255 for an app model, x / 255 for model.onnx.
+    // The parity gate, batch 1 each: RGB pictures [S, S, 3] (0-255) for an app model,
+    // MNIST-style images [28, 28] for model.onnx (fed as pixel / 255, as Python does).
     try {
-      const n = msg.size * msg.size;
+      const n = msg.images.length / msg.count;
       const probs = [], times = new Float64Array(msg.count);
       for (let i = 0; i < msg.count; i++) {
-        const img = msg.gray.subarray(i * n, (i + 1) * n);
-        const x = model.runtime === 'LiteRT.js'
-          ? Float32Array.from({ length: 3 * n }, (_, j) => img[Math.floor(j / 3)])
+        const img = msg.images.subarray(i * n, (i + 1) * n);
+        const x = model.runtime === 'LiteRT.js' ? Float32Array.from(img)
           : Float32Array.from(img, (v) => v / 255);
         const t0 = performance.now();
         probs.push(await model.run(x));

@@ -328,3 +328,21 @@ def test_bench_has_browser_rows(web_run, chromium):
     for r in rows:
         assert r["runs"] == 50 and r["backend"] == "wasm"
         assert 0 < r["latency_p50_ms"] <= r["latency_p99_ms"] and r["load_ms"] > 0
+
+
+def test_serve_prints_the_url_a_qr_code_and_how_to_reach_it_from_a_phone(web_run, chromium):
+    proc = subprocess.Popen(
+        [str(BIN / "edgeport-demo"), "serve", str(web_run / "export"), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    lines = []
+    try:
+        while not lines or not lines[-1].startswith("press Ctrl+C"):
+            lines.append(proc.stdout.readline().rstrip("\n"))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    text = "\n".join(lines)
+    assert lines[0].startswith("serving ") and "http://localhost:" in lines[0]
+    assert "█" in text  # the QR code, drawn with block characters (segno)
+    assert "--host 0.0.0.0 --https" in text

@@ -13,8 +13,9 @@ of the folder), and ``/vendor/`` the runtimes' JavaScript and ``.wasm`` files, r
 from the ``node_modules`` that ``npm ci`` installed (``mobile_demo/web/node_modules``,
 or ``$EDGEPORT_WEB_MODULES``): nothing is fetched from a CDN. Browsers allow the camera
 only in a secure context (``https://`` or ``http://localhost``); ``--https`` makes a
-self-signed certificate (the phone asks once to accept it). Only numpy-free standard
-library, plus ``segno`` for the terminal QR code and ``cryptography`` for ``--https``.
+self-signed certificate (the phone asks once to accept it). Only the standard
+library, plus ``segno`` for the terminal QR code and ``cryptography`` for ``--https``
+(both in the ``[web]`` extra).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
+import io
 import ipaddress
 import json
 import mimetypes
@@ -157,16 +159,12 @@ class _Handler(SimpleHTTPRequestHandler):
         if not path or not Path(path).is_file():
             self.send_error(HTTPStatus.NOT_FOUND, "not found")
             return None
-        if path.endswith(f"litertjs{os.sep}core{os.sep}dist{os.sep}index.js") or path.endswith(
-            "@litertjs/core/dist/index.js"
-        ):
+        if Path(path) == self.node_modules / "@litertjs/core/dist/index.js":
             body = Path(path).read_text(encoding="utf-8").replace(*_BARE_IMPORT).encode()
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", "text/javascript")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            import io
-
             return io.BytesIO(body)
         return super().send_head()
 
@@ -303,8 +301,6 @@ def qr_text(url: str) -> str:
         import segno
     except ImportError:
         return ""
-    import io
-
     buf = io.StringIO()
     segno.make(url, error="m").terminal(out=buf, compact=True, border=2)
     return buf.getvalue()

@@ -168,7 +168,8 @@ def export_model(
         raise ExportError(f"golden_samples={golden_samples}, expected > 0; fix: pass e.g. 32")
     seed = run.seed if seed is None else int(seed)
     loader = load_split or _default_loader(run.path, data_dir,
-                                           calibration_samples=calibration_samples, seed=seed)
+                                           calibration_samples=calibration_samples, seed=seed,
+                                           calibration_split=_calibration_split(run))
 
     serving = load_serving(run.saved_model)
     _check_input(run, serving.input_shape, serving.num_classes)
@@ -260,8 +261,22 @@ def _exists(export_dir: Path) -> ExportExistsError:
     )
 
 
+def _calibration_split(run: RunInfo) -> str:
+    """Where int8 calibration images come from: ``train``, unless the run records a fallback.
+
+    An imported model's dataset may have no training split (``edgeport import --split
+    0,0,1``); ``metrics.json["calibration_split"]`` then names ``validation`` or ``test``.
+    """
+    split = run.metrics.get("calibration_split", "train")
+    if split not in ("train", "validation", "test"):
+        raise RunDirError(f"metrics.json calibration_split {split!r}; expected train, "
+                          "validation or test; fix: re-run `edgeport import`")
+    return split
+
+
 def _default_loader(
-    run_dir: Path, data_dir: str | os.PathLike[str] | None, *, calibration_samples: int, seed: int
+    run_dir: Path, data_dir: str | os.PathLike[str] | None, *, calibration_samples: int, seed: int,
+    calibration_split: str = "train",
 ) -> SplitLoader:
     from edgeport.train.run_dir import load_split
 
@@ -269,6 +284,8 @@ def _default_loader(
         # Of the training split only the calibration sample is decoded: a streamed folder
         # dataset need not fit in memory. The test split is read whole (golden vectors).
         sample = calibration_samples if split == "train" else None
+        if split == "train" and calibration_split != "train":
+            split, sample = calibration_split, None  # small splits: sampled by the caller
         return load_split(run_dir, split, data_dir=data_dir, sample=sample, sample_seed=seed)
 
     return loader

@@ -92,11 +92,15 @@ class ExportResult:
         export_dir: the final ``RUN/export`` folder.
         artifacts: the model files, in the order of the artifact table.
         seconds: wall time of the whole export.
+        not_produced: imported models only: ``{"file", "format", "precision",
+            "reason"}`` for each requested format the model cannot be converted to
+            (also ``manifest.json["not_produced"]``).
     """
 
     export_dir: Path
     artifacts: tuple[ArtifactInfo, ...]
     seconds: float
+    not_produced: tuple[dict[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -104,6 +108,7 @@ class ExportResult:
             "export_dir": str(self.export_dir),
             "artifacts": [a.to_dict() for a in self.artifacts],
             "seconds": round(self.seconds, 3),
+            "not_produced": [dict(n) for n in self.not_produced],
         }
 
 
@@ -184,6 +189,7 @@ def export_model(
     del x_test, y_test
 
     infos: list[ArtifactInfo] = []
+    not_produced: list[dict[str, str]] = []  # imported models only: format -> why not
     entries: list[dict[str, Any]] = []  # manifest entries, read back from the written files
     bar = tqdm(
         total=len(kinds) + 1,
@@ -205,15 +211,27 @@ def export_model(
                     dataset=run.dataset,
                     model=run.model,
                 )
-                if kind.format is ArtifactFormat.TFLITE:
-                    data = convert_tflite(
-                        serving,
-                        precision=kind.precision,
-                        metadata=doc,
-                        calibration_images=calibration,
-                    )
-                else:
-                    data = convert_onnx(serving, metadata=doc, opset=opset)
+                try:
+                    if kind.format is ArtifactFormat.TFLITE:
+                        data = convert_tflite(
+                            serving,
+                            precision=kind.precision,
+                            metadata=doc,
+                            calibration_images=calibration,
+                        )
+                    else:
+                        data = convert_onnx(serving, metadata=doc, opset=opset)
+                except ExportError as e:
+                    # A trained run converts to every format (a failure is a bug); an
+                    # imported model may hold an op a format lacks (e.g. no int8 kernel):
+                    # the other files are still made and the reason is recorded.
+                    if "import" not in run.metrics:
+                        raise
+                    not_produced.append({"file": kind.file, "format": kind.format.value,
+                                         "precision": kind.precision.value,
+                                         "reason": _why_not(kind, e)})
+                    bar.update(1)
+                    continue
                 atomic_write_bytes(tmp / kind.file, data)
                 entry = artifact_entry(tmp / kind.file, kind)
                 infos.append(
@@ -228,6 +246,13 @@ def export_model(
                 )
                 entries.append(entry)
                 bar.update(1)
+            if not infos:
+                raise ExportError(
+                    "no format could be produced: "
+                    + "; ".join(f"{n['file']}: {n['reason']}" for n in not_produced)
+                )
+            made = {a.file for a in infos}
+            kinds = [k for k in kinds if k.file in made]
             bar.set_description(f"export {GOLDEN_NAME}, manifest.json")
             atomic_write_text(tmp / "labels.txt", "".join(f"{label}\n" for label in run.labels))
             write_golden(
@@ -236,6 +261,8 @@ def export_model(
             manifest = build_manifest(
                 run_dir=run.path, labels=run.labels, input=run.input, artifacts=entries
             )
+            if not_produced:
+                manifest["not_produced"] = not_produced
             write_manifest(tmp, manifest)
             problems = verify_manifest(tmp)
             if problems:
@@ -250,8 +277,21 @@ def export_model(
     finally:
         bar.close()
     return ExportResult(
-        export_dir=export_dir, artifacts=tuple(infos), seconds=time.perf_counter() - started
+        export_dir=export_dir, artifacts=tuple(infos), seconds=time.perf_counter() - started,
+        not_produced=tuple(not_produced),
     )
+
+
+def _why_not(kind: ArtifactKind, error: ExportError) -> str:
+    """The conversion error, led by the ops that have no int8 kernel when that is the cause."""
+    import re
+
+    reason = str(error)
+    ops = sorted(set(re.findall(r"op \d+ (\w+) has FLOAT", reason)) - {"QUANTIZE", "DEQUANTIZE"})
+    if kind.precision is Precision.INT8 and ops:
+        return (f"no int8 kernel for {', '.join(ops)} (the converter left them in float32, "
+                f"so the file would not be integer-only); {reason}")
+    return reason
 
 
 def _exists(export_dir: Path) -> ExportExistsError:

@@ -23,7 +23,7 @@ SavedModel folder with a serving signature. The importer
    model's own normalization inside, ``x = (255 * image - mean) / std``, then returns
    ``probabilities`` and ``logits``. Whether the model outputs probabilities
    (every row non-negative and summing to 1) or logits is detected on the test
-   split: logits get a softmax; probabilities get ``logits = log(max(p, 1e-12))``,
+   split: logits get a softmax; probabilities get ``logits = log(max(p, 1e-6))``,
    whose softmax gives them back;
 4. measures the accuracy on a sample of the test split under every preset
    normalization and warns when the chosen one is near chance while another is
@@ -72,7 +72,9 @@ __all__ = [
 ]
 
 CHECK_SAMPLES = 256  # test images scored under every normalization preset
-PROB_EPS = 1e-12  # logits = log(max(p, PROB_EPS)) for a model that outputs probabilities
+# logits = log(max(p, PROB_EPS)) for a model that outputs probabilities. Not smaller: the
+# float16 file stores this constant as float16, whose smallest subnormal is 6e-8 (1e-12 -> 0).
+PROB_EPS = 1e-6
 _SUM_ATOL = 1e-3  # rows of a softmax output sum to 1 within float32 rounding
 
 
@@ -282,12 +284,7 @@ def import_model(
     from .data import to_model_input
 
     x_test = to_model_input(ds.x_test, layout)
-    norm_source = "flag"
-    if normalization is None:
-        normalization = NORMALIZATIONS["none" if user.normalizes_itself else "0-1"]
-        norm_source = ("default: the model has a Rescaling/Normalization layer, so it takes "
-                       "raw 0-255 pixels" if user.normalizes_itself else
-                       "default: pixel values scaled to [0, 1]")
+    normalization, norm_source = _resolve_normalization(normalization, user, c, model_path)
     forward = _forward(user, out.name, (h, w, c), inp.shape, inp.dtype)
     warnings: list[str] = []
     sample = _sample(ds.y_test, seed)
@@ -623,6 +620,22 @@ def _class_names(ds, labels_file: Any, num_classes: int, path: Any) -> tuple[str
     return names
 
 
+def _resolve_normalization(norm: Normalization | None, user: _UserModel, channels: int,
+                           path: Any) -> tuple[Normalization, str]:
+    """The normalization to wrap in, and why: ``flag``, or the default's reason."""
+    if norm is None:
+        if user.normalizes_itself:
+            return NORMALIZATIONS["none"], ("default: the model has a Rescaling/Normalization "
+                                            "layer, so it takes raw 0-255 pixels")
+        return NORMALIZATIONS["0-1"], "default: pixel values scaled to [0, 1]"
+    if channels == 1 and norm.name == "custom" and len(norm.mean) + len(norm.std) > 2:
+        raise ModelFitError(
+            f"--mean/--std give 3 values but {path} takes 1-channel pictures; expected one "
+            "value each; fix: pass e.g. --mean 127.5 --std 127.5"
+        )
+    return norm, "flag"
+
+
 def _sample(y: np.ndarray, seed: int) -> np.ndarray:
     from .data import balanced_sample
 
@@ -653,8 +666,9 @@ def _forward(user: _UserModel, output: str, size: tuple[int, int, int],
     def forward(image: Any, norm: Normalization) -> Any:
         x = tf.convert_to_tensor(image, tf.float32)
         x = tf.reshape(x, [-1, h, w, c])
-        mean = tf.constant(norm.mean, tf.float32)
-        std = tf.constant(norm.std, tf.float32)
+        # A grayscale model under a per-channel preset (imagenet) gets the channel average.
+        mean = tf.constant([np.mean(norm.mean)] if c == 1 else norm.mean, tf.float32)
+        std = tf.constant([np.mean(norm.std)] if c == 1 else norm.std, tf.float32)
         x = (x * 255.0 - mean) / std
         if len(model_shape) == 2:
             x = tf.reshape(x, [-1, h * w * c])
@@ -724,7 +738,7 @@ def _write(out_dir: Any, *, force: bool, user: _UserModel, forward: Callable,
             self.user_model = owner
 
         @tf.function(input_signature=[tf.TensorSpec([None, *input_shape], tf.float32,
-                                                    name="image")])
+                                                    name="image")], autograph=False)
         def serve(self, image):
             y = forward(image, normalization)
             if kind == "probabilities":

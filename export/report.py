@@ -196,12 +196,13 @@ def write_junit(report: ParityReport | VerifyReport, path: str | os.PathLike[str
     results: Sequence[Any] = report.results
     failed = sum(not r.passed for r in results)
     problems = list(getattr(report, "problems", ()))
-    tests = len(results) + (1 if problems else 0)
+    not_produced = list(getattr(report, "not_produced", ()))
+    tests = len(results) + (1 if problems else 0) + len(not_produced)
     failures = failed + (1 if problems else 0)
     root = ET.Element("testsuites", name="edgeport", tests=str(tests), failures=str(failures),
                       errors="0")
     suite = ET.SubElement(root, "testsuite", name=suite_name, tests=str(tests),
-                          failures=str(failures), errors="0", skipped="0")
+                          failures=str(failures), errors="0", skipped=str(len(not_produced)))
     for r in results:
         case = ET.SubElement(suite, "testcase", classname=f"{suite_name}.{r.format.value}",
                              name=r.artifact)
@@ -211,6 +212,10 @@ def write_junit(report: ParityReport | VerifyReport, path: str | os.PathLike[str
                                     else "VerifyFailure")
             failure.text = "\n".join(f"- {f}" for f in r.failures)
         ET.SubElement(case, "system-out").text = _junit_figures(r)
+    for n in not_produced:  # an imported model's format that could not be converted
+        case = ET.SubElement(suite, "testcase", classname=f"{suite_name}.{n['format']}",
+                             name=n["file"])
+        ET.SubElement(case, "skipped", message=f"not produced: {n['reason']}")
     if problems:
         case = ET.SubElement(suite, "testcase", classname=suite_name, name="export folder")
         failure = ET.SubElement(case, "failure", message="; ".join(problems),

@@ -357,3 +357,10 @@ def test_a_format_the_model_cannot_take_is_explained_in_the_parity_table(tmp_pat
     assert "Traceback" not in out
     code, out, _ = _run(["verify", str(run / "export")], capfd)
     assert code == 0, out
+    junit, markdown = tmp_path / "parity.xml", tmp_path / "parity.md"
+    code, _, _ = _run(["parity", str(run), "--junit", str(junit), "--markdown", str(markdown)],
+                      capfd)
+    assert code == 0
+    assert 'skipped="1"' in junit.read_text() and "not produced: no int8 kernel" in \
+        junit.read_text()
+    assert "NOT PRODUCED" in markdown.read_text()

@@ -364,3 +364,35 @@ def test_a_format_the_model_cannot_take_is_explained_in_the_parity_table(tmp_pat
     assert 'skipped="1"' in junit.read_text() and "not produced: no int8 kernel" in \
         junit.read_text()
     assert "NOT PRODUCED" in markdown.read_text()
+
+
+def test_several_outputs_need_output_and_the_choice_is_recorded(tmp_path, colors, capfd):
+    import keras
+    from keras import layers
+
+    inp = keras.Input((SIZE, SIZE, 3), name="pixels")
+    h = layers.GlobalAveragePooling2D()(inp)
+    model = keras.Model(inp, [layers.Dense(3, name="aux")(h),
+                              layers.Dense(3, activation="softmax", name="main")(h)])
+    path = tmp_path / "two.keras"
+    model.save(path)
+    argv = ["import", str(path), "--dataset", str(colors), "--out", str(tmp_path / "run"),
+            "--quiet"]
+    code, _, err = _run(argv, capfd)
+    assert code == 2 and "2 candidate outputs" in err and "fix: pass --output NAME" in err
+    code, out, err = _run([*argv, "--output", "main"], capfd)
+    assert code == 0, err
+    assert "input pixels [?, 24, 24, 3], output main (3 probabilities)" in out
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["import"]["output"] == "main"
+
+
+def test_a_model_without_a_fixed_size_needs_image_size(tmp_path, colors, capfd):
+    path = tmp_path / "any_size.keras"
+    _tiny((None, None, 3), 3).save(path)
+    argv = ["import", str(path), "--dataset", str(colors), "--out", str(tmp_path / "run"),
+            "--quiet"]
+    code, _, err = _run(argv, capfd)
+    assert code == 2 and "fix: pass --image-size N" in err
+    code, _, err = _run([*argv, "--image-size", "32"], capfd)
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["input"]["height"] == 32

@@ -28,7 +28,8 @@ import numpy as np
 from edgeport.errors import EdgeportError
 from edgeport.fileio import atomic_dir
 
-__all__ = ["RunDirError", "RunInfo", "check_writable", "load_run", "load_split", "write_run"]
+__all__ = ["RunDirError", "RunInfo", "check_writable", "input_desc", "load_run", "load_split",
+           "write_labels", "write_metrics", "write_reference", "write_run"]
 
 
 class RunDirError(EdgeportError, ValueError):
@@ -80,7 +81,8 @@ def check_writable(out_dir: str | os.PathLike[str], *, force: bool) -> None:
         )
 
 
-def _input_desc(layout: str, shape: tuple[int, int, int], preprocess: str) -> dict[str, Any]:
+def input_desc(layout: str, shape: tuple[int, int, int], preprocess: str) -> dict[str, Any]:
+    """``metrics.json["input"]``: the SavedModel's ``image`` input, pixel values in [0, 1]."""
     h, w, c = shape
     return {"name": "image", "layout": layout, "height": h, "width": w, "channels": c,
             "dtype": "float32", "range": [0.0, 1.0], "normalization": "pixel / 255",
@@ -111,20 +113,12 @@ def write_run(out_dir, *, cfg, ds, model, result, extras, force: bool = False) -
 
     serving = Serving(model)
     with atomic_dir(out, overwrite=force) as tmp:
-        tf.saved_model.save(serving, str(tmp / "saved_model"),
-                            signatures={"serving_default": serving.serve})
-        # The parity oracle comes from the SavedModel as written, reloaded: what is
-        # exported is exactly what the reference numbers describe.
-        fn = tf.saved_model.load(str(tmp / "saved_model")).signatures["serving_default"]
-        x_test = to_model_input(ds.x_test, layout)
-        probs = np.concatenate([fn(image=tf.constant(x_test[i : i + 2000]))["probabilities"]
-                                .numpy() for i in range(0, len(x_test), 2000)])
-        np.savez(tmp / "reference.npz", probabilities=probs.astype(np.float32),
-                 labels=ds.y_test.astype(np.int64))
+        probs = write_reference(tmp, serving, serving.serve,
+                                x_test=to_model_input(ds.x_test, layout), y_test=ds.y_test)
         # The weights as trained (already the best-validation ones when patience is set),
         # without optimizer state: a few MB at most, written once.
         tf.train.Checkpoint(model=model).write(str(tmp / "checkpoint" / "best"))
-        (tmp / "labels.txt").write_text("\n".join(ds.class_names) + "\n", encoding="utf-8")
+        write_labels(tmp, ds.class_names)
         metrics = {
             "dataset": ds.name,
             "model": cfg.model,
@@ -138,16 +132,56 @@ def write_run(out_dir, *, cfg, ds, model, result, extras, force: bool = False) -
             "best_iteration": result.best_iteration,
             "history": list(result.history),
             "confusion_matrix": [list(r) for r in result.confusion_matrix],
-            "input": _input_desc(layout, ds.image_shape, ds.preprocess),
+            "input": input_desc(layout, ds.image_shape, ds.preprocess),
             "split": ds.split,
             "checkpoint": "checkpoint/best",
             "config": cfg.to_dict(),
             "versions": {"tensorflow": tf.__version__, "numpy": np.__version__},
         }
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        write_metrics(tmp, metrics)
         plots.write_all(tmp / "plots", ds=ds, model=model, result=result, layout=layout,
                         test_pred=extras["test_pred"])
     return out
+
+
+def write_reference(tmp: Path, module: Any, signature: Any, *, x_test: np.ndarray,
+                    y_test: np.ndarray) -> np.ndarray:
+    """Save ``module`` as ``tmp/saved_model`` and its test predictions as ``tmp/reference.npz``.
+
+    The parity oracle comes from the SavedModel as written, reloaded: what is
+    exported is exactly what the reference numbers describe.
+
+    Args:
+        tmp: the run folder being built (inside :func:`edgeport.fileio.atomic_dir`).
+        module: the ``tf.Module`` owning the variables.
+        signature: its ``tf.function`` taking ``image`` and returning
+            ``probabilities`` and ``logits``, saved as ``serving_default``.
+        x_test: the test images in model input layout, float32 in [0, 1].
+        y_test: their labels.
+
+    Returns:
+        The reference probabilities ``[N_test, K]``.
+    """
+    import tensorflow as tf
+
+    tf.saved_model.save(module, str(tmp / "saved_model"),
+                        signatures={"serving_default": signature})
+    fn = tf.saved_model.load(str(tmp / "saved_model")).signatures["serving_default"]
+    probs = np.concatenate([fn(image=tf.constant(x_test[i : i + 2000]))["probabilities"]
+                            .numpy() for i in range(0, len(x_test), 2000)])
+    np.savez(tmp / "reference.npz", probabilities=probs.astype(np.float32),
+             labels=np.asarray(y_test).astype(np.int64))
+    return probs
+
+
+def write_labels(tmp: Path, class_names: tuple[str, ...] | list[str]) -> None:
+    """``tmp/labels.txt``: one class name per line."""
+    (tmp / "labels.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
+
+
+def write_metrics(tmp: Path, metrics: dict[str, Any]) -> None:
+    """``tmp/metrics.json``, indented."""
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
 
 
 def load_run(run_dir: str | os.PathLike[str], *, need_reference: bool = True) -> RunInfo:

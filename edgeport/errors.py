@@ -18,6 +18,10 @@ class ModelFileError(EdgeportError, ValueError):
     """A model file is missing, empty, truncated or not a model."""
 
 
+class LabelsFileError(ModelFileError):
+    """A labels file (``labels.txt``) is missing, unreadable or empty."""
+
+
 class ImageError(EdgeportError, ValueError):
     """An image is missing, unreadable, too large, or holds no ink."""
 

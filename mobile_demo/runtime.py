@@ -20,17 +20,12 @@ float32 probabilities.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import json
 import math
 import os
-import re
-import sys
-import tempfile
 import warnings
-from collections.abc import Generator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,6 +33,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgeport.errors import InputShapeError, ModelFileError, RuntimeNotFoundError
+from edgeport.fileio import read_labels
+from edgeport.quiet import quiet_native_stderr
 
 from .tflite_meta import decode_edgeport_metadata, has_tflite_identifier, read_metadata
 
@@ -195,43 +192,6 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0].strip()
 
 
-# Start-up chatter of the native runtimes: LiteRT's "INFO: ..." and absl-style
-# "I0000 00:00:..." / "W0000 ..." / "E0000 ..." lines (TensorFlow, on import).
-_CHATTER = re.compile(r"INFO: |[IWE]\d{4} \d\d:\d\d|WARNING: All log messages before absl")
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr() -> Generator[None, None, None]:
-    """Drop the runtimes' C++ start-up chatter on file descriptor 2; pass other lines on.
-
-    LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
-    straight to fd 2, with no switch to turn it off; it would break the CLI's
-    promise of one line per error. Lines are passed on only when the block
-    succeeds: on failure the exception carries the runtime's message.
-    """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):  # no usable fd 2: nothing to filter
-        yield
-        return
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        ok = False
-        try:
-            yield
-            ok = True
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            if ok:
-                tmp.seek(0)
-                lines = tmp.read().decode("utf-8", "replace").splitlines()
-                keep = [ln for ln in lines if ln.strip() and not _CHATTER.match(ln)]
-                if keep:
-                    print("\n".join(keep), file=sys.stderr)
-
-
 def _import_runtime(name: str) -> Any:
     """Import one runtime and return its interpreter class or module.
 
@@ -250,7 +210,7 @@ def _import_runtime(name: str) -> Any:
         if name == "tensorflow":
             # TensorFlow's C++ start-up chatter would bury the demo's output.
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-            with _quiet_native_stderr():
+            with quiet_native_stderr(pass_on=True):
                 import tensorflow as tf
 
             return tf.lite.Interpreter
@@ -305,7 +265,7 @@ class _TFLiteBackend:
         if num_threads is not None:
             kwargs["num_threads"] = num_threads
         try:
-            with warnings.catch_warnings(), _quiet_native_stderr():
+            with warnings.catch_warnings(), quiet_native_stderr(pass_on=True):
                 # tf.lite.Interpreter warns that it is deprecated in favour of LiteRT.
                 warnings.simplefilter("ignore")
                 it = interpreter_cls(**kwargs)
@@ -482,17 +442,7 @@ class Model:
                 )
             return labels
         txt = self.path.parent / "labels.txt"
-        if txt.is_file():
-            try:
-                return [
-                    s.strip() for s in txt.read_text(encoding="utf-8").splitlines() if s.strip()
-                ]
-            except (OSError, UnicodeDecodeError) as e:
-                raise ModelFileError(
-                    f"{txt}: unreadable labels file ({_first_line(e)}); expected one UTF-8 "
-                    "class name per line"
-                ) from None
-        return None
+        return read_labels(txt) if txt.is_file() else None
 
     @property
     def input_desc(self) -> dict[str, Any]:

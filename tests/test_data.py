@@ -10,8 +10,8 @@ import pytest
 from _idxfiles import idx_gz, write_idx_dataset
 
 from edgeport.errors import DatasetError
-from edgeport.mobile_demo.idx import read_idx
 from edgeport.train.data import DATASETS, ensure_files, load_dataset, to_model_input
+from edgeport.train.idx import read_idx
 
 
 def test_mnist_split_is_the_seeds(mnist, mnist_dir):

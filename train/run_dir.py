@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.errors import EdgeportError
-from edgeport.fileio import atomic_dir
+from edgeport.errors import EdgeportError, LabelsFileError
+from edgeport.fileio import atomic_dir, read_labels
 
 __all__ = ["RunDirError", "RunInfo", "check_writable", "load_run", "load_split", "write_run"]
 
@@ -87,16 +87,24 @@ def _input_desc(layout: str, shape: tuple[int, int, int], preprocess: str) -> di
             "preprocess": preprocess}
 
 
-def write_run(out_dir, *, cfg, ds, model, result, extras, force: bool = False) -> Path:
-    """Save the SavedModel, the reference predictions, metrics, labels and plots."""
+def write_run(out_dir, *, cfg, ds, trained, force: bool = False) -> Path:
+    """Save the SavedModel, the reference predictions, metrics, labels and plots.
+
+    Args:
+        out_dir: the run directory to create.
+        cfg: the :class:`~train.config.TrainConfig` it was trained with.
+        ds: the :class:`~train.data.Dataset`.
+        trained: :func:`train.trainer.train_model`'s :class:`~train.trainer.TrainedModel`.
+        force: replace an existing ``out_dir``.
+    """
     import tensorflow as tf
 
     from . import plots
     from .data import to_model_input
 
     out = Path(out_dir)
-    layout = extras["layout"]
-    input_shape = extras["input_shape"]
+    model, result = trained.model, trained.result
+    layout, input_shape = trained.layout, trained.input_shape
 
     class Serving(tf.Module):
         def __init__(self, m):
@@ -146,7 +154,7 @@ def write_run(out_dir, *, cfg, ds, model, result, extras, force: bool = False) -
         }
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         plots.write_all(tmp / "plots", ds=ds, model=model, result=result, layout=layout,
-                        test_pred=extras["test_pred"])
+                        test_pred=trained.test_pred)
     return out
 
 
@@ -181,9 +189,10 @@ def load_run(run_dir: str | os.PathLike[str], *, need_reference: bool = True) ->
     spec = metrics["input"]
     if not isinstance(spec, dict) or any(k not in spec for k in keys):
         raise RunDirError(f"{mpath}: 'input' is {spec!r}, expected keys {list(keys)}; {fix}")
-    names = tuple(n for n in (run / "labels.txt").read_text(encoding="utf-8").splitlines() if n)
-    if not names:
-        raise RunDirError(f"{run / 'labels.txt'}: empty; expected one class name per line; {fix}")
+    try:
+        names = tuple(read_labels(run / "labels.txt"))
+    except LabelsFileError as e:
+        raise RunDirError(f"{e}; {fix}") from None
     probs = labels = None
     if need_reference:
         try:

@@ -5,46 +5,18 @@ cuda drivers", cuInit errors on machines without a GPU) straight to file
 descriptor 2 before Python's logging is set up; no environment variable stops
 all of them. The CLI imports TensorFlow through here so a user sees only
 edgeport's own output; ``--debug`` (``EDGEPORT_DEBUG=1``) keeps everything.
+The silencing itself is :func:`edgeport.quiet.quiet_native_stderr`, shared with the
+device runtime.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
+from edgeport.quiet import quiet_native_stderr
+
 __all__ = ["import_tensorflow", "quiet_native_stderr"]
-
-
-@contextlib.contextmanager
-def quiet_native_stderr():
-    """Silence what C++ code writes to fd 2, keep Python's ``sys.stderr`` working.
-
-    Python-level output (progress bars, warnings, tracebacks) is redirected to a
-    duplicate of the real stderr, so the user still sees it; the TFLite
-    converter's and XNNPACK's native chatter goes to /dev/null. A no-op with
-    ``EDGEPORT_DEBUG=1``.
-    """
-    if os.environ.get("EDGEPORT_DEBUG"):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    py_stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=sys.stderr.encoding,
-                          errors="backslashreplace")
-    old = sys.stderr
-    sys.stderr = py_stderr
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        py_stderr.flush()
-        sys.stderr = old
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-        py_stderr.close()
 
 
 def import_tensorflow():

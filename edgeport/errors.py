@@ -34,6 +34,10 @@ class InputShapeError(EdgeportError, ValueError):
     """The data does not fit the model's input."""
 
 
+class MissingExtraError(EdgeportError, ImportError):
+    """A feature needs an optional dependency group (``edgeport[tensorflow]``) not installed."""
+
+
 class DatasetError(EdgeportError, ValueError):
     """A dataset file or folder is missing, corrupt, or does not match its checksum."""
 

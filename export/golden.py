@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeport.fileio import atomic_write_bytes
-from edgeport.mobile_demo.runtime import dequantize, quantize
+from edgeport.mobile_demo.runtime import dequantize, quantize, signature_names
 
 from .formats import ArtifactFormat, ArtifactKind
 from .serving import INPUT_NAME, OUTPUT_NAMES
@@ -69,12 +69,13 @@ def predict(model: bytes, kind: ArtifactKind, x: np.ndarray) -> dict[str, np.nda
     else:
         interpreter.set_tensor(detail["index"], x)
     interpreter.invoke()
+    _, names = signature_names(interpreter)  # other converters name tensors generically
     out = {}
     for d in interpreter.get_output_details():
         y = interpreter.get_tensor(d["index"])
         if np.dtype(d["dtype"]).kind in "iu":
             y = dequantize(y, *d["quantization"])
-        out[d["name"]] = np.asarray(y, dtype=np.float32)
+        out[names.get(d["index"], d["name"])] = np.asarray(y, dtype=np.float32)
     return out
 
 

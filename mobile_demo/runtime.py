@@ -60,7 +60,7 @@ _INSTALL = {
     "litert": "pip install ai-edge-litert",
     "tflite-runtime": "pip install tflite-runtime",
     "tensorflow": "pip install tensorflow",
-    "onnxruntime": "pip install onnxruntime",
+    "onnxruntime": "pip install onnxruntime (or edgeport[onnx])",
 }
 # The contract lists outputs in this order; other names follow in model order.
 _OUTPUT_ORDER = ("probabilities", "logits")
@@ -252,6 +252,26 @@ def _ordered(pairs: list[tuple[TensorSpec, Any]]) -> list[tuple[TensorSpec, Any]
     return sorted(pairs, key=lambda p: rank.get(p[0].name, len(rank)))  # stable: model order
 
 
+def signature_names(interpreter: Any) -> tuple[dict[int, str], dict[int, str]]:
+    """Tensor index -> signature name (``image``, ``probabilities``) for inputs and outputs.
+
+    Reads the ``serving_default`` signature (else the first one) of a TFLite
+    interpreter; ``({}, {})`` when the file has none or the runtime predates
+    signature details (tflite-runtime 2.5).
+    """
+    try:
+        sigs = interpreter.get_signature_list()
+        if not sigs:
+            return {}, {}
+        key = "serving_default" if "serving_default" in sigs else next(iter(sigs))
+        runner = interpreter.get_signature_runner(key)
+        ins = {d["index"]: n for n, d in runner.get_input_details().items()}
+        outs = {d["index"]: n for n, d in runner.get_output_details().items()}
+        return ins, outs
+    except (AttributeError, ValueError, KeyError):  # older runtimes lack signature details
+        return {}, {}
+
+
 class _TFLiteBackend:
     def __init__(
         self,
@@ -289,7 +309,7 @@ class _TFLiteBackend:
                 f"{path}: the model has {len(inputs)} inputs, expected one image input; "
                 "export a single-input classifier"
             )
-        in_names, out_names = self._signature_names(it)
+        in_names, out_names = signature_names(it)
 
         def spec(d: dict[str, Any], names: dict[int, str]) -> TensorSpec:
             q = d.get("quantization_parameters", {})
@@ -308,21 +328,6 @@ class _TFLiteBackend:
         self.outputs = tuple(s for s, _ in pairs)
         self._out_index = [i for _, i in pairs]
         self._batch = int(d_in["shape"][0]) if len(d_in["shape"]) else None
-
-    @staticmethod
-    def _signature_names(it: Any) -> tuple[dict[int, str], dict[int, str]]:
-        """Tensor index -> signature name (``image``, ``probabilities``), when the file has one."""
-        try:
-            sigs = it.get_signature_list()
-            if not sigs:
-                return {}, {}
-            key = "serving_default" if "serving_default" in sigs else next(iter(sigs))
-            runner = it.get_signature_runner(key)
-            ins = {d["index"]: n for n, d in runner.get_input_details().items()}
-            outs = {d["index"]: n for n, d in runner.get_output_details().items()}
-            return ins, outs
-        except (AttributeError, ValueError, KeyError):  # older runtimes lack signature details
-            return {}, {}
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         if batch.shape[0] != self._batch:

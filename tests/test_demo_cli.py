@@ -140,8 +140,10 @@ def test_eval_on_golden_pictures(
     assert doc["count"] == len(list(golden_pngs.glob("*.png"))) == cm.sum()
     assert doc["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
     # The PNGs hold the golden inputs exactly (k/255 pixels) and the labels are the
-    # reference's answers, so only int8 near-ties may differ.
-    assert doc["accuracy"] >= _models.MIN_TOP1_AGREEMENT
+    # reference's answers, so only int8 near-ties may differ. Own bound, not the gate's
+    # 0.99: the tiny model's random weights leave near-ties, and on 32 pictures one flip
+    # is 3 points; 0.9 allows three.
+    assert doc["accuracy"] >= 0.9
 
 
 def test_eval_text_and_sub_folders(

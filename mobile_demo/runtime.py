@@ -512,25 +512,9 @@ class Model:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}; expected a positive integer")
-        arr = np.asarray(x)
-        spec = self.input
-        raw_pixels = (arr.dtype == np.uint8 and spec.dtype == "uint8" and spec.zero_point == 0
-                      and spec.scale is not None and abs(spec.scale * 255.0 - 1.0) < 1e-6)
-        if arr.dtype.kind not in "f" and not raw_pixels:
-            raise InputShapeError(
-                f"{self.path}: predict() got {arr.dtype} values, expected float pixels in [0, 1] "
-                "(or uint8 pixels for a model with uint8 input, scale 1/255); "
-                "divide uint8 pixels by 255"
-            )
-        arr = self._fit_shape(arr)
+        arr = self._as_input(np.asarray(x))
         n = arr.shape[0]
-        if raw_pixels:
-            pass  # camera bytes go straight in: the model's scale is 1/255, zero point 0
-        elif spec.quantized:
-            assert spec.scale is not None and spec.zero_point is not None
-            arr = quantize(arr, spec.scale, spec.zero_point, spec.dtype)
-        else:
-            arr = arr.astype(spec.dtype, copy=False)
+        spec = self.input
         fixed = spec.shape[0] if spec.shape and spec.shape[0] > 0 else None
         step = fixed or batch_size
         if fixed is None and 0 < n <= step:  # one runtime call: no chunk bookkeeping
@@ -554,6 +538,25 @@ class Model:
                 values = np.zeros((0, *(max(d, 0) for d in o.shape[1:])), dtype=o.dtype)
             result[o.name] = self._as_float(o, values)
         return result
+
+    def _as_input(self, arr: np.ndarray) -> np.ndarray:
+        """Pixels -> the input tensor's shape and dtype (quantized with its scale if integer)."""
+        spec = self.input
+        raw_pixels = (arr.dtype == np.uint8 and spec.dtype == "uint8" and spec.zero_point == 0
+                      and spec.scale is not None and abs(spec.scale * 255.0 - 1.0) < 1e-6)
+        if arr.dtype.kind not in "f" and not raw_pixels:
+            raise InputShapeError(
+                f"{self.path}: predict() got {arr.dtype} values, expected float pixels in [0, 1] "
+                "(or uint8 pixels for a model with uint8 input, scale 1/255); "
+                "divide uint8 pixels by 255"
+            )
+        arr = self._fit_shape(arr)
+        if raw_pixels:
+            return arr  # camera bytes go straight in: the model's scale is 1/255, zero point 0
+        if spec.quantized:
+            assert spec.scale is not None and spec.zero_point is not None
+            return quantize(arr, spec.scale, spec.zero_point, spec.dtype)
+        return arr.astype(spec.dtype, copy=False)
 
     @staticmethod
     def _as_float(spec: TensorSpec, values: np.ndarray) -> np.ndarray:
@@ -611,6 +614,21 @@ def _model_format(path: Path, runtime: str) -> str:
     )
 
 
+def _check_arguments(path: Path, runtime: str, num_threads: int | None) -> None:
+    if runtime not in RUNTIMES:
+        raise RuntimeNotFoundError(
+            f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}; pick one of those"
+        )
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"num_threads={num_threads}; expected a positive integer or None")
+    if not path.exists():
+        raise ModelFileError(f"{path}: model file not found; check the path")
+    if not path.is_file():
+        raise ModelFileError(f"{path}: is not a file; expected a .tflite or .onnx model file")
+    if path.stat().st_size == 0:
+        raise ModelFileError(f"{path}: empty file (0 bytes); re-export or re-copy the model")
+
+
 def load_model(
     path: str | os.PathLike[str], *, runtime: str = "auto", num_threads: int | None = None
 ) -> Model:
@@ -631,18 +649,7 @@ def load_model(
         RuntimeNotFoundError: the runtime is unknown, cannot run this format, or is not installed.
     """
     path = Path(path)
-    if runtime not in RUNTIMES:
-        raise RuntimeNotFoundError(
-            f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}; pick one of those"
-        )
-    if num_threads is not None and num_threads < 1:
-        raise ValueError(f"num_threads={num_threads}; expected a positive integer or None")
-    if not path.exists():
-        raise ModelFileError(f"{path}: model file not found; check the path")
-    if not path.is_file():
-        raise ModelFileError(f"{path}: is not a file; expected a .tflite or .onnx model file")
-    if path.stat().st_size == 0:
-        raise ModelFileError(f"{path}: empty file (0 bytes); re-export or re-copy the model")
+    _check_arguments(path, runtime, num_threads)
     fmt = _model_format(path, runtime)
     if fmt == "onnx":
         if runtime not in ("auto", "onnxruntime"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import venv
@@ -38,9 +39,17 @@ def _one_line_error(res: subprocess.CompletedProcess[str], code: int, *needles: 
 
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``pip wheel --no-deps`` of the checkout."""
+    """``pip wheel --no-deps`` of a clean copy of the checkout.
+
+    A copy, because setuptools builds in ``build/`` beside the sources and would
+    package a module deleted since the last build.
+    """
+    src = tmp_path_factory.mktemp("src") / "edgeport"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", "runs", ".*_cache",
+        ".hypothesis"))
     out = tmp_path_factory.mktemp("wheel")
-    res = _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", REPO, "-w", out])
+    res = _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", src, "-w", out])
     assert res.returncode == 0, res.stderr
     (found,) = out.glob("edgeport-*.whl")
     return found

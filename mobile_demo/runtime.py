@@ -573,7 +573,7 @@ class Model:
             raise ModelFileError(
                 f"{self.path}: {self.runtime} failed to run the model on a batch of shape "
                 f"{list(batch.shape)} ({_first_line(e)}); expected a model that edgeport "
-                "exported and verified; re-export it or try another --runtime"
+                "exported and verified; re-export it or try another runtime"
             ) from None
 
     def _fit_shape(self, arr: np.ndarray) -> np.ndarray:
@@ -654,7 +654,7 @@ def load_model(
     if fmt == "onnx":
         if runtime not in ("auto", "onnxruntime"):
             raise RuntimeNotFoundError(
-                f"runtime {runtime!r} cannot run ONNX file {path}; use --runtime onnxruntime "
+                f"runtime {runtime!r} cannot run ONNX file {path}; use runtime=onnxruntime "
                 "or auto, or pass a .tflite file"
             )
         backend = _OnnxBackend(_import_runtime("onnxruntime"), path, num_threads)

@@ -100,7 +100,7 @@ def test_offline_error_names_folder_files_and_fixes(tmp_path):
         ensure_files(spec, tmp_path / "empty", progress=False)
     msg = str(e.value)
     assert str(tmp_path / "empty") in msg and "t10k-labels-idx1-ubyte.gz" in msg
-    assert "--data-dir" in msg and "EDGEPORT_DATA" in msg and "--dataset digits" in msg
+    assert "data_dir=DIR" in msg and "EDGEPORT_DATA" in msg and "dataset=digits" in msg
     assert "\n" not in msg
 
 

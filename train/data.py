@@ -293,8 +293,8 @@ def ensure_files(
             why = "; ".join(errors) or "no mirrors"
             raise DatasetError(
                 f"{problem}, and the download failed ({why}). Expected the files {expected_files} "
-                f"in {folder}. Fix: copy them there, pass --data-dir DIR, set EDGEPORT_DATA "
-                f"(files in $EDGEPORT_DATA/{spec.name}), or train offline with --dataset digits"
+                f"in {folder}. Fix: copy them there, pass data_dir=DIR, set EDGEPORT_DATA "
+                f"(files in $EDGEPORT_DATA/{spec.name}), or train offline with dataset=digits"
             )
     return folder
 
@@ -370,7 +370,7 @@ def _load_digits(*, seed: int) -> Dataset:
         from sklearn.datasets import load_digits
     except ImportError:
         raise DatasetError(
-            "--dataset digits needs scikit-learn, which is not installed; "
+            "dataset=digits needs scikit-learn, which is not installed; "
             "fix: pip install scikit-learn"
         ) from None
     from PIL import Image
@@ -441,7 +441,7 @@ def load_dataset(
         )
     known = ", ".join([*DATASETS, "digits"])
     raise DatasetError(
-        f"--dataset {name!r}: not a known dataset nor a folder; expected one of {known} "
+        f"dataset={name!r}: not a known dataset nor a folder; expected one of {known} "
         "or a folder with one sub-folder of images per class"
     )
 

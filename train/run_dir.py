@@ -75,8 +75,8 @@ def check_writable(out_dir: str | os.PathLike[str], *, force: bool) -> None:
     out = Path(out_dir)
     if out.exists() and not force:
         raise RunDirError(
-            f"{out} already exists; expected a new folder. Fix: choose another out_dir, "
-            "or pass force=True to replace it"
+            f"{out} already exists; expected a new folder. Fix: choose another --out, "
+            "or pass --force to replace it"
         )
 
 
@@ -87,9 +87,16 @@ def _input_desc(layout: str, shape: tuple[int, int, int], preprocess: str) -> di
             "preprocess": preprocess}
 
 
-def _serving_module(model, input_shape: tuple[int, ...]):
-    """The exported module: ``serving_default(image) -> {probabilities, logits}``."""
+def write_run(out_dir, *, cfg, ds, trained, force: bool = False) -> Path:
+    """Save the SavedModel, the reference predictions, metrics, labels and plots."""
     import tensorflow as tf
+
+    from . import plots
+    from .data import to_model_input
+
+    out = Path(out_dir)
+    model, result = trained.model, trained.result
+    layout, input_shape = trained.layout, trained.input_shape
 
     class Serving(tf.Module):
         def __init__(self, m):
@@ -102,51 +109,7 @@ def _serving_module(model, input_shape: tuple[int, ...]):
             logits = self.model(image, training=False)
             return {"probabilities": tf.nn.softmax(logits), "logits": logits}
 
-    return Serving(model)
-
-
-def _metrics(cfg, ds, result, *, layout: str, reference_accuracy: float,
-             tf_version: str) -> dict[str, Any]:
-    """The content of ``metrics.json``."""
-    return {
-        "dataset": ds.name,
-        "model": cfg.model,
-        "recipe": cfg.recipe,
-        "seed": cfg.seed,
-        "test_accuracy": result.test_accuracy,
-        "reference_accuracy": reference_accuracy,
-        "validation_accuracy": result.validation_accuracy,
-        "train_seconds": result.train_seconds,
-        "iterations": result.iterations,
-        "best_iteration": result.best_iteration,
-        "history": list(result.history),
-        "confusion_matrix": [list(r) for r in result.confusion_matrix],
-        "input": _input_desc(layout, ds.image_shape, ds.preprocess),
-        "split": ds.split,
-        "checkpoint": "checkpoint/best",
-        "config": cfg.to_dict(),
-        "versions": {"tensorflow": tf_version, "numpy": np.__version__},
-    }
-
-
-def write_run(out_dir, *, cfg, ds, trained, force: bool = False) -> Path:
-    """Save the SavedModel, the reference predictions, metrics, labels and plots.
-
-    Args:
-        out_dir: the run directory to create.
-        cfg: the :class:`~train.config.TrainConfig` it was trained with.
-        ds: the :class:`~train.data.Dataset`.
-        trained: :func:`train.trainer.train_model`'s :class:`~train.trainer.TrainedModel`.
-        force: replace an existing ``out_dir``.
-    """
-    import tensorflow as tf
-
-    from . import plots
-    from .data import to_model_input
-
-    out = Path(out_dir)
-    model, result, layout = trained.model, trained.result, trained.layout
-    serving = _serving_module(model, trained.input_shape)
+    serving = Serving(model)
     with atomic_dir(out, overwrite=force) as tmp:
         tf.saved_model.save(serving, str(tmp / "saved_model"),
                             signatures={"serving_default": serving.serve})
@@ -162,9 +125,25 @@ def write_run(out_dir, *, cfg, ds, trained, force: bool = False) -> Path:
         # without optimizer state: a few MB at most, written once.
         tf.train.Checkpoint(model=model).write(str(tmp / "checkpoint" / "best"))
         (tmp / "labels.txt").write_text("\n".join(ds.class_names) + "\n", encoding="utf-8")
-        metrics = _metrics(cfg, ds, result, layout=layout,
-                           reference_accuracy=float(np.mean(probs.argmax(1) == ds.y_test)),
-                           tf_version=tf.__version__)
+        metrics = {
+            "dataset": ds.name,
+            "model": cfg.model,
+            "recipe": cfg.recipe,
+            "seed": cfg.seed,
+            "test_accuracy": result.test_accuracy,
+            "reference_accuracy": float(np.mean(probs.argmax(1) == ds.y_test)),
+            "validation_accuracy": result.validation_accuracy,
+            "train_seconds": result.train_seconds,
+            "iterations": result.iterations,
+            "best_iteration": result.best_iteration,
+            "history": list(result.history),
+            "confusion_matrix": [list(r) for r in result.confusion_matrix],
+            "input": _input_desc(layout, ds.image_shape, ds.preprocess),
+            "split": ds.split,
+            "checkpoint": "checkpoint/best",
+            "config": cfg.to_dict(),
+            "versions": {"tensorflow": tf.__version__, "numpy": np.__version__},
+        }
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         plots.write_all(tmp / "plots", ds=ds, model=model, result=result, layout=layout,
                         test_pred=trained.test_pred)
@@ -226,28 +205,6 @@ def load_run(run_dir: str | os.PathLike[str], *, need_reference: bool = True) ->
                    reference_labels=labels)
 
 
-def _run_dataset(info: RunInfo, *, data_dir: Any, progress: bool, stream: bool) -> Any:
-    """The dataset the run was trained on, loaded with the run's own options."""
-    from .data import load_dataset
-
-    cfg = info.metrics.get("config", {})
-    name = info.metrics["dataset"] if not cfg.get("dataset") else cfg["dataset"]
-    root = (info.metrics.get("split") or {}).get("root")
-    if root and Path(root).is_dir() and not Path(name).is_dir():
-        name = root  # a folder dataset given as a relative path, read from elsewhere
-    return load_dataset(
-        name,
-        data_dir=data_dir if data_dir is not None else cfg.get("data_dir"),
-        seed=int(cfg.get("seed", 0)),
-        progress=progress,
-        image_size=int(cfg.get("image_size", 28)),
-        channels=int(cfg.get("channels", 1)),
-        split=tuple(cfg.get("split", (0.8, 0.1, 0.1))),
-        stream=bool(cfg.get("stream", False)) and stream,
-        verbose=False,
-    )
-
-
 def load_split(
     run_dir: str | os.PathLike[str] | RunInfo,
     split: str,
@@ -276,10 +233,25 @@ def load_split(
     Returns:
         ``(x float32 in [0, 1], labels int64)``.
     """
-    from .data import balanced_sample, to_model_input
+    from .data import balanced_sample, load_dataset, to_model_input
 
     info = run_dir if isinstance(run_dir, RunInfo) else load_run(run_dir)
-    ds = _run_dataset(info, data_dir=data_dir, progress=progress, stream=split == "train")
+    cfg = info.metrics.get("config", {})
+    name = info.metrics["dataset"] if not cfg.get("dataset") else cfg["dataset"]
+    root = (info.metrics.get("split") or {}).get("root")
+    if root and Path(root).is_dir() and not Path(name).is_dir():
+        name = root  # a folder dataset given as a relative path, read from elsewhere
+    ds = load_dataset(
+        name,
+        data_dir=data_dir if data_dir is not None else cfg.get("data_dir"),
+        seed=int(cfg.get("seed", 0)),
+        progress=progress,
+        image_size=int(cfg.get("image_size", 28)),
+        channels=int(cfg.get("channels", 1)),
+        split=tuple(cfg.get("split", (0.8, 0.1, 0.1))),
+        stream=bool(cfg.get("stream", False)) and split == "train",
+        verbose=False,
+    )
     arrays = {"train": (ds.x_train, ds.y_train), "validation": (ds.x_val, ds.y_val),
               "test": (ds.x_test, ds.y_test)}
     if split not in arrays:

@@ -304,8 +304,8 @@ _PROBE = """
 import json, sys
 from edgeport.mobile_demo.cli import main
 code = main(sys.argv[1:])
-banned = {"tensorflow", "keras", "train", "export", "tf2onnx"}
-heavy = sorted({m.split(".")[0] for m in sys.modules} & banned)
+banned = {"tensorflow", "keras", "tf2onnx", "edgeport.train", "edgeport.export"}
+heavy = sorted(m for m in sys.modules if m in banned or m.split(".")[0] in banned)
 print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
 """
 

@@ -1,4 +1,5 @@
-"""edgeport-demo end to end: main([...]) in process, plus real subprocesses where it matters."""
+"""mobile_demo/demo.py and cli.py, edgeport-demo end to end: main([...]) in process, plus real
+subprocesses where it matters."""
 
 from __future__ import annotations
 

@@ -68,14 +68,15 @@ def test_eval_points_include_the_seeds_checkpoints():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"batch_size": 0}, "--batch-size 0; expected a positive integer"),
-        ({"learning_rate": -1.0}, "--learning-rate -1.0; expected a positive number"),
-        ({"model": "rnn"}, "--model 'rnn'; expected one of softmax, mlp, cnn"),
-        ({"recipe": "fast"}, "--recipe 'fast' for --model softmax; expected one of seed, best"),
+        ({"batch_size": 0}, "batch_size=0; expected a positive integer"),
+        ({"learning_rate": -1.0}, "learning_rate=-1.0; expected a positive number"),
+        ({"model": "rnn"}, "model='rnn'; expected one of softmax, mlp, cnn"),
+        ({"recipe": "fast"}, "recipe='fast' for model=softmax; expected one of seed, best"),
         ({"split": (0.5, 0.5, 0.5)}, "expected three fractions summing to 1"),
     ],
 )
-def test_bad_options_name_the_flag(kwargs, message):
+def test_bad_options_name_the_parameter(kwargs, message):
+    # The library speaks in parameter names; the CLI says them as flags (test_errors.py).
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         make_config(**kwargs)
 

@@ -20,13 +20,14 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from edgeport.errors import LabelsFileError
+from edgeport.errors import EdgeportError, LabelsFileError
 
 __all__ = [
     "atomic_dir",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "check_input_file",
     "read_labels",
 ]
 
@@ -139,3 +140,23 @@ def read_labels(path: str | os.PathLike[str]) -> list[str]:
     if not labels:
         raise LabelsFileError(f"{path}: the labels file is empty; expected one class name a line")
     return labels
+
+
+def check_input_file(
+    path: Path, error: type[EdgeportError], *, what: str, expected: str, if_empty: str
+) -> None:
+    """Refuse a missing path, a folder, or an empty file before reading it, in one line.
+
+    Args:
+        path: the file to read.
+        error: the error class to raise (``ModelFileError``, ``ImageError``, ...).
+        what: what the file is, for "not found" (``"model file"``).
+        expected: what it should be, for a folder (``"a .tflite or .onnx model file"``).
+        if_empty: the fix for an empty file.
+    """
+    if not path.exists():
+        raise error(f"{path}: {what} not found; check the path")
+    if not path.is_file():
+        raise error(f"{path}: is not a file; expected {expected}")
+    if path.stat().st_size == 0:
+        raise error(f"{path}: empty file (0 bytes); {if_empty}")

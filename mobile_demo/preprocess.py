@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edgeport.errors import ImageError, ModelFileError
+from edgeport.fileio import check_input_file
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -67,12 +68,9 @@ def load_image(
         ImageError: the file is missing, empty, not a picture, truncated, or too large.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: image not found; check the path")
-    if not path.is_file():
-        raise ImageError(f"{path}: is not a file; expected a picture such as a .png or .jpg")
-    if path.stat().st_size == 0:
-        raise ImageError(f"{path}: empty file (0 bytes); expected a picture such as a .png")
+    check_input_file(path, ImageError, what="image",
+                     expected="a picture such as a .png or .jpg",
+                     if_empty="expected a picture such as a .png")
     try:
         with warnings.catch_warnings():
             # Pillow warns above its own pixel limit (ours is checked below, before

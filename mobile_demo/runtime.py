@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgeport.errors import InputShapeError, ModelFileError, RuntimeNotFoundError
-from edgeport.fileio import read_labels
+from edgeport.fileio import check_input_file, read_labels
 from edgeport.quiet import quiet_native_stderr
 
 from .tflite_meta import decode_edgeport_metadata, has_tflite_identifier, read_metadata
@@ -621,12 +621,9 @@ def _check_arguments(path: Path, runtime: str, num_threads: int | None) -> None:
         )
     if num_threads is not None and num_threads < 1:
         raise ValueError(f"num_threads={num_threads}; expected a positive integer or None")
-    if not path.exists():
-        raise ModelFileError(f"{path}: model file not found; check the path")
-    if not path.is_file():
-        raise ModelFileError(f"{path}: is not a file; expected a .tflite or .onnx model file")
-    if path.stat().st_size == 0:
-        raise ModelFileError(f"{path}: empty file (0 bytes); re-export or re-copy the model")
+    check_input_file(path, ModelFileError, what="model file",
+                     expected="a .tflite or .onnx model file",
+                     if_empty="re-export or re-copy the model")
 
 
 def load_model(

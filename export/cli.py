@@ -136,7 +136,7 @@ def _parity(args: argparse.Namespace, run: Path) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from edgeport.train.tfenv import quiet_native_stderr
+    from edgeport.quiet import quiet_native_stderr
 
     with quiet_native_stderr():
         return _dispatch_command(args)

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.errors import EdgeportError
-from edgeport.fileio import atomic_dir
+from edgeport.errors import EdgeportError, LabelsFileError
+from edgeport.fileio import atomic_dir, read_labels
 
 __all__ = ["RunDirError", "RunInfo", "check_writable", "input_desc", "load_run", "load_split",
            "write_labels", "write_metrics", "write_reference", "write_run"]
@@ -89,7 +89,7 @@ def input_desc(layout: str, shape: tuple[int, int, int], preprocess: str) -> dic
             "preprocess": preprocess}
 
 
-def write_run(out_dir, *, cfg, ds, model, result, extras, force: bool = False) -> Path:
+def write_run(out_dir, *, cfg, ds, trained, force: bool = False) -> Path:
     """Save the SavedModel, the reference predictions, metrics, labels and plots."""
     import tensorflow as tf
 
@@ -97,8 +97,8 @@ def write_run(out_dir, *, cfg, ds, model, result, extras, force: bool = False) -
     from .data import to_model_input
 
     out = Path(out_dir)
-    layout = extras["layout"]
-    input_shape = extras["input_shape"]
+    model, result = trained.model, trained.result
+    layout, input_shape = trained.layout, trained.input_shape
 
     class Serving(tf.Module):
         def __init__(self, m):
@@ -140,7 +140,7 @@ def write_run(out_dir, *, cfg, ds, model, result, extras, force: bool = False) -
         }
         write_metrics(tmp, metrics)
         plots.write_all(tmp / "plots", ds=ds, model=model, result=result, layout=layout,
-                        test_pred=extras["test_pred"])
+                        test_pred=trained.test_pred)
     return out
 
 
@@ -215,9 +215,10 @@ def load_run(run_dir: str | os.PathLike[str], *, need_reference: bool = True) ->
     spec = metrics["input"]
     if not isinstance(spec, dict) or any(k not in spec for k in keys):
         raise RunDirError(f"{mpath}: 'input' is {spec!r}, expected keys {list(keys)}; {fix}")
-    names = tuple(n for n in (run / "labels.txt").read_text(encoding="utf-8").splitlines() if n)
-    if not names:
-        raise RunDirError(f"{run / 'labels.txt'}: empty; expected one class name per line; {fix}")
+    try:
+        names = tuple(read_labels(run / "labels.txt"))
+    except LabelsFileError as e:
+        raise RunDirError(f"{e}; {fix}") from None
     probs = labels = None
     if need_reference:
         try:
@@ -301,6 +302,6 @@ def load_split(
     if split == "test" and not np.array_equal(y, info.reference_labels):
         raise RunDirError(
             f"{info.path}: the test labels of dataset {ds.name!r} differ from reference.npz; "
-            "expected the data the run was trained on. Fix: pass the same --data-dir"
+            "expected the data the run was trained on. Fix: pass the same data_dir"
         )
     return to_model_input(x, info.input["layout"]), y

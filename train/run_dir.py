@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 
 from edgeport.errors import EdgeportError
-from edgeport.fileio import atomic_dir
+from edgeport.fileio import atomic_dir, check_replaceable
 
-__all__ = ["RunDirError", "RunInfo", "check_writable", "load_run", "load_split", "write_run"]
+__all__ = ["RunDirError", "RunInfo", "check_writable", "load_run", "load_split",
+           "probe_writable", "saved_model_content_sha256", "write_run"]
 
 
 class RunDirError(EdgeportError, ValueError):
@@ -70,14 +71,74 @@ class RunInfo:
         return int(self.metrics.get("seed", 0))
 
 
-def check_writable(out_dir: str | os.PathLike[str], *, force: bool) -> None:
-    """Refuse to overwrite an existing run unless ``force``."""
+def saved_model_content_sha256(saved_model_dir: str | os.PathLike[str]) -> str:
+    """A hash of what a SavedModel computes with: its variables and assets.
+
+    Unlike a hash of every file, it is the same for two identical trainings with the
+    same seed: ``saved_model.pb`` and ``fingerprint.pb`` carry per-process function
+    names and ids, the variables do not. The graph itself is checked another way
+    (the parity gate re-runs the SavedModel on a sample of the reference's images).
+    Recorded as ``metrics.json["saved_model_content_sha256"]`` and in the manifest.
+    """
+    import hashlib
+
+    root = Path(saved_model_dir)
+    digest = hashlib.sha256(b"edgeport-saved-model-content-v1\0")
+    files = sorted((p.relative_to(root).as_posix(), p) for sub in ("variables", "assets")
+                   for p in (root / sub).rglob("*") if p.is_file())
+    for rel, path in files:
+        digest.update(rel.encode("utf-8") + b"\0" + path.stat().st_size.to_bytes(8, "little"))
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def check_writable(
+    out_dir: str | os.PathLike[str],
+    *,
+    force: bool,
+    protect: tuple[str | os.PathLike[str] | None, ...] = (),
+) -> None:
+    """Before any long work: refuse an existing ``out_dir`` (unless ``force`` and it is an
+    edgeport run, see :func:`edgeport.fileio.check_replaceable`), and check its parent
+    folder can really be written (read-only file system, permissions, a file in the way).
+
+    Args:
+        out_dir: the run directory to be written.
+        force: replace an existing run.
+        protect: folders that must never be replaced (the dataset).
+    """
     out = Path(out_dir)
-    if out.exists() and not force:
+    if (out.exists() or out.is_symlink()) and not force:
         raise RunDirError(
             f"{out} already exists; expected a new folder. Fix: choose another --out, "
             "or pass --force to replace it"
         )
+    if force:
+        check_replaceable(out, kind="run", protect=protect)
+    probe_writable(out.parent, flag="--out")
+
+
+def probe_writable(folder: str | os.PathLike[str], *, flag: str) -> None:
+    """Create and remove a temporary folder in ``folder`` (or its nearest existing parent).
+
+    Raises:
+        RunDirError: it cannot be written (read-only, permission, a file in the way).
+    """
+    import tempfile
+
+    target = Path(folder).absolute()
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    if not target.is_dir():
+        raise RunDirError(f"{flag}: {target} is a file; expected a folder to write into; "
+                          f"fix: choose another {flag}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".edgeport-probe.", dir=target))
+    except OSError as e:
+        raise RunDirError(
+            f"{flag}: cannot write into {target} ({e.strerror}); expected a writable folder; "
+            f"fix: choose another {flag} or free space / fix the permissions"
+        ) from None
 
 
 def _input_desc(layout: str, shape: tuple[int, int, int], preprocess: str) -> dict[str, Any]:
@@ -90,9 +151,6 @@ def _input_desc(layout: str, shape: tuple[int, int, int], preprocess: str) -> di
 def write_run(out_dir, *, cfg, ds, model, result, extras, force: bool = False) -> Path:
     """Save the SavedModel, the reference predictions, metrics, labels and plots."""
     import tensorflow as tf
-
-    from . import plots
-    from .data import to_model_input
 
     out = Path(out_dir)
     layout = extras["layout"]
@@ -110,44 +168,61 @@ def write_run(out_dir, *, cfg, ds, model, result, extras, force: bool = False) -
             return {"probabilities": tf.nn.softmax(logits), "logits": logits}
 
     serving = Serving(model)
-    with atomic_dir(out, overwrite=force) as tmp:
-        tf.saved_model.save(serving, str(tmp / "saved_model"),
-                            signatures={"serving_default": serving.serve})
-        # The parity oracle comes from the SavedModel as written, reloaded: what is
-        # exported is exactly what the reference numbers describe.
-        fn = tf.saved_model.load(str(tmp / "saved_model")).signatures["serving_default"]
-        x_test = to_model_input(ds.x_test, layout)
-        probs = np.concatenate([fn(image=tf.constant(x_test[i : i + 2000]))["probabilities"]
-                                .numpy() for i in range(0, len(x_test), 2000)])
-        np.savez(tmp / "reference.npz", probabilities=probs.astype(np.float32),
-                 labels=ds.y_test.astype(np.int64))
-        # The weights as trained (already the best-validation ones when patience is set),
-        # without optimizer state: a few MB at most, written once.
-        tf.train.Checkpoint(model=model).write(str(tmp / "checkpoint" / "best"))
-        (tmp / "labels.txt").write_text("\n".join(ds.class_names) + "\n", encoding="utf-8")
-        metrics = {
-            "dataset": ds.name,
-            "model": cfg.model,
-            "recipe": cfg.recipe,
-            "seed": cfg.seed,
-            "test_accuracy": result.test_accuracy,
-            "reference_accuracy": float(np.mean(probs.argmax(1) == ds.y_test)),
-            "validation_accuracy": result.validation_accuracy,
-            "train_seconds": result.train_seconds,
-            "iterations": result.iterations,
-            "best_iteration": result.best_iteration,
-            "history": list(result.history),
-            "confusion_matrix": [list(r) for r in result.confusion_matrix],
-            "input": _input_desc(layout, ds.image_shape, ds.preprocess),
-            "split": ds.split,
-            "checkpoint": "checkpoint/best",
-            "config": cfg.to_dict(),
-            "versions": {"tensorflow": tf.__version__, "numpy": np.__version__},
-        }
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        plots.write_all(tmp / "plots", ds=ds, model=model, result=result, layout=layout,
-                        test_pred=extras["test_pred"])
+    try:
+        with atomic_dir(out, overwrite=force, marker="run") as tmp:
+            _write_run_files(tmp, tf=tf, serving=serving, cfg=cfg, ds=ds, model=model,
+                             result=result, extras=extras, layout=layout)
+    except FileExistsError as e:
+        if isinstance(e, EdgeportError):
+            raise
+        raise RunDirError(
+            f"{out} appeared while this run trained (another `edgeport train --out {out}`?); "
+            "expected a new folder; fix: choose another --out, or pass --force"
+        ) from None
     return out
+
+
+def _write_run_files(tmp: Path, *, tf, serving, cfg, ds, model, result, extras,
+                     layout: str) -> None:
+    from . import plots
+    from .data import to_model_input
+
+    tf.saved_model.save(serving, str(tmp / "saved_model"),
+                        signatures={"serving_default": serving.serve})
+    # The parity oracle comes from the SavedModel as written, reloaded: what is
+    # exported is exactly what the reference numbers describe.
+    fn = tf.saved_model.load(str(tmp / "saved_model")).signatures["serving_default"]
+    x_test = to_model_input(ds.x_test, layout)
+    probs = np.concatenate([fn(image=tf.constant(x_test[i : i + 2000]))["probabilities"]
+                            .numpy() for i in range(0, len(x_test), 2000)])
+    np.savez(tmp / "reference.npz", probabilities=probs.astype(np.float32),
+             labels=ds.y_test.astype(np.int64))
+    # The weights as trained (already the best-validation ones when patience is set),
+    # without optimizer state: a few MB at most, written once.
+    tf.train.Checkpoint(model=model).write(str(tmp / "checkpoint" / "best"))
+    (tmp / "labels.txt").write_text("\n".join(ds.class_names) + "\n", encoding="utf-8")
+    metrics = {
+        "dataset": ds.name,
+        "model": cfg.model,
+        "recipe": cfg.recipe,
+        "seed": cfg.seed,
+        "test_accuracy": result.test_accuracy,
+        "reference_accuracy": float(np.mean(probs.argmax(1) == ds.y_test)),
+        "validation_accuracy": result.validation_accuracy,
+        "train_seconds": result.train_seconds,
+        "iterations": result.iterations,
+        "best_iteration": result.best_iteration,
+        "history": list(result.history),
+        "confusion_matrix": [list(r) for r in result.confusion_matrix],
+        "input": _input_desc(layout, ds.image_shape, ds.preprocess),
+        "split": ds.split,
+        "checkpoint": "checkpoint/best",
+        "config": cfg.to_dict(),
+        "versions": {"tensorflow": tf.__version__, "numpy": np.__version__},
+    }
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    plots.write_all(tmp / "plots", ds=ds, model=model, result=result, layout=layout,
+                    test_pred=extras["test_pred"])
 
 
 def load_run(run_dir: str | os.PathLike[str], *, need_reference: bool = True) -> RunInfo:

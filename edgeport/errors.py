@@ -74,7 +74,7 @@ def environment_error_message(e: BaseException) -> str | None:
         name = errno_mod.errorcode.get(e.errno, "")
         if name not in _ENV_ERRNOS:
             return None
-        where = e.filename if e.filename is not None else "a file"
+        where = e.filename if e.filename is not None else "writing a file"
         if name in ("ENOSPC", "EDQUOT", "EFBIG"):
             fix = "free some space or choose another folder"
         elif name in ("EROFS", "EACCES", "EPERM"):

@@ -217,6 +217,7 @@ def _write_run_files(tmp: Path, *, tf, serving, cfg, ds, model, result, extras,
         "input": _input_desc(layout, ds.image_shape, ds.preprocess),
         "split": ds.split,
         "checkpoint": "checkpoint/best",
+        "saved_model_content_sha256": saved_model_content_sha256(tmp / "saved_model"),
         "config": cfg.to_dict(),
         "versions": {"tensorflow": tf.__version__, "numpy": np.__version__},
     }

@@ -257,6 +257,7 @@ def load_run(run_dir: str | os.PathLike[str], *, need_reference: bool = True) ->
     spec = metrics["input"]
     if not isinstance(spec, dict) or any(k not in spec for k in keys):
         raise RunDirError(f"{mpath}: 'input' is {spec!r}, expected keys {list(keys)}; {fix}")
+    _check_metrics_fields(mpath, metrics, fix)
     names = tuple(n for n in (run / "labels.txt").read_text(encoding="utf-8").splitlines() if n)
     if not names:
         raise RunDirError(f"{run / 'labels.txt'}: empty; expected one class name per line; {fix}")
@@ -264,8 +265,12 @@ def load_run(run_dir: str | os.PathLike[str], *, need_reference: bool = True) ->
     if need_reference:
         try:
             with np.load(run / "reference.npz", allow_pickle=False) as z:
-                probs = np.asarray(z["probabilities"], dtype=np.float32)
-                labels = np.asarray(z["labels"], dtype=np.int64)
+                raw_probs, raw_labels = z["probabilities"], z["labels"]
+                if raw_probs.dtype.kind != "f" or raw_labels.dtype.kind not in "iu":
+                    raise ValueError(f"probabilities {raw_probs.dtype}, labels {raw_labels.dtype}"
+                                     "; expected float and integer arrays")
+                probs = np.asarray(raw_probs, dtype=np.float32)
+                labels = np.asarray(raw_labels, dtype=np.int64)
         except (OSError, ValueError, KeyError) as e:
             raise RunDirError(
                 f"{run / 'reference.npz'}: unreadable without pickle or missing arrays ({e}); "
@@ -278,6 +283,54 @@ def load_run(run_dir: str | os.PathLike[str], *, need_reference: bool = True) ->
             )
     return RunInfo(path=run, metrics=metrics, labels=names, reference_probabilities=probs,
                    reference_labels=labels)
+
+
+def _is_int(v: Any, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _check_metrics_fields(mpath: Path, metrics: dict[str, Any], fix: str) -> None:
+    """Every field of metrics.json that edgeport reads has the type and range it needs."""
+    spec = metrics["input"]
+    checks = [
+        ("input.layout", spec["layout"], spec["layout"] in ("flat", "nhwc"), "'flat' or 'nhwc'"),
+        ("input.height", spec["height"], _is_int(spec["height"], 1, 4096), "an integer 1..4096"),
+        ("input.width", spec["width"], _is_int(spec["width"], 1, 4096), "an integer 1..4096"),
+        ("input.channels", spec["channels"], spec["channels"] in (1, 3)
+         and not isinstance(spec["channels"], bool), "1 or 3"),
+        ("dataset", metrics["dataset"], isinstance(metrics["dataset"], str), "a name"),
+        ("model", metrics["model"], isinstance(metrics["model"], str), "a name"),
+        ("seed", metrics.get("seed", 0), _is_int(metrics.get("seed", 0), 0, 2**32 - 1),
+         "an integer 0..2**32-1"),
+    ]
+    cfg = metrics.get("config", {})
+    checks.append(("config", cfg, isinstance(cfg, dict), "an object"))
+    if isinstance(cfg, dict):
+        split = cfg.get("split", [0.8, 0.1, 0.1])
+        checks += [
+            ("config.dataset", cfg.get("dataset"), cfg.get("dataset") is None
+             or isinstance(cfg.get("dataset"), str), "a name"),
+            ("config.data_dir", cfg.get("data_dir"), cfg.get("data_dir") is None
+             or isinstance(cfg.get("data_dir"), str), "a folder or null"),
+            ("config.seed", cfg.get("seed", 0), _is_int(cfg.get("seed", 0), 0, 2**32 - 1),
+             "an integer 0..2**32-1"),
+            ("config.image_size", cfg.get("image_size", 28),
+             _is_int(cfg.get("image_size", 28), 8, 256), "an integer 8..256"),
+            ("config.channels", cfg.get("channels", 1), cfg.get("channels", 1) in (1, 3)
+             and not isinstance(cfg.get("channels", 1), bool), "1 or 3"),
+            ("config.split", split, isinstance(split, list) and len(split) == 3
+             and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+                     for v in split), "three fractions"),
+            ("config.stream", cfg.get("stream", False), isinstance(cfg.get("stream", False),
+                                                                    bool), "true or false"),
+        ]
+    split_info = metrics.get("split")
+    checks.append(("split", split_info, split_info is None or isinstance(split_info, dict),
+                   "an object"))
+    for name, value, ok, expected in checks:
+        if not ok:
+            raise RunDirError(f"{mpath}: {name} is {str(value)[:60]!r}; expected {expected}; "
+                              f"{fix}")
 
 
 def load_split(

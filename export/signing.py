@@ -93,6 +93,9 @@ def sign_export(
         raise SignatureError(f"{root}: no manifest.json; expected an export folder "
                              "(RUN/export); fix: run `edgeport export RUN` first")
     key = _existing(private_key, "private key", "--key")
+    if certificate is not None and not chain:
+        raise SignatureError("--certificate without --chain; expected the CA certificate(s) "
+                             "that issued it; fix: add --chain CA_CERT")
     config = ms.signing.Config().set_hashing_config(_hashing_config(ms))
     try:
         if certificate is None:
@@ -158,6 +161,18 @@ def verify_signature(
     try:
         config.verify(root, sig)
     except Exception as e:
-        text = " ".join(str(e).split())[:400] or type(e).__name__
-        return [f"{SIGNATURE_NAME}: does not verify ({text})"]
+        return [f"{SIGNATURE_NAME}: does not verify ({_why(str(e)) or type(e).__name__})"]
     return []
+
+
+def _why(text: str) -> str:
+    """model-signing's mismatch report, shortened to the file names."""
+    import re
+
+    changed = re.findall(r"Hash mismatch for \W*([\w.\-]+)", text)
+    extra = re.search(r"Extra files found in model [^:]*: ([^\"'\]]+)", text)
+    missing = re.search(r"Missing files in model [^:]*: ([^\"'\]]+)", text)
+    parts = ([f"changed: {', '.join(changed)}"] if changed else []) + \
+        ([f"not signed: {extra.group(1).strip()}"] if extra else []) + \
+        ([f"missing: {missing.group(1).strip()}"] if missing else [])
+    return "; ".join(parts) if parts else " ".join(text.split())[:300]

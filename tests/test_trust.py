@@ -513,3 +513,39 @@ def test_certificate_form_signs_and_detects_a_changed_file(exported_run, tmp_pat
     res = edgeport("verify", str(export), "--chain", str(tmp_path / "ca.pem"))
     assert res.returncode == 1
     assert "changed: golden.npz" in res.stdout and "manifest.json" in res.stdout
+
+
+def test_a_caught_ctrl_c_still_exits_130(capsys):
+    import signal
+    import time
+
+    def body():
+        try:  # a library that swallows the interrupt must not turn it into success
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(2)
+        except KeyboardInterrupt:
+            pass
+        return 0
+
+    assert run_cli("edgeport", body) == 130
+
+
+def test_two_trainings_racing_for_one_out(tmp_path, mnist, monkeypatch):
+    from edgeport.train import fit, make_config, trainer
+    from edgeport.train.run_dir import RunDirError
+
+    out = tmp_path / "run"
+    original = trainer.train_model
+
+    def the_other_one_finishes_first(*args, **kwargs):
+        result = original(*args, **kwargs)
+        out.mkdir()
+        (out / "theirs.txt").write_text("the winner's run")
+        return result
+
+    monkeypatch.setattr(trainer, "train_model", the_other_one_finishes_first)
+    with pytest.raises(RunDirError, match="appeared while this run trained"):
+        fit(make_config(recipe="seed", iterations=5), out_dir=out, progress=False,
+            dataset=mnist)
+    assert (out / "theirs.txt").read_text() == "the winner's run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temporary folder left

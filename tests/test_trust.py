@@ -549,3 +549,16 @@ def test_two_trainings_racing_for_one_out(tmp_path, mnist, monkeypatch):
             dataset=mnist)
     assert (out / "theirs.txt").read_text() == "the winner's run"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temporary folder left
+
+
+def test_demo_names_the_blank_picture(tmp_path):
+    from PIL import Image
+
+    from edgeport.errors import ImageError
+    from edgeport.mobile_demo.preprocess import prepare_input
+
+    blank = tmp_path / "blank.png"
+    Image.new("L", (28, 28), 255).save(blank)
+    spec = {"layout": "flat", "height": 28, "width": 28, "channels": 1, "preprocess": "mnist"}
+    with pytest.raises(ImageError, match="blank.png"):
+        prepare_input([blank], spec)

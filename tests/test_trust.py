@@ -560,5 +560,5 @@ def test_demo_names_the_blank_picture(tmp_path):
     blank = tmp_path / "blank.png"
     Image.new("L", (28, 28), 255).save(blank)
     spec = {"layout": "flat", "height": 28, "width": 28, "channels": 1, "preprocess": "mnist"}
-    with pytest.raises(ImageError, match="blank.png"):
+    with pytest.raises(ImageError, match=r"blank\.png"):
         prepare_input([blank], spec)

@@ -562,3 +562,25 @@ def test_demo_names_the_blank_picture(tmp_path):
     spec = {"layout": "flat", "height": 28, "width": 28, "channels": 1, "preprocess": "mnist"}
     with pytest.raises(ImageError, match=r"blank\.png"):
         prepare_input([blank], spec)
+
+
+def test_sigterm_during_export_force_exits_143_and_leaves_no_temp(exported_run, tmp_path):
+    import signal
+    import time
+
+    run = copy_export(exported_run, tmp_path)
+    before = (run / "export" / "manifest.json").read_bytes()
+    proc = subprocess.Popen([sys.executable, "-m", "edgeport", "export", str(run), "--force"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:  # until the export is under way
+        if any(p.name.startswith(".export.") and any(p.iterdir()) for p in run.iterdir()
+               if p.is_dir()):
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".export.")]
+    assert (run / "export" / "manifest.json").read_bytes() == before  # the old export intact

@@ -7,6 +7,8 @@ shows the traceback instead.
 
 from __future__ import annotations
 
+import re
+
 
 class EdgeportError(Exception):
     """Base class: a user-facing error with a one-line, actionable message."""
@@ -16,6 +18,10 @@ class EdgeportError(Exception):
 
 class ModelFileError(EdgeportError, ValueError):
     """A model file is missing, empty, truncated or not a model."""
+
+
+class LabelsFileError(ModelFileError):
+    """A labels file (``labels.txt``) is missing, unreadable or empty."""
 
 
 class ImageError(EdgeportError, ValueError):
@@ -30,8 +36,39 @@ class InputShapeError(EdgeportError, ValueError):
     """The data does not fit the model's input."""
 
 
+class MissingExtraError(EdgeportError, ImportError):
+    """A feature needs an optional dependency group (``edgeport[tensorflow]``) not installed."""
+
+
 class DatasetError(EdgeportError, ValueError):
     """A dataset file or folder is missing, corrupt, or does not match its checksum."""
+
+
+# Library messages name parameters (``data_dir``, ``batch_size=0``); the CLIs speak in the
+# flags that set them. One table for both commands, whose flags share these names.
+_FLAGS = (
+    ("out_dir", "--out"),
+    ("force=True", "--force"),
+    ("data_dir=", "--data-dir "),
+    ("data_dir", "--data-dir"),
+    ("labels_file", "--labels"),
+    ("num_threads=", "--threads "),
+    *((f"{name}=", f"--{name.replace('_', '-')} ") for name in (
+        "model", "recipe", "dataset", "optimizer", "schedule", "strategy", "batch_size",
+        "learning_rate", "iterations", "epochs", "dropout", "channels", "image_size", "split",
+        "runtime", "seed", "eval_every", "patience",
+    )),
+)
+_FLAG_RE = re.compile(r"(?<![\w./-])(" + "|".join(
+    re.escape(p) + ("" if p.endswith("=") else r"(?!\w)")
+    for p, _ in sorted(_FLAGS, key=lambda f: -len(f[0]))
+) + ")")
+
+
+def in_flags(message: str) -> str:
+    """A library message as the CLI says it: ``batch_size=0`` becomes ``--batch-size 0``."""
+    table = dict(_FLAGS)
+    return _FLAG_RE.sub(lambda m: table[m.group(1)], message)
 
 
 class InternalError(EdgeportError, RuntimeError):
@@ -123,7 +160,8 @@ def _install_signal_handlers():
 def run_cli(prog: str, func, *, debug: bool = False) -> int:
     """Call ``func()`` as a CLI body: its int result is the exit code.
 
-    - :class:`EdgeportError` and environment errors (full disk, read-only folder,
+    - :class:`EdgeportError` (parameter names said as flags, :func:`in_flags`) and
+      environment errors (full disk, read-only folder,
       permission denied, a lost race for a folder): one line ``PROG: error: MESSAGE``
       on stderr, exit 2.
     - any other exception: one line ``PROG: internal error: ...``, exit 70.
@@ -147,7 +185,7 @@ def run_cli(prog: str, func, *, debug: bool = False) -> int:
         if debug:
             raise
         label = "internal error" if e.exit_code == EXIT_INTERNAL else "error"
-        print(f"{prog}: {label}: {_one_line(e)}", file=sys.stderr)
+        print(f"{prog}: {label}: {in_flags(_one_line(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         if debug:

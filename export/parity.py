@@ -144,11 +144,14 @@ class ParityReport:
     Attributes:
         passed: every artifact passed (and there was at least one).
         results: one :class:`ParityResult` per artifact, in manifest order.
+        not_produced: formats an imported model could not be converted to, with the
+            reason (``manifest.json["not_produced"]``); shown, not gated.
     """
 
     passed: bool
     results: tuple[ParityResult, ...]
     manifest_sha256: str | None = None  # the manifest.json this verdict is about
+    not_produced: tuple[dict[str, str], ...] = ()
 
     @property
     def failures(self) -> list[str]:
@@ -157,7 +160,10 @@ class ParityReport:
 
     def to_dict(self) -> dict[str, Any]:
         """``{"passed": bool, "results": [...]}``, the content of ``parity.json``."""
-        d = {"passed": self.passed, "results": [r.to_dict() for r in self.results]}
+        d: dict[str, Any] = {"passed": self.passed,
+                             "results": [r.to_dict() for r in self.results]}
+        if self.not_produced:
+            d["not_produced"] = [dict(n) for n in self.not_produced]
         if self.manifest_sha256 is not None:
             d["manifest_sha256"] = self.manifest_sha256
         return d
@@ -169,6 +175,7 @@ class ParityReport:
             passed=bool(d["passed"]),
             results=tuple(ParityResult.from_dict(r) for r in d["results"]),
             manifest_sha256=d.get("manifest_sha256"),
+            not_produced=tuple(dict(n) for n in d.get("not_produced", ())),
         )
 
 
@@ -269,6 +276,7 @@ def check_parity(
     report = ParityReport(
         passed=bool(results) and all(r.passed for r in results), results=tuple(results),
         manifest_sha256=file_sha256(export_dir / "manifest.json"),
+        not_produced=tuple(dict(n) for n in manifest.get("not_produced", ())),
     )
     atomic_write_json(export_dir / PARITY_NAME, report.to_dict())
     return report

@@ -75,33 +75,33 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.model in MODELS, f"--model {self.model!r}; expected one of {', '.join(MODELS)}"),
+            (self.model in MODELS, f"model={self.model!r}; expected one of {', '.join(MODELS)}"),
             (self.optimizer in OPTIMIZERS,
-             f"--optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}"),
+             f"optimizer={self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}"),
             (self.schedule in SCHEDULES,
-             f"--schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}"),
+             f"schedule={self.schedule!r}; expected one of {', '.join(SCHEDULES)}"),
             (self.strategy in STRATEGIES,
-             f"--strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}"),
-            (self.batch_size >= 1, f"--batch-size {self.batch_size}; expected a positive integer"),
+             f"strategy={self.strategy!r}; expected one of {', '.join(STRATEGIES)}"),
+            (self.batch_size >= 1, f"batch_size={self.batch_size}; expected a positive integer"),
             (self.learning_rate > 0 and math.isfinite(self.learning_rate),
-             f"--learning-rate {self.learning_rate}; expected a positive number"),
-            (self.iterations is None or self.iterations >= 1,
-             f"--iterations {self.iterations}; expected 1 or more"),
-            (0 <= self.seed < 2**32, f"--seed {self.seed}; expected 0 <= seed < 2**32"),
-            (self.eval_every is None or self.eval_every >= 1,
-             f"--eval-every {self.eval_every}; expected 1 or more iterations"),
-            (self.patience is None or self.patience >= 0,
-             f"--patience {self.patience}; expected 0 (off) or more evaluations"),
+             f"learning_rate={self.learning_rate}; expected a positive number"),
             (self.learning_rate <= 1e6,
-             f"--learning-rate {self.learning_rate}; expected at most 1e6 (typical: 0.001-1)"),
+             f"learning_rate={self.learning_rate}; expected at most 1e6 (typical: 0.001-1)"),
+            (self.iterations is None or self.iterations >= 1,
+             f"iterations={self.iterations}; expected 1 or more"),
+            (0 <= self.seed < 2**32, f"seed={self.seed}; expected 0 <= seed < 2**32"),
+            (self.eval_every is None or self.eval_every >= 1,
+             f"eval_every={self.eval_every}; expected 1 or more iterations"),
+            (self.patience is None or self.patience >= 0,
+             f"patience={self.patience}; expected 0 (off) or more evaluations"),
             (self.epochs is None or (0 < self.epochs <= 1e6 and math.isfinite(self.epochs)),
-             f"--epochs {self.epochs}; expected 0 < epochs <= 1e6"),
-            (0.0 <= self.dropout < 1.0, f"--dropout {self.dropout}; expected 0 <= p < 1"),
-            (self.channels in (1, 3), f"--channels {self.channels}; expected 1 or 3"),
-            (8 <= self.image_size <= 256, f"--image-size {self.image_size}; expected 8..256"),
+             f"epochs={self.epochs}; expected 0 < epochs <= 1e6"),
+            (0.0 <= self.dropout < 1.0, f"dropout={self.dropout}; expected 0 <= p < 1"),
+            (self.channels in (1, 3), f"channels={self.channels}; expected 1 or 3"),
+            (8 <= self.image_size <= 256, f"image_size={self.image_size}; expected 8..256"),
             (len(self.split) == 3 and abs(sum(self.split) - 1) < 1e-6
              and all(0 <= s < 1 for s in self.split) and self.split[0] > 0,
-             f"--split {','.join(map(str, self.split))}; expected three fractions summing to 1"),
+             f"split={','.join(map(str, self.split))}; expected three fractions summing to 1"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -129,11 +129,11 @@ def make_config(
         ConfigError: unknown model or recipe, or an option out of range.
     """
     if model not in RECIPES:
-        raise ConfigError(f"--model {model!r}; expected one of {', '.join(MODELS)}")
+        raise ConfigError(f"model={model!r}; expected one of {', '.join(MODELS)}")
     recipe = recipe or _DEFAULT_RECIPE[model]
     if recipe not in RECIPES[model]:
         raise ConfigError(
-            f"--recipe {recipe!r} for --model {model}; expected one of {', '.join(RECIPES[model])}"
+            f"recipe={recipe!r} for model={model}; expected one of {', '.join(RECIPES[model])}"
         )
     values: dict[str, Any] = dict(RECIPES[model][recipe])
     given = {k: v for k, v in overrides.items() if v is not None}

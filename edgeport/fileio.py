@@ -1,4 +1,4 @@
-"""Atomic file writes, and the one reader of ``labels.txt``.
+"""Atomic file writes, the one reader of ``labels.txt``, and edgeport's folder marker.
 
 Everything edgeport writes goes through here: the data goes to a temporary
 name in the same folder, is flushed to disk, then renamed into place
@@ -23,13 +23,119 @@ from typing import Any
 from edgeport.errors import EdgeportError, LabelsFileError
 
 __all__ = [
+    "MARKER_NAME",
+    "UnsafeReplaceError",
     "atomic_dir",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
     "check_input_file",
+    "check_replaceable",
+    "has_marker",
     "read_labels",
+    "remove_stale_temps",
 ]
+
+MARKER_NAME = ".edgeport"
+"""The file that marks a folder edgeport wrote (a run or an export): only such a folder
+is ever replaced by ``--force``. It holds ``{"kind": "run" | "export"}``."""
+
+
+class UnsafeReplaceError(EdgeportError, FileExistsError):
+    """``--force`` was asked to replace a folder edgeport did not write (or must not touch)."""
+
+
+def has_marker(folder: str | os.PathLike[str], kind: str) -> bool:
+    """Whether ``folder`` holds edgeport's marker file for ``kind`` (``run`` or ``export``)."""
+    marker = Path(folder) / MARKER_NAME
+    if marker.is_symlink() or not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("kind") == kind
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def check_replaceable(
+    path: str | os.PathLike[str],
+    *,
+    kind: str,
+    protect: tuple[str | os.PathLike[str] | None, ...] = (),
+    flag: str = "--out",
+) -> None:
+    """Refuse to replace ``path`` unless it is a folder edgeport wrote as ``kind``.
+
+    Never the current directory or one of its parents, never a folder that is, or
+    holds, one of ``protect`` (the dataset, the input), never a file, never a
+    folder without the marker. Nothing happens when ``path`` does not exist.
+
+    Raises:
+        UnsafeReplaceError: with what was found and the fix.
+    """
+    p = Path(path)
+    if not p.exists() and not p.is_symlink():
+        return
+    real = p.resolve()
+    fix = f"fix: choose another {flag}, or delete the folder yourself if you mean it"
+    if p.is_symlink() or not p.is_dir():
+        raise UnsafeReplaceError(
+            f"{flag} {p} is {'a link' if p.is_symlink() else 'a file'}; expected an edgeport "
+            f"{kind} folder to replace; {fix}")
+    if _inside(Path.cwd().resolve(), real):
+        raise UnsafeReplaceError(
+            f"{flag} {p} is the current folder or one of its parents; --force replaces only "
+            f"an edgeport {kind} folder; {fix}")
+    for other in protect:
+        if other is None:
+            continue
+        o = Path(other).resolve()
+        if _inside(o, real):
+            raise UnsafeReplaceError(
+                f"{flag} {p} is or holds the input {o}; --force would delete it; {fix}")
+    if not has_marker(real, kind):
+        raise UnsafeReplaceError(
+            f"{flag} {p} exists and is not an edgeport {kind} (no {MARKER_NAME} marker file); "
+            f"--force replaces only folders edgeport wrote; {fix}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def remove_stale_temps(parent: str | os.PathLike[str], name: str) -> list[Path]:
+    """Delete ``.NAME.PID.*.tmp`` / ``.old`` leftovers of processes that no longer run.
+
+    A killed process (SIGKILL, power loss) cannot clean up after itself; the next
+    edgeport process that writes ``NAME`` does. Returns what was removed.
+    """
+    removed = []
+    prefix = f".{name}."
+    try:
+        candidates = [c for c in Path(parent).iterdir() if c.name.startswith(prefix)
+                      and c.name.endswith((".tmp", ".old"))]
+    except OSError:
+        return removed
+    for c in candidates:
+        pid = c.name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or _pid_alive(int(pid)) or c.is_symlink():
+            continue
+        with contextlib.suppress(OSError):
+            if c.is_dir():
+                shutil.rmtree(c)
+            else:
+                c.unlink()
+            removed.append(c)
+    return removed
 
 
 def _fsync_dir(path: Path) -> None:
@@ -55,7 +161,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                               dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
@@ -83,24 +191,35 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 
 @contextlib.contextmanager
 def atomic_dir(
-    path: str | os.PathLike[str], *, overwrite: bool = False
+    path: str | os.PathLike[str], *, overwrite: bool = False, marker: str | None = None
 ) -> Generator[Path, None, None]:
     """Build a folder under a temporary name and move it to ``path`` when the block succeeds.
 
     The caller writes into the yielded folder. On success an existing ``path``
     (allowed only with ``overwrite=True``) is swapped out and deleted; on any
-    exception the temporary folder is removed and ``path`` is untouched.
+    exception (Ctrl-C and SIGTERM included) the temporary folder is removed and
+    ``path`` is untouched. Leftovers of killed processes are removed first.
+
+    With ``marker`` (``"run"`` or ``"export"``) the folder gets edgeport's marker
+    file, and an existing ``path`` is replaced only if it carries the same marker.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temps(path.parent, path.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                                dir=path.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the final folder is an ordinary one
     try:
+        if marker is not None:
+            (tmp / MARKER_NAME).write_text(json.dumps({"kind": marker}) + "\n", encoding="utf-8")
         yield tmp
-        if path.exists():
+        if path.exists() or path.is_symlink():
             if not overwrite:
                 raise FileExistsError(path)
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            if marker is not None:
+                check_replaceable(path, kind=marker, flag=str(path.name))
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".old",
+                                        dir=path.parent))
             os.replace(path, old / "x")
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)

@@ -476,20 +476,20 @@ def browser_bench_report(
 ) -> str:
     """Measure :func:`browser_bench`, record it, and return the terminal table.
 
-    The rows go to ``RUN/export/bench_browser.json``; ``json_path`` (the bench JSON)
-    gains a ``"browser"`` list and ``markdown_path`` a second table.
+    The bench JSON (``RUN/export/bench.json``, and ``json_path`` when given) gains a
+    ``"browser"`` list; ``markdown_path`` gains a second table.
     """
     import json
 
     from edgeport.fileio import atomic_write_json
 
+    from .bench import BENCH_NAME
     from .report import markdown_table
 
     rows = browser_bench(run_dir, runs=runs)
-    atomic_write_json(Path(run_dir) / "export" / "bench_browser.json", {"browser": rows})
-    if json_path:
-        doc = json.loads(Path(json_path).read_text(encoding="utf-8"))
-        atomic_write_json(json_path, {**doc, "browser": rows})
+    for path in {Path(run_dir) / "export" / BENCH_NAME, *([Path(json_path)] if json_path else [])}:
+        doc = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        atomic_write_json(path, {**doc, "browser": rows})
     if markdown_path:
         with open(markdown_path, "a", encoding="utf-8") as f:
             f.write("\n### Browser runtimes (headless Chromium, batch 1 inside the page)\n\n")

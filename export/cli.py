@@ -11,10 +11,12 @@ Usage::
                         [--browser]
     edgeport bench  RUN [--runs 1000] [--batch 256] [--json FILE] [--markdown FILE] [--plot FILE]
                         [--browser]
-    edgeport verify RUN/export
+    edgeport verify RUN/export [--key PUBLIC_KEY | --chain CA_CERT]
+    edgeport sign   RUN/export --key PRIVATE_KEY [--certificate CERT [--chain CA_CERT]]
 
-Exit codes: 0 success, 1 a parity or verify check failed, 2 bad input (one line says
-what, what was expected, and the fix; ``--debug`` shows the traceback).
+Exit codes: 0 success, 1 a parity or verify check failed, 2 bad input or environment (one
+line says what, what was expected, and the fix; ``--debug`` shows the traceback), 70 an
+internal error (a bug: one line, the traceback with ``--debug``), 130 Ctrl-C, 143 SIGTERM.
 TensorFlow is imported only by the commands that need it, so ``--help`` is instant.
 """
 
@@ -40,6 +42,9 @@ def _add_export_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     g.add_argument("--calibration-samples", type=int, default=500,
                    help="int8 calibration images, class-balanced from the training split")
+    g.add_argument("--sign-key", default=None,
+                   help="sign RUN/export with this private key (default: "
+                        "$EDGEPORT_SIGNING_KEY if set; see `edgeport sign`)")
 
 
 def _add_parity_arguments(p: argparse.ArgumentParser) -> None:
@@ -100,7 +105,53 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = command("verify", "re-hash artifacts against manifest.json and replay golden vectors")
     sp.add_argument("export_dir", help="an export folder (RUN/export)")
+    sp.add_argument("--key", help="public key (PEM): also check RUN/export/model.sig")
+    sp.add_argument("--chain", action="append",
+                    help="CA certificate (PEM): check a certificate signature (repeatable)")
+
+    sp = command("sign", "sign every file of RUN/export (OpenSSF model-signing, model.sig)")
+    sp.add_argument("export_dir", help="an export folder (RUN/export)")
+    sp.add_argument("--key", required=True, help="elliptic-curve private key (PEM)")
+    sp.add_argument("--certificate", help="the key's signing certificate (PEM)")
+    sp.add_argument("--chain", action="append", default=[],
+                    help="intermediate certificates to embed (repeatable)")
     return p
+
+
+_POSITIVE = {"iterations": "--iterations", "calibration_samples": "--calibration-samples",
+             "runs": "--runs", "batch": "--batch", "batch_size": "--batch-size"}
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Every number on the command line in range (one line, exit 2), before any work."""
+    from edgeport.errors import EdgeportError
+
+    for attr, flag in _POSITIVE.items():
+        value = getattr(args, attr, None)
+        if value is not None and value < 1:
+            raise EdgeportError(f"{flag} {value}; expected a positive integer")
+    opset = getattr(args, "opset", None)
+    if opset is not None and not 9 <= opset <= 21:
+        raise EdgeportError(f"--opset {opset}; expected an ONNX opset from 9 to 21 (default 17)")
+    for attr in ("json_out", "junit", "markdown", "plot"):
+        value = getattr(args, attr, None)
+        if value and Path(value).is_dir():
+            flag = "--json" if attr == "json_out" else f"--{attr}"
+            raise EdgeportError(f"{flag} {value} is a folder; expected a file name; "
+                                f"fix: e.g. {flag} {Path(value) / 'report'}")
+
+
+def _signing_key(args: argparse.Namespace) -> str | None:
+    from edgeport.export.signing import SIGNING_KEY_ENV
+
+    return getattr(args, "sign_key", None) or os.environ.get(SIGNING_KEY_ENV) or None
+
+
+def _sign(export_dir: Path, key: str) -> None:
+    from edgeport.export.signing import sign_export
+
+    sig = sign_export(export_dir, private_key=key)
+    print(f"signed {export_dir} -> {sig}", file=sys.stderr)
 
 
 def _version() -> str:
@@ -156,14 +207,24 @@ def _dispatch_command(args: argparse.Namespace) -> int:
     if args.command == "train":
         run_train(args)
         return 0
+    _check_numbers(args)
     if args.command == "verify":
         from edgeport.export.report import format_verify_table
         from edgeport.export.verify import verify_export
 
-        rep = verify_export(args.export_dir)
+        rep = verify_export(args.export_dir, public_key=args.key,
+                            certificate_chain=tuple(args.chain) if args.chain else None)
         print(format_verify_table(rep))
         return 0 if rep.passed else 1
+    if args.command == "sign":
+        from edgeport.export.signing import sign_export
+
+        sig = sign_export(args.export_dir, private_key=args.key, certificate=args.certificate,
+                          chain=tuple(args.chain))
+        print(f"signed every file of {args.export_dir} -> {sig}")
+        return 0
     import_tensorflow()
+    key = _signing_key(args)
     if args.command == "import":
         from edgeport.train.importer import run_import
 
@@ -171,13 +232,22 @@ def _dispatch_command(args: argparse.Namespace) -> int:
         return 0
     if args.command == "export":
         _export(args, Path(args.run), force=args.force)
+        if key:
+            _sign(Path(args.run) / "export", key)
         return 0
     if args.command == "parity":
-        return _parity(args, Path(args.run))
+        code = _parity(args, Path(args.run))
+        export_dir = Path(args.run) / "export"
+        if key and (export_dir / "model.sig").exists():  # keep the signature covering parity
+            _sign(export_dir, key)
+        return code
     if args.command == "run":
         res = run_train(args)
         _export(args, res.run_dir, force=True)
-        return _parity(args, res.run_dir)
+        code = _parity(args, res.run_dir)
+        if key:  # after parity, so the verdict is signed too
+            _sign(res.run_dir / "export", key)
+        return code
     if args.command == "bench":
         from edgeport.export.bench import benchmark
         from edgeport.export.report import format_bench_table

@@ -25,14 +25,26 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.fileio import atomic_dir, atomic_write_bytes, atomic_write_text
+from edgeport.fileio import atomic_dir, atomic_write_bytes, atomic_write_text, check_replaceable
 from edgeport.train.data import balanced_sample
-from edgeport.train.run_dir import RunDirError, RunInfo, load_run
+from edgeport.train.run_dir import RunDirError, RunInfo, load_run, probe_writable
 
 from .errors import ExportError, ExportExistsError
 from .formats import ArtifactFormat, ArtifactKind, Precision, parse_formats
-from .golden import DEFAULT_GOLDEN_SAMPLES, GOLDEN_NAME, make_golden, write_golden
-from .manifest import artifact_entry, build_manifest, verify_manifest, write_manifest
+from .golden import (
+    DEFAULT_GOLDEN_SAMPLES,
+    GOLDEN_NAME,
+    make_golden,
+    structured_probes,
+    write_golden,
+)
+from .manifest import (
+    artifact_entry,
+    build_manifest,
+    support_files_entry,
+    verify_manifest,
+    write_manifest,
+)
 from .metadata import build_metadata
 from .onnx import DEFAULT_OPSET
 
@@ -161,8 +173,11 @@ def export_model(
     kinds = parse_formats(formats)
     run = load_run(run_dir, need_reference=False)
     export_dir = run.path / EXPORT_DIR_NAME
-    if export_dir.exists() and not force:
+    if (export_dir.exists() or export_dir.is_symlink()) and not force:
         raise _exists(export_dir)
+    if force:  # only a folder edgeport exported is ever replaced
+        check_replaceable(export_dir, kind="export", flag=f"--force {EXPORT_DIR_NAME}")
+    probe_writable(run.path, flag="RUN")
     needs_calibration = any(k.precision is Precision.INT8 for k in kinds)
     if needs_calibration and calibration_samples <= 0:
         raise ExportError(
@@ -200,7 +215,7 @@ def export_model(
         leave=False,
     )
     try:
-        with atomic_dir(export_dir, overwrite=force) as tmp:
+        with atomic_dir(export_dir, overwrite=force, marker="export") as tmp:
             for kind in kinds:
                 bar.set_description(f"export {kind.file}")
                 t0 = time.perf_counter()
@@ -256,11 +271,14 @@ def export_model(
             bar.set_description(f"export {GOLDEN_NAME}, manifest.json")
             atomic_write_text(tmp / "labels.txt", "".join(f"{label}\n" for label in run.labels))
             write_golden(
-                tmp / GOLDEN_NAME, make_golden(tmp, kinds, inputs=golden_x, labels=golden_y)
+                tmp / GOLDEN_NAME,
+                make_golden(tmp, kinds, inputs=golden_x, labels=golden_y,
+                            probes=structured_probes(serving.input_shape, seed=seed)),
             )
             manifest = build_manifest(
                 run_dir=run.path, labels=run.labels, input=run.input, artifacts=entries
             )
+            manifest.update(support_files_entry(tmp))
             if not_produced:
                 manifest["not_produced"] = not_produced
             write_manifest(tmp, manifest)

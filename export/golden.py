@@ -30,7 +30,8 @@ from edgeport.mobile_demo.runtime import dequantize, quantize, signature_names
 from .formats import ArtifactFormat, ArtifactKind
 from .serving import INPUT_NAME, OUTPUT_NAMES
 
-__all__ = ["DEFAULT_GOLDEN_SAMPLES", "GOLDEN_NAME", "make_golden", "predict", "write_golden"]
+__all__ = ["DEFAULT_GOLDEN_SAMPLES", "GOLDEN_NAME", "make_golden", "predict", "structured_probes",
+           "write_golden"]
 
 DEFAULT_GOLDEN_SAMPLES = 32
 GOLDEN_NAME = "golden.npz"
@@ -79,12 +80,42 @@ def predict(model: bytes, kind: ArtifactKind, x: np.ndarray) -> dict[str, np.nda
     return out
 
 
+def structured_probes(input_shape: Sequence[int], *, seed: int = 0) -> np.ndarray:
+    """Inputs that light every input pixel in several combinations (``golden.npz["probes"]``).
+
+    Test images leave some pixels always dark (MNIST's corners): a weight on such a
+    pixel can be changed without moving any test output. The probes are: all dark,
+    all bright, for each bit ``k`` of the pixel index the pixels whose index has bit
+    ``k`` set (and the complement), and four seeded uniform-noise images. Every pixel
+    is bright in about half of them, and no two pixels are bright in exactly the same
+    ones, so a change to any single input weight moves some probe's output.
+
+    Args:
+        input_shape: the model input without the batch dimension.
+        seed: seeds the noise images.
+
+    Returns:
+        float32 ``[P, *input_shape]`` in [0, 1].
+    """
+    shape = tuple(int(d) for d in input_shape)
+    d = int(np.prod(shape))
+    index = np.arange(d)
+    rows = [np.zeros(d), np.ones(d)]
+    for k in range(max(1, int(np.ceil(np.log2(d))))):
+        bit = ((index >> k) & 1).astype(np.float64)
+        rows += [bit, 1.0 - bit]
+    rng = np.random.default_rng(seed)
+    rows += list(rng.uniform(0.0, 1.0, size=(4, d)))
+    return np.stack(rows).astype(np.float32).reshape(len(rows), *shape)
+
+
 def make_golden(
     export_dir: str | os.PathLike[str],
     kinds: Sequence[ArtifactKind],
     *,
     inputs: np.ndarray,
     labels: np.ndarray,
+    probes: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Compute the golden arrays for the artifacts already written in ``export_dir``.
 
@@ -93,9 +124,11 @@ def make_golden(
         kinds: the artifacts to run.
         inputs: float32 ``[G, ...]`` test images in [0, 1], model input layout.
         labels: int64 ``[G]`` their labels.
+        probes: float32 ``[P, ...]`` from :func:`structured_probes`, replayed too.
 
     Returns:
-        ``{"inputs", "labels", "<stem>__probabilities", ...}``.
+        ``{"inputs", "labels", "<stem>__probabilities", ...}``, plus ``"probes"`` and
+        ``"<stem>__probe_probabilities"`` when ``probes`` is given.
     """
     arrays = {
         "inputs": np.ascontiguousarray(inputs, dtype=np.float32),
@@ -106,6 +139,11 @@ def make_golden(
         arrays[f"{kind.stem}__probabilities"] = predict(data, kind, arrays["inputs"])[
             "probabilities"
         ]
+        if probes is not None:
+            arrays[f"{kind.stem}__probe_probabilities"] = predict(data, kind, probes)[
+                "probabilities"]
+    if probes is not None:
+        arrays["probes"] = np.ascontiguousarray(probes, dtype=np.float32)
     return arrays
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeport.fileio import atomic_write_json
+from edgeport.train.run_dir import saved_model_content_sha256
 
 from .errors import ManifestError
 from .formats import ArtifactFormat, ArtifactKind
@@ -163,11 +164,31 @@ def build_manifest(
         "edgeport_version": edgeport_version(),
         "run": str(run_dir),
         "saved_model_sha256": saved_model_sha256(run_dir / "saved_model"),
+        "saved_model_content_sha256": saved_model_content_sha256(run_dir / "saved_model"),
         "versions": tool_versions(),
         "labels": list(labels),
         "input": dict(input),
         "artifacts": [dict(a) for a in artifacts],
     }
+
+
+SUPPORT_FILES = ("labels.txt", "golden.npz")
+"""Files of an export besides the models that ``manifest.json["files"]`` hashes."""
+
+
+def support_files_entry(export_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """``{"files": {name: {"bytes", "sha256"}}}`` for ``labels.txt`` and ``golden.npz``.
+
+    ``edgeport verify`` checks them like the models, so a rewritten ``labels.txt``
+    or replaced golden vectors are caught.
+    """
+    root = Path(export_dir)
+    files = {}
+    for name in SUPPORT_FILES:
+        if (root / name).is_file():
+            files[name] = {"bytes": (root / name).stat().st_size,
+                           "sha256": file_sha256(root / name)}
+    return {"files": files}
 
 
 def write_manifest(export_dir: str | os.PathLike[str], manifest: Mapping[str, Any]) -> Path:
@@ -196,7 +217,39 @@ def read_manifest(export_dir: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path}: format_version {doc.get('format_version')!r}, expected {FORMAT_VERSION}; "
             f"{fix}"
         )
+    _check_fields(path, doc, fix)
     return doc
+
+
+def _check_fields(path: Path, doc: Mapping[str, Any], fix: str) -> None:
+    """Every field edgeport reads has the type it expects (else one ManifestError line)."""
+
+    def bad(where: str, value: Any, expected: str) -> ManifestError:
+        return ManifestError(f"{path}: {where} is {str(value)[:80]!r}; expected {expected}; "
+                             f"{fix}")
+
+    for i, e in enumerate(doc["artifacts"]):
+        if not isinstance(e, dict):
+            raise bad(f"artifacts[{i}]", e, "an object")
+        if not isinstance(e.get("file"), str) or not e["file"]:
+            raise bad(f"artifacts[{i}].file", e.get("file"), "a file name")
+        size = e.get("bytes")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise bad(f"artifacts[{i}].bytes", size, "a size in bytes")
+        if not isinstance(e.get("sha256"), str):
+            raise bad(f"artifacts[{i}].sha256", e.get("sha256"), "a hex SHA-256")
+    labels = doc.get("labels", [])
+    if not isinstance(labels, list) or not all(isinstance(n, str) for n in labels):
+        raise bad("labels", labels, "a list of class names")
+    for key in ("input", "files", "versions"):
+        if key in doc and not isinstance(doc[key], dict):
+            raise bad(key, doc[key], "an object")
+    for name, e in (doc.get("files") or {}).items():
+        if not isinstance(e, dict) or not isinstance(e.get("sha256"), str):
+            raise bad(f"files[{name!r}]", e, "{bytes, sha256}")
+    for key in ("run", "saved_model_sha256", "saved_model_content_sha256"):
+        if doc.get(key) is not None and not isinstance(doc[key], str):
+            raise bad(key, doc[key], "a string")
 
 
 def artifact_file_problems(path: Path, entry: Mapping[str, Any]) -> list[str]:

@@ -41,7 +41,8 @@ from edgeport.errors import EdgeportError, ModelFileError
 from edgeport.fileio import atomic_write_json
 
 from .formats import ArtifactFormat, Precision
-from .manifest import artifact_file_problems, read_manifest
+from .manifest import artifact_file_problems, file_sha256, read_manifest
+from .oracle import check_oracle
 from .thresholds import THRESHOLDS, Thresholds, Tolerance, load_thresholds
 
 __all__ = [
@@ -149,6 +150,7 @@ class ParityReport:
 
     passed: bool
     results: tuple[ParityResult, ...]
+    manifest_sha256: str | None = None  # the manifest.json this verdict is about
     not_produced: tuple[dict[str, str], ...] = ()
 
     @property
@@ -162,6 +164,8 @@ class ParityReport:
                              "results": [r.to_dict() for r in self.results]}
         if self.not_produced:
             d["not_produced"] = [dict(n) for n in self.not_produced]
+        if self.manifest_sha256 is not None:
+            d["manifest_sha256"] = self.manifest_sha256
         return d
 
     @classmethod
@@ -170,6 +174,7 @@ class ParityReport:
         return cls(
             passed=bool(d["passed"]),
             results=tuple(ParityResult.from_dict(r) for r in d["results"]),
+            manifest_sha256=d.get("manifest_sha256"),
             not_produced=tuple(dict(n) for n in d.get("not_produced", ())),
         )
 
@@ -251,6 +256,7 @@ def check_parity(
             "images; expected one row per test image; fix: re-run `edgeport train`"
         )
     labels = np.asarray(labels, dtype=np.int64)
+    check_oracle(info, manifest, x=x, labels=labels)  # the oracle itself is checked first
     ref_top = reference.argmax(axis=1)
     reference_accuracy = float(np.mean(ref_top == labels))
 
@@ -283,6 +289,7 @@ def check_parity(
                                   split=(x, labels))
     report = ParityReport(
         passed=bool(results) and all(r.passed for r in results), results=tuple(results),
+        manifest_sha256=file_sha256(export_dir / "manifest.json"),
         not_produced=tuple(dict(n) for n in manifest.get("not_produced", ())),
     )
     atomic_write_json(export_dir / PARITY_NAME, report.to_dict())
@@ -423,16 +430,17 @@ def _gate(
 ) -> list[str]:
     """One line per figure outside its tolerance."""
     failures = []
-    if max_diff is not None and tol.max_abs_diff is not None and max_diff > tol.max_abs_diff:
+    # `not <=`: a NaN figure fails instead of slipping through (NaN > x is false).
+    if max_diff is not None and tol.max_abs_diff is not None and not max_diff <= tol.max_abs_diff:
         failures.append(f"max |Δp| {max_diff:.1e} > {tol.max_abs_diff:.1e}")
-    if agreement < tol.min_agreement:
+    if not agreement >= tol.min_agreement:
         failures.append(
             f"agreement {agreement:.2%} < {tol.min_agreement:.2%} "
             f"({flips} of {n} top-1 classes differ from the reference)"
         )
     drop = reference_accuracy - accuracy
     # 1e-12: accuracies are counts / N, so 0.9136 - 0.9086 must not read as above 0.005.
-    if tol.max_accuracy_drop is not None and drop > tol.max_accuracy_drop + 1e-12:
+    if tol.max_accuracy_drop is not None and not drop <= tol.max_accuracy_drop + 1e-12:
         failures.append(
             f"accuracy drop {drop * 100:.2f} pts > {tol.max_accuracy_drop * 100:.2f} pts "
             f"({reference_accuracy:.2%} -> {accuracy:.2%})"

@@ -261,7 +261,9 @@ def _verify_headline(report: VerifyReport) -> str:
 def format_verify_table(report: VerifyReport) -> str:
     """The terminal view of :func:`export.verify.verify_export`'s report."""
     table = render_table(_VERIFY_HEADERS, _verify_rows(report), align=_VERIFY_ALIGN)
-    return _terminal_view(table, _verify_headline(report), report.failures)
+    view = _terminal_view(table, _verify_headline(report), report.failures)
+    guarantee = getattr(report, "guarantee", "")
+    return f"{view}\nguarantee: {guarantee}" if guarantee else view
 
 
 def _verify_markdown(report: VerifyReport) -> str:

@@ -194,3 +194,13 @@ def _check_value(path: Path, where: str, name: str, value: Any) -> float | None:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0]
+
+
+ORACLE_ATOL = 1e-4
+"""The parity gate re-runs the run's SavedModel on a sample of test images and
+requires ``reference.npz`` to match within this: the same float32 graph on the
+same CPU differs only by batch-size-dependent summation order (~1e-7); a
+reference from another model differs by far more (:mod:`export.oracle`)."""
+
+ORACLE_SAMPLE = 256
+"""How many test images that re-run uses (the first ones: cheap, deterministic)."""

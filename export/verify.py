@@ -33,9 +33,17 @@ from typing import Any
 import numpy as np
 
 from edgeport.errors import EdgeportError, ModelFileError
+from edgeport.train.run_dir import saved_model_content_sha256
 
 from .formats import ArtifactFormat, Precision
 from .golden import GOLDEN_NAME
+from .integrity import (
+    GUARANTEE_SIGNED,
+    GUARANTEE_UNSIGNED,
+    SIGNATURE_NAME,
+    folder_problems,
+    parity_problems,
+)
 from .manifest import artifact_file_problems, read_manifest, saved_model_sha256
 from .parity import runtime_for
 from .thresholds import THRESHOLDS, Thresholds, load_thresholds
@@ -108,6 +116,7 @@ class VerifyReport:
     golden_count: int
     results: tuple[VerifyResult, ...]
     problems: tuple[str, ...] = ()
+    guarantee: str = ""
 
     @property
     def failures(self) -> list[str]:
@@ -124,6 +133,7 @@ class VerifyReport:
             "golden_count": self.golden_count,
             "results": [r.to_dict() for r in self.results],
             "problems": list(self.problems),
+            "guarantee": self.guarantee,
         }
 
 
@@ -132,6 +142,8 @@ def verify_export(
     *,
     runtime: str = "auto",
     thresholds: Thresholds | str | os.PathLike[str] | None = None,
+    public_key: str | os.PathLike[str] | None = None,
+    certificate_chain: tuple[str | os.PathLike[str], ...] | None = None,
 ) -> VerifyReport:
     """Re-hash every artifact and replay the golden vectors.
 
@@ -142,6 +154,9 @@ def verify_export(
             ``onnxruntime`` to ``.onnx``).
         thresholds: a tolerance table or the path of an override file; ``None``
             uses :data:`~export.thresholds.THRESHOLDS`.
+        public_key: check ``model.sig`` against this public key (PEM).
+        certificate_chain: check ``model.sig`` against these CA certificates (PEM)
+            instead (the certificate form of ``edgeport sign``).
 
     Returns:
         The verdict; ``passed`` is False on any mismatch, with the reasons.
@@ -158,22 +173,40 @@ def verify_export(
             f"{export_dir}: not a folder; expected an export folder (RUN/export) from "
             "`edgeport export`; fix: check the path"
         )
+    if not (export_dir / "manifest.json").exists() and (export_dir / "export").is_dir():
+        raise VerifyError(
+            f"{export_dir} is a run directory; expected its export folder; "
+            f"fix: `edgeport verify {export_dir / 'export'}`"
+        )
     table = (load_thresholds(thresholds) if isinstance(thresholds, (str, os.PathLike))
              else thresholds or THRESHOLDS)
     manifest = read_manifest(export_dir)
     golden = _read_golden(export_dir / GOLDEN_NAME)
     inputs = golden["inputs"]
     results = tuple(
-        _verify_artifact(export_dir, entry, golden, table=table, runtime=runtime)
+        _verify_artifact(export_dir, entry, golden, table=table, runtime=runtime,
+                         manifest=manifest)
         for entry in manifest["artifacts"]
     )
-    problems = []
+    problems = folder_problems(export_dir, manifest) + parity_problems(export_dir, manifest,
+                                                                       table)
+    guarantee = GUARANTEE_UNSIGNED
+    if public_key is not None or certificate_chain is not None:
+        from .signing import verify_signature
+
+        problems += verify_signature(export_dir, public_key=public_key,
+                                     certificate_chain=certificate_chain)
+        guarantee = GUARANTEE_SIGNED if not problems else "signature check failed"
+    elif (export_dir / SIGNATURE_NAME).exists():
+        guarantee = (f"{SIGNATURE_NAME} present but not checked: " + GUARANTEE_UNSIGNED
+                     .replace("sign with `edgeport sign RUN/export --key KEY`",
+                              "pass --key PUBLIC_KEY to check the signature"))
     if not results:
         problems.append("manifest.json lists no artifacts; expected at least one model file")
     run = manifest.get("run")
     saved_model = Path(str(run)) / "saved_model" if run else None
     if saved_model is not None and saved_model.is_dir():
-        if saved_model_sha256(saved_model) != manifest.get("saved_model_sha256"):
+        if _saved_model_changed(saved_model, manifest):
             problems.append(
                 f"{saved_model}: changed since the export (saved_model_sha256 differs); "
                 "fix: re-run `edgeport export RUN --force`"
@@ -184,7 +217,15 @@ def verify_export(
         golden_count=len(inputs),
         results=results,
         problems=tuple(problems),
+        guarantee=guarantee,
     )
+
+
+def _saved_model_changed(saved_model: Path, manifest: Mapping[str, Any]) -> bool:
+    content = manifest.get("saved_model_content_sha256")
+    if content is not None:  # stable across identical retrainings
+        return saved_model_content_sha256(saved_model) != content
+    return saved_model_sha256(saved_model) != manifest.get("saved_model_sha256")
 
 
 def _read_golden(path: Path) -> dict[str, np.ndarray]:
@@ -206,6 +247,19 @@ def _read_golden(path: Path) -> dict[str, np.ndarray]:
             f"{path}: no 'inputs' array [G, ...] (keys: {', '.join(sorted(arrays))}); "
             f"expected golden inputs and '<stem>__probabilities' per artifact; {fix}"
         )
+    for key in ("inputs", "probes"):
+        a = arrays.get(key)
+        if a is None:
+            continue
+        if a.dtype != np.float32 or a.ndim < 2 or not np.isfinite(a).all() or (
+                a.size and (a.min() < 0 or a.max() > 1)):
+            raise VerifyError(
+                f"{path}: {key!r} is {a.dtype} {list(a.shape)}; expected finite float32 "
+                f"[G, ...] pixel values in [0, 1]; {fix}")
+    for key, a in arrays.items():
+        if key.endswith("probabilities") and (a.ndim != 2 or a.dtype.kind != "f"):
+            raise VerifyError(f"{path}: {key!r} is {a.dtype} {list(a.shape)}; expected "
+                              f"float [G, K]; {fix}")
     return arrays
 
 
@@ -216,6 +270,7 @@ def _verify_artifact(
     *,
     table: Thresholds,
     runtime: str,
+    manifest: Mapping[str, Any] | None = None,
 ) -> VerifyResult:
     from edgeport.mobile_demo.runtime import load_model
 
@@ -256,7 +311,23 @@ def _verify_artifact(
         failures.append(
             f"embedded metadata precision {meta_precision!r} != manifest {precision.value!r}"
         )
-    key = f"{name.rsplit('.', 1)[0]}__probabilities"
+    plain = entry.get("family", "plain") == "plain"
+    if plain and manifest is not None:
+        # The model files are hashed: their embedded labels and input description are the
+        # truth an edited manifest.json (labels, normalization) is measured against.
+        for field in ("labels", "input"):
+            if field in model.metadata and model.metadata[field] != manifest.get(field):
+                failures.append(f"manifest.json {field!r} differs from the model's embedded "
+                                "metadata (manifest.json was edited)")
+    stem = name.rsplit('.', 1)[0]
+    if plain and "probes" in golden:
+        failures += _replay(model, golden["probes"], golden.get(f"{stem}__probe_probabilities"),
+                            atol=atol, what="probe")
+    elif plain:
+        failures.append(f"{GOLDEN_NAME} has no structured probes (an older export): weights "
+                        "on pixels the golden images never light are unchecked; fix: re-run "
+                        "`edgeport export RUN --force`")
+    key = f"{stem}__probabilities"
     expected = golden.get(key)
     if expected is None:
         failures.append(f"{GOLDEN_NAME} has no {key!r}; expected one array per artifact")
@@ -279,3 +350,25 @@ def _verify_artifact(
         worst = int(np.argmax(np.abs(probs - expected).max(axis=1)))
         failures.append(f"golden max |Δp| {diff:.1e} > {atol:.1e} (worst: golden vector {worst})")
     return result()
+
+
+def _replay(model, inputs: np.ndarray, expected: np.ndarray | None, *, atol: float,
+            what: str) -> list[str]:
+    """Failures of one model on recorded inputs against its recorded outputs."""
+    if expected is None:
+        return [f"{GOLDEN_NAME} has no {what} outputs for this file; expected one array per "
+                "artifact"]
+    try:
+        probs = model.predict(inputs)["probabilities"]
+    except (EdgeportError, ValueError) as e:
+        return [f"cannot run the {what} inputs: {e}"]
+    if probs.shape != expected.shape:
+        return [f"{what} probabilities shape {list(probs.shape)} != golden "
+                f"{list(expected.shape)}"]
+    if not (np.isfinite(probs).all() and np.isfinite(expected).all()):
+        return [f"non-finite {what} outputs (NaN or inf)"]
+    diff = np.abs(probs.astype(np.float64) - expected.astype(np.float64)).max(axis=1)
+    if float(diff.max()) > atol:
+        return [f"{what} max |Δp| {float(diff.max()):.1e} > {atol:.1e} (worst: {what} "
+                f"{int(np.argmax(diff))}): the model differs from the one exported"]
+    return []

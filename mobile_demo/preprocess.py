@@ -388,7 +388,12 @@ def prepare_input(
     for i, item in enumerate(items):
         img = load_image(item) if isinstance(item, (str, os.PathLike)) else item
         if preprocess and mode == "mnist":
-            digit = preprocess_digit(img, size=max(h, w))
+            try:
+                digit = preprocess_digit(img, size=max(h, w))
+            except ImageError as e:  # name the picture: a folder may hold thousands
+                if isinstance(item, (str, os.PathLike)) and str(item) not in str(e):
+                    raise ImageError(f"{item}: {e}") from None
+                raise
             if (h, w) != digit.shape:
                 digit = _resize(digit, w, h).astype(np.float32)
             batch[i] = np.clip(digit, 0.0, 1.0)[:, :, None]

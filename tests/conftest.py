@@ -69,3 +69,54 @@ def device_python() -> str:
     found = find_device_python(REPO / ".venv-device" / "bin" / "python")
     assert found, "no device venv: run `make device-venv` or set EDGEPORT_DEVICE_PYTHON"
     return found
+
+
+def _mount_tmpfs(path: Path, options: str) -> bool:
+    import subprocess
+
+    if os.geteuid() != 0:
+        return False
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                         capture_output=True)
+    return res.returncode == 0
+
+
+def _umount(path: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", str(path)], capture_output=True)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A folder nobody can write into: a read-only tmpfs as root, else chmod 0555."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    if _mount_tmpfs(d, "ro,size=1m"):
+        yield d
+        _umount(d)
+        return
+    assert os.geteuid() != 0, "root without mount: no way to make a read-only folder"
+    d.chmod(0o555)
+    yield d
+    d.chmod(0o755)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A folder on a nearly full disk: a 4 MB tmpfs as root, else RLIMIT_FSIZE (EFBIG)."""
+    d = tmp_path / "disk"
+    d.mkdir()
+    if _mount_tmpfs(d, "size=4m"):
+        yield d
+        _umount(d)
+        return
+    import resource
+
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # inherited: a write fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, old[1]))
+    yield d
+    resource.setrlimit(resource.RLIMIT_FSIZE, old)

@@ -182,3 +182,11 @@ def test_train_cli_takes_dataset_fashion_mnist(tmp_path, tiny_fashion, monkeypat
     m = json.loads((out / "metrics.json").read_text())
     assert m["dataset"] == "fashion-mnist" and m["input"]["preprocess"] == "resize"
     assert (out / "labels.txt").read_text().splitlines()[9] == "Ankle boot"
+
+
+def test_failed_download_leaves_no_empty_folder(tmp_path):
+    # A relative --data-dir used from another folder, offline: nothing is left behind.
+    spec = dataclasses.replace(DATASETS["mnist"], mirrors=((tmp_path / "none").as_uri() + "/",))
+    with pytest.raises(DatasetError):
+        ensure_files(spec, tmp_path / "new" / "mnist", progress=False)
+    assert not (tmp_path / "new").exists()

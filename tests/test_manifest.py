@@ -112,7 +112,7 @@ def test_missing_metrics(run_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_export_folder_contents(run_dir: Path) -> None:
     names = sorted(p.name for p in (run_dir / "export").iterdir())
-    assert names == sorted([*FILES, "labels.txt", "manifest.json", "golden.npz"])
+    assert names == sorted([*FILES, "labels.txt", "manifest.json", "golden.npz", ".edgeport"])
     assert not list(run_dir.glob(".export.*"))  # the temporary folder was renamed away
     labels = (run_dir / "export" / "labels.txt").read_text().splitlines()
     assert labels == [str(i) for i in range(10)]
@@ -201,7 +201,9 @@ def test_golden(run_dir: Path) -> None:
     with np.load(run_dir / "export" / "golden.npz", allow_pickle=False) as z:
         golden = dict(z)
     stems = [f.rsplit(".", 1)[0] for f in FILES]
-    assert sorted(golden) == sorted(["inputs", "labels", *(f"{s}__probabilities" for s in stems)])
+    assert sorted(golden) == sorted(["inputs", "labels", "probes",
+                                     *(f"{s}__probabilities" for s in stems),
+                                     *(f"{s}__probe_probabilities" for s in stems)])
     assert golden["inputs"].dtype == np.float32 and golden["inputs"].shape == (32, 784)
     assert golden["labels"].dtype == np.int64
     assert sorted(np.bincount(golden["labels"], minlength=10)) == [3] * 8 + [4] * 2
@@ -275,7 +277,10 @@ def test_subset_of_formats(run_dir: Path, tmp_path: Path) -> None:
             "inputs",
             "labels",
             "model__probabilities",
+            "model__probe_probabilities",
             "model_float32__probabilities",
+            "model_float32__probe_probabilities",
+            "probes",
         ]
 
 

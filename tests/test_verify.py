@@ -116,6 +116,8 @@ def test_changed_saved_model_is_a_folder_problem(exported_run: Path, tmp_path: P
     manifest = json.loads((run / "export" / "manifest.json").read_text())
     manifest["run"] = str(run)  # the manifest is not hashed; point it at the copy
     (run / "export" / "manifest.json").write_text(json.dumps(manifest))
+    # parity.json names the manifest it judged (an earlier test may have written one)
+    (run / "export" / "parity.json").unlink(missing_ok=True)
     assert verify_export(run / "export").passed
     (run / "saved_model" / "assets").mkdir(exist_ok=True)
     (run / "saved_model" / "assets" / "extra.txt").write_text("retrained")

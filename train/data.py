@@ -221,9 +221,13 @@ def _download(url: str, dest: Path, *, expected_md5: str, progress: bool) -> Non
     scheme = urllib.parse.urlparse(url).scheme
     if scheme not in _ALLOWED_SCHEMES:
         raise DatasetError(f"{url}: refusing a {scheme}:// download; mirrors must use https://")
+    # Folders made for this download are removed again if it fails (e.g. a relative
+    # --data-dir used from another folder, offline): no empty folder is left behind.
+    created = [d for d in [dest.parent, *dest.parent.parents] if not d.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
+    ok = False
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
@@ -246,9 +250,13 @@ def _download(url: str, dest: Path, *, expected_md5: str, progress: bool) -> Non
                 f"{url}: md5 {got}, expected {expected_md5}; the mirror served a bad file"
             )
         os.replace(tmp, dest)
+        ok = True
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        for d in created if not ok else ():
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only if empty
 
 
 def ensure_files(

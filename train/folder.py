@@ -261,11 +261,32 @@ def _list_classes(root: Path) -> tuple[list[str], list[tuple[Path, int]], list[d
             f"classes ({_LAYOUT_HINT}). Fix: add a folder of images for every other class"
         )
     files: list[tuple[Path, int]] = []
+    real_root = root.resolve()
+    seen_dirs: set[Path] = set()
+    seen_files: set[Path] = set()
+
+    def inside(p: Path) -> bool:
+        return p == real_root or real_root in p.parents
+
     for label, name in enumerate(classes):
+        # Links are followed only while they stay inside the dataset, never back into a
+        # folder already walked (a loop, or another class), and no file is counted twice.
         for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            files.extend((Path(dirpath) / f, label)
-                         for f in sorted(filenames) if not f.startswith("."))
+            here = Path(dirpath).resolve()
+            if not inside(here) or here in seen_dirs:
+                dirnames[:] = []
+                continue
+            seen_dirs.add(here)
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                                 and inside((Path(dirpath) / d).resolve())
+                                 and (Path(dirpath) / d).resolve() not in seen_dirs)
+            for f in sorted(filenames):
+                path = Path(dirpath) / f
+                real = path.resolve()
+                if f.startswith(".") or not inside(real) or real in seen_files:
+                    continue
+                seen_files.add(real)
+                files.append((path, label))
     files.sort(key=lambda t: (t[1], _rel(t[0], root)))
     return classes, files, stray
 

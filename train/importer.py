@@ -265,7 +265,8 @@ def import_model(
     """
     from .run_dir import check_writable
 
-    check_writable(out_dir, force=force)
+    check_writable(out_dir, force=force,
+                   protect=(model_path, dataset if os.path.isdir(str(dataset)) else None))
     user = load_user_model(model_path, signature=signature)
     inp = _choose(user.inputs, input_name, "input", _image_score, model_path)
     h, w, c, layout = _image_geometry(inp, model_path, image_size)
@@ -747,7 +748,7 @@ def _write(out_dir: Any, *, force: bool, user: _UserModel, forward: Callable,
 
     module = Imported(user.owner)
     out = Path(out_dir)
-    with atomic_dir(out, overwrite=force) as tmp:
+    with atomic_dir(out, overwrite=force, marker="run") as tmp:
         probs = write_reference(tmp, module, module.serve, x_test=x_test, y_test=ds.y_test)
         pred = probs.argmax(1)
         accuracy = float(np.mean(pred == ds.y_test))

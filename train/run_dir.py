@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 
 from edgeport.errors import EdgeportError, LabelsFileError
-from edgeport.fileio import atomic_dir, read_labels
+from edgeport.fileio import atomic_dir, check_replaceable, read_labels
 
 __all__ = ["RunDirError", "RunInfo", "check_writable", "input_desc", "load_run", "load_split",
-           "write_labels", "write_metrics", "write_reference", "write_run"]
+           "probe_writable", "saved_model_content_sha256", "write_labels", "write_metrics",
+           "write_reference", "write_run"]
 
 
 class RunDirError(EdgeportError, ValueError):
@@ -71,14 +72,74 @@ class RunInfo:
         return int(self.metrics.get("seed", 0))
 
 
-def check_writable(out_dir: str | os.PathLike[str], *, force: bool) -> None:
-    """Refuse to overwrite an existing run unless ``force``."""
+def saved_model_content_sha256(saved_model_dir: str | os.PathLike[str]) -> str:
+    """A hash of what a SavedModel computes with: its variables and assets.
+
+    Unlike a hash of every file, it is the same for two identical trainings with the
+    same seed: ``saved_model.pb`` and ``fingerprint.pb`` carry per-process function
+    names and ids, the variables do not. The graph itself is checked another way
+    (the parity gate re-runs the SavedModel on a sample of the reference's images).
+    Recorded as ``metrics.json["saved_model_content_sha256"]`` and in the manifest.
+    """
+    import hashlib
+
+    root = Path(saved_model_dir)
+    digest = hashlib.sha256(b"edgeport-saved-model-content-v1\0")
+    files = sorted((p.relative_to(root).as_posix(), p) for sub in ("variables", "assets")
+                   for p in (root / sub).rglob("*") if p.is_file())
+    for rel, path in files:
+        digest.update(rel.encode("utf-8") + b"\0" + path.stat().st_size.to_bytes(8, "little"))
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def check_writable(
+    out_dir: str | os.PathLike[str],
+    *,
+    force: bool,
+    protect: tuple[str | os.PathLike[str] | None, ...] = (),
+) -> None:
+    """Before any long work: refuse an existing ``out_dir`` (unless ``force`` and it is an
+    edgeport run, see :func:`edgeport.fileio.check_replaceable`), and check its parent
+    folder can really be written (read-only file system, permissions, a file in the way).
+
+    Args:
+        out_dir: the run directory to be written.
+        force: replace an existing run.
+        protect: folders that must never be replaced (the dataset).
+    """
     out = Path(out_dir)
-    if out.exists() and not force:
+    if (out.exists() or out.is_symlink()) and not force:
         raise RunDirError(
             f"{out} already exists; expected a new folder. Fix: choose another --out, "
             "or pass --force to replace it"
         )
+    if force:
+        check_replaceable(out, kind="run", protect=protect)
+    probe_writable(out.parent, flag="--out")
+
+
+def probe_writable(folder: str | os.PathLike[str], *, flag: str) -> None:
+    """Create and remove a temporary folder in ``folder`` (or its nearest existing parent).
+
+    Raises:
+        RunDirError: it cannot be written (read-only, permission, a file in the way).
+    """
+    import tempfile
+
+    target = Path(folder).absolute()
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    if not target.is_dir():
+        raise RunDirError(f"{flag}: {target} is a file; expected a folder to write into; "
+                          f"fix: choose another {flag}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".edgeport-probe.", dir=target))
+    except OSError as e:
+        raise RunDirError(
+            f"{flag}: cannot write into {target} ({e.strerror}); expected a writable folder; "
+            f"fix: choose another {flag} or free space / fix the permissions"
+        ) from None
 
 
 def input_desc(layout: str, shape: tuple[int, int, int], preprocess: str) -> dict[str, Any]:
@@ -92,9 +153,6 @@ def input_desc(layout: str, shape: tuple[int, int, int], preprocess: str) -> dic
 def write_run(out_dir, *, cfg, ds, trained, force: bool = False) -> Path:
     """Save the SavedModel, the reference predictions, metrics, labels and plots."""
     import tensorflow as tf
-
-    from . import plots
-    from .data import to_model_input
 
     out = Path(out_dir)
     model, result = trained.model, trained.result
@@ -112,7 +170,25 @@ def write_run(out_dir, *, cfg, ds, trained, force: bool = False) -> Path:
             return {"probabilities": tf.nn.softmax(logits), "logits": logits}
 
     serving = Serving(model)
-    with atomic_dir(out, overwrite=force) as tmp:
+    try:
+        _write_run_folder(out, force=force, serving=serving, tf=tf, ds=ds, cfg=cfg,
+                          model=model, result=result, trained=trained, layout=layout)
+    except FileExistsError as e:
+        if isinstance(e, EdgeportError):
+            raise
+        raise RunDirError(
+            f"{out} appeared while this run trained (another `edgeport train --out {out}`?); "
+            "expected a new folder; fix: choose another --out, or pass --force"
+        ) from None
+    return out
+
+
+def _write_run_folder(out: Path, *, force: bool, serving, tf, ds, cfg, model, result, trained,
+                      layout: str) -> None:
+    from . import plots
+    from .data import to_model_input
+
+    with atomic_dir(out, overwrite=force, marker="run") as tmp:
         probs = write_reference(tmp, serving, serving.serve,
                                 x_test=to_model_input(ds.x_test, layout), y_test=ds.y_test)
         # The weights as trained (already the best-validation ones when patience is set),
@@ -135,13 +211,13 @@ def write_run(out_dir, *, cfg, ds, trained, force: bool = False) -> Path:
             "input": input_desc(layout, ds.image_shape, ds.preprocess),
             "split": ds.split,
             "checkpoint": "checkpoint/best",
+            "saved_model_content_sha256": saved_model_content_sha256(tmp / "saved_model"),
             "config": cfg.to_dict(),
             "versions": {"tensorflow": tf.__version__, "numpy": np.__version__},
         }
         write_metrics(tmp, metrics)
         plots.write_all(tmp / "plots", ds=ds, model=model, result=result, layout=layout,
                         test_pred=trained.test_pred)
-    return out
 
 
 def write_reference(tmp: Path, module: Any, signature: Any, *, x_test: np.ndarray,
@@ -215,6 +291,7 @@ def load_run(run_dir: str | os.PathLike[str], *, need_reference: bool = True) ->
     spec = metrics["input"]
     if not isinstance(spec, dict) or any(k not in spec for k in keys):
         raise RunDirError(f"{mpath}: 'input' is {spec!r}, expected keys {list(keys)}; {fix}")
+    _check_metrics_fields(mpath, metrics, fix)
     try:
         names = tuple(read_labels(run / "labels.txt"))
     except LabelsFileError as e:
@@ -223,8 +300,12 @@ def load_run(run_dir: str | os.PathLike[str], *, need_reference: bool = True) ->
     if need_reference:
         try:
             with np.load(run / "reference.npz", allow_pickle=False) as z:
-                probs = np.asarray(z["probabilities"], dtype=np.float32)
-                labels = np.asarray(z["labels"], dtype=np.int64)
+                raw_probs, raw_labels = z["probabilities"], z["labels"]
+                if raw_probs.dtype.kind != "f" or raw_labels.dtype.kind not in "iu":
+                    raise ValueError(f"probabilities {raw_probs.dtype}, labels {raw_labels.dtype}"
+                                     "; expected float and integer arrays")
+                probs = np.asarray(raw_probs, dtype=np.float32)
+                labels = np.asarray(raw_labels, dtype=np.int64)
         except (OSError, ValueError, KeyError) as e:
             raise RunDirError(
                 f"{run / 'reference.npz'}: unreadable without pickle or missing arrays ({e}); "
@@ -237,6 +318,54 @@ def load_run(run_dir: str | os.PathLike[str], *, need_reference: bool = True) ->
             )
     return RunInfo(path=run, metrics=metrics, labels=names, reference_probabilities=probs,
                    reference_labels=labels)
+
+
+def _is_int(v: Any, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _check_metrics_fields(mpath: Path, metrics: dict[str, Any], fix: str) -> None:
+    """Every field of metrics.json that edgeport reads has the type and range it needs."""
+    spec = metrics["input"]
+    checks = [
+        ("input.layout", spec["layout"], spec["layout"] in ("flat", "nhwc"), "'flat' or 'nhwc'"),
+        ("input.height", spec["height"], _is_int(spec["height"], 1, 4096), "an integer 1..4096"),
+        ("input.width", spec["width"], _is_int(spec["width"], 1, 4096), "an integer 1..4096"),
+        ("input.channels", spec["channels"], spec["channels"] in (1, 3)
+         and not isinstance(spec["channels"], bool), "1 or 3"),
+        ("dataset", metrics["dataset"], isinstance(metrics["dataset"], str), "a name"),
+        ("model", metrics["model"], isinstance(metrics["model"], str), "a name"),
+        ("seed", metrics.get("seed", 0), _is_int(metrics.get("seed", 0), 0, 2**32 - 1),
+         "an integer 0..2**32-1"),
+    ]
+    cfg = metrics.get("config", {})
+    checks.append(("config", cfg, isinstance(cfg, dict), "an object"))
+    if isinstance(cfg, dict):
+        split = cfg.get("split", [0.8, 0.1, 0.1])
+        checks += [
+            ("config.dataset", cfg.get("dataset"), cfg.get("dataset") is None
+             or isinstance(cfg.get("dataset"), str), "a name"),
+            ("config.data_dir", cfg.get("data_dir"), cfg.get("data_dir") is None
+             or isinstance(cfg.get("data_dir"), str), "a folder or null"),
+            ("config.seed", cfg.get("seed", 0), _is_int(cfg.get("seed", 0), 0, 2**32 - 1),
+             "an integer 0..2**32-1"),
+            ("config.image_size", cfg.get("image_size", 28),
+             _is_int(cfg.get("image_size", 28), 8, 256), "an integer 8..256"),
+            ("config.channels", cfg.get("channels", 1), cfg.get("channels", 1) in (1, 3)
+             and not isinstance(cfg.get("channels", 1), bool), "1 or 3"),
+            ("config.split", split, isinstance(split, list) and len(split) == 3
+             and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+                     for v in split), "three fractions"),
+            ("config.stream", cfg.get("stream", False), isinstance(cfg.get("stream", False),
+                                                                    bool), "true or false"),
+        ]
+    split_info = metrics.get("split")
+    checks.append(("split", split_info, split_info is None or isinstance(split_info, dict),
+                   "an object"))
+    for name, value, ok, expected in checks:
+        if not ok:
+            raise RunDirError(f"{mpath}: {name} is {str(value)[:60]!r}; expected {expected}; "
+                              f"{fix}")
 
 
 def load_split(

@@ -9,6 +9,7 @@ Usage (library)::
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -18,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.errors import DatasetError
+from edgeport.errors import DatasetError, EdgeportError
 
 from .config import TrainConfig
 from .data import Dataset, load_dataset, to_model_input
 
-__all__ = ["TrainResult", "TrainedModel", "fit", "train_model"]
+__all__ = ["DivergedError", "TrainResult", "TrainedModel", "check_finite", "fit", "train_model"]
 
 
 @dataclass(frozen=True)
@@ -167,9 +168,9 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True) -> Trai
         run_steps = make_distributed_steps(
             strategy, model, opt, loss_fn, x_train, y_train, batch_input)
 
-    def advance(start: int, stop: int) -> None:
-        """Run optimizer steps ``start .. stop - 1`` (in-memory batches)."""
-        run_steps(tf.constant(indices[start:stop]), tf.constant(start, tf.int64))
+    def advance(start: int, stop: int):
+        """Run optimizer steps ``start .. stop - 1`` (in-memory batches); the last loss."""
+        return run_steps(tf.constant(indices[start:stop]), tf.constant(start, tf.int64))
 
     cache_dir = None
     if cfg.stream:
@@ -199,8 +200,9 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True) -> Trai
         for p in points:
             if p > done:
                 t0 = time.perf_counter()
-                advance(done, p)
+                loss = advance(done, p)
                 train_seconds += time.perf_counter() - t0
+                check_finite(model, loss, iteration=p, learning_rate=cfg.learning_rate)
                 if bar is not None:
                     bar.update(p - done)
                 done = p
@@ -254,6 +256,28 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True) -> Trai
                         input_shape=tuple(input_shape), test_pred=test_pred)
 
 
+class DivergedError(EdgeportError, ArithmeticError):
+    """Training diverged: the loss or the weights are no longer finite numbers."""
+
+
+def check_finite(model, loss, *, iteration: int, learning_rate: float) -> None:
+    """Stop a run whose loss or weights became NaN or infinite (nothing is written).
+
+    Raises:
+        DivergedError: with the iteration, the loss and the fix.
+    """
+    value = float(np.asarray(loss)) if loss is not None else 0.0
+    bad = [v.name for v in model.weights if not np.isfinite(v.numpy()).all()]
+    if math.isfinite(value) and not bad:
+        return
+    what = f"weights {', '.join(bad[:3])} are not finite" if bad else "the loss is not finite"
+    raise DivergedError(
+        f"training diverged at iteration {iteration}: loss {value:g}, {what}; expected finite "
+        f"numbers; fix: use a smaller --learning-rate (now {learning_rate:g}, try "
+        f"{learning_rate / 10:g})"
+    )
+
+
 def _stream_steps(cfg: TrainConfig, ds: Dataset, strategy, model, opt, loss_fn, batch_input):
     """``advance(start, stop)`` fed by the ``tf.data`` training stream, and its cache folder.
 
@@ -296,9 +320,10 @@ def _stream_steps(cfg: TrainConfig, ds: Dataset, strategy, model, opt, loss_fn, 
             opt.apply(grads, model.weights)
         return loss
 
-    def advance(start: int, stop: int) -> None:
+    def advance(start: int, stop: int):
         try:
-            run_stream_steps(tf.constant(stop - start, tf.int64), tf.constant(start, tf.int64))
+            return run_stream_steps(tf.constant(stop - start, tf.int64),
+                                    tf.constant(start, tf.int64))
         except tf.errors.OutOfRangeError:
             raise DatasetError(
                 f"{ds.name}: the training stream produced no images (every training file "
@@ -333,7 +358,8 @@ def fit(
     from .run_dir import check_writable, write_run
 
     if out_dir is not None:
-        check_writable(out_dir, force=force)
+        data_folder = cfg.dataset if os.path.isdir(cfg.dataset) else None
+        check_writable(out_dir, force=force, protect=(data_folder, cfg.data_dir))
     ds = dataset if dataset is not None else load_dataset(
         cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seed, progress=progress,
         image_size=cfg.image_size, channels=cfg.channels, split=cfg.split, stream=cfg.stream,

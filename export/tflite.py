@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeport.mobile_demo.tflite_meta import parse_metadata, parse_operators, parse_ops
+
 from .errors import ExportError
 from .formats import Precision
 from .metadata import METADATA_KEY, decode_metadata, encode_metadata
@@ -183,23 +185,18 @@ def read_tflite_metadata(model: bytes) -> dict[str, Any]:
     Raises:
         ExportError: the file has no ``"edgeport"`` entry.
     """
-    from tensorflow.lite.python import schema_py_generated as fb
-
-    root = fb.Model.GetRootAsModel(bytearray(model), 0)
-    for i in range(root.MetadataLength()):
-        entry = root.Metadata(i)
-        if _text(entry.Name()) == METADATA_KEY:
-            payload = root.Buffers(entry.Buffer()).DataAsNumpy()
-            return decode_metadata(bytes(payload))
-    raise ExportError(
-        f"TFLite model has no {METADATA_KEY!r} metadata entry; expected one written by "
-        "`edgeport export`; fix: re-export the run"
-    )
+    entries = parse_metadata(model)
+    if METADATA_KEY not in entries:
+        raise ExportError(
+            f"TFLite model has no {METADATA_KEY!r} metadata entry; expected one written by "
+            "`edgeport export`; fix: re-export the run"
+        )
+    return decode_metadata(entries[METADATA_KEY])
 
 
 def tflite_ops(model: bytes) -> list[str]:
     """The sorted, distinct operator names of every subgraph (``["FULLY_CONNECTED", ...]``)."""
-    return sorted({name for _, name, _ in _operators(model)})
+    return parse_ops(model)
 
 
 def integer_only_problems(model: bytes) -> list[str]:
@@ -212,7 +209,7 @@ def integer_only_problems(model: bytes) -> list[str]:
         One line per offending op; empty when the model is integer-only.
     """
     problems = []
-    for index, name, types in _operators(model):
+    for index, (name, types) in enumerate(parse_operators(model)):
         floats = sorted({t for t in types if t not in _INTEGER_TYPES})
         if name == "DEQUANTIZE" or floats:
             what = f"has {', '.join(floats)} tensors" if floats else "dequantizes to float"
@@ -317,33 +314,6 @@ def _calibration(images: np.ndarray | None, input_shape: tuple[int, ...]) -> np.
         images.reshape(len(images), -1)[0, 0] = 0.0
         images.reshape(len(images), -1)[-1, -1] = 1.0
     return images
-
-
-def _operators(model: bytes) -> Iterator[tuple[int, str, list[str]]]:
-    """Yield ``(index, op name, tensor type names)`` for every operator."""
-    from tensorflow.lite.python import schema_py_generated as fb
-
-    op_names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
-    type_names = {v: k for k, v in vars(fb.TensorType).items() if not k.startswith("_")}
-    root = fb.Model.GetRootAsModel(bytearray(model), 0)
-    codes = []
-    for i in range(root.OperatorCodesLength()):
-        code = root.OperatorCodes(i)
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        if builtin == fb.BuiltinOperator.CUSTOM:
-            codes.append(f"CUSTOM:{_text(code.CustomCode())}")
-        else:
-            codes.append(op_names.get(builtin, f"BUILTIN_{builtin}"))
-    count = 0
-    for s in range(root.SubgraphsLength()):
-        subgraph = root.Subgraphs(s)
-        for o in range(subgraph.OperatorsLength()):
-            op = subgraph.Operators(o)
-            used = [op.Inputs(i) for i in range(op.InputsLength())]
-            used += [op.Outputs(i) for i in range(op.OutputsLength())]
-            types = [type_names[subgraph.Tensors(t).Type()] for t in used if t >= 0]
-            yield count, codes[op.OpcodeIndex()], types
-            count += 1
 
 
 def _detail(d: Mapping[str, Any]) -> dict[str, Any]:

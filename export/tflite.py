@@ -21,7 +21,7 @@ JSON metadata document is added as a ``Model.metadata`` entry named
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -111,7 +111,9 @@ def convert_tflite(
     return data
 
 
-def finalize_tflite(model: bytes, *, metadata: Mapping[str, Any]) -> bytes:
+def finalize_tflite(
+    model: bytes, *, metadata: Mapping[str, Any], outputs: Sequence[str] = OUTPUT_NAMES
+) -> bytes:
     """Rename the I/O tensors, order the outputs, and embed the metadata document.
 
     Args:
@@ -119,6 +121,8 @@ def finalize_tflite(model: bytes, *, metadata: Mapping[str, Any]) -> bytes:
             signature (inputs ``image``; outputs ``probabilities``, ``logits``).
         metadata: the document stored under ``Model.metadata["edgeport"]``, the only
             metadata entry left (the converter's entries are removed).
+        outputs: the signature's output names, in file order (app models: only
+            ``probabilities``).
 
     Returns:
         The rewritten flatbuffer.
@@ -138,19 +142,20 @@ def finalize_tflite(model: bytes, *, metadata: Mapping[str, Any]) -> bytes:
         )
     sig = sigs[0]
     subgraph = obj.subgraphs[sig.subgraphIndex]
+    names = tuple(outputs)
     inputs = {_text(t.name): t for t in sig.inputs}
     outputs = {_text(t.name): t for t in sig.outputs}
-    if set(inputs) != {INPUT_NAME} or set(outputs) != set(OUTPUT_NAMES):
+    if set(inputs) != {INPUT_NAME} or set(outputs) != set(names):
         raise ExportError(
             f"TFLite signature has inputs {sorted(inputs)} and outputs {sorted(outputs)}, "
-            f"expected ['{INPUT_NAME}'] and {sorted(OUTPUT_NAMES)}; fix: re-train so the "
+            f"expected ['{INPUT_NAME}'] and {sorted(names)}; fix: re-train so the "
             "serving_default signature follows docs/contracts.md"
         )
-    order = [INPUT_NAME, *OUTPUT_NAMES]
+    order = [INPUT_NAME, *names]
     tensors = {**inputs, **outputs}
     if sorted(subgraph.inputs) != [inputs[INPUT_NAME].tensorIndex] or sorted(
         subgraph.outputs
-    ) != sorted(outputs[n].tensorIndex for n in OUTPUT_NAMES):
+    ) != sorted(outputs[n].tensorIndex for n in names):
         raise ExportError(
             "TFLite subgraph I/O does not match its signature; expected one input and the two "
             "signature outputs; fix: report this converter output as a bug"
@@ -158,9 +163,9 @@ def finalize_tflite(model: bytes, *, metadata: Mapping[str, Any]) -> bytes:
     for name in order:
         subgraph.tensors[tensors[name].tensorIndex].name = name.encode()
     sig.inputs = [inputs[INPUT_NAME]]
-    sig.outputs = [outputs[n] for n in OUTPUT_NAMES]
+    sig.outputs = [outputs[n] for n in names]
     subgraph.inputs = [inputs[INPUT_NAME].tensorIndex]
-    subgraph.outputs = [outputs[n].tensorIndex for n in OUTPUT_NAMES]
+    subgraph.outputs = [outputs[n].tensorIndex for n in names]
 
     # The converter's own entries (min_runtime_version, CONVERSION_METADATA) are dropped:
     # no interpreter reads them, the manifest records the converter version instead, and

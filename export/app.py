@@ -4,7 +4,7 @@ Usage::
 
     from edgeport.export.app import convert_app, app_size
     data = convert_app(serving, input=run.input, precision=Precision.FLOAT32,
-                       metadata=doc, labels=run.labels, calibration=pictures)
+                       metadata=doc, labels=run.labels)
 
 ``model_app_float32.tflite`` takes ``image`` float32 ``[1, S, S, 3]``, RGB pixel
 values 0-255 (so its ``TFLITE_METADATA`` normalization is mean 0, std 1: clients
@@ -35,15 +35,28 @@ resampling matrices stay small (28x112).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import ExportError
-from .formats import Precision
+from .formats import ArtifactFormat, ArtifactKind, Precision
 
-__all__ = ["APP_FILES", "NORMALIZATION", "app_size", "build_app_function", "convert_app"]
+__all__ = [
+    "APP_FAMILY",
+    "APP_FILES",
+    "APP_KINDS",
+    "GOLDEN_PICTURES",
+    "NORMALIZATION",
+    "app_size",
+    "build_app_function",
+    "convert_app",
+    "predict_app",
+    "render_pictures",
+    "write_app_models",
+]
 
 APP_FILES = {Precision.FLOAT32: "model_app_float32.tflite", Precision.INT8: "model_app_int8.tflite"}
 # The float model takes raw pixel values: NormalizationOptions mean 0, std 1 tell clients
@@ -84,8 +97,9 @@ def _border(tf: Any, a: Any) -> Any:
 def _mass_range(tf: Any, profile: Any) -> tuple[Any, Any]:
     """As preprocess._mass_range: first and one-past-last index holding the ink."""
     n = int(profile.shape[0])
-    upper = tf.constant(np.triu(np.ones((n, n), np.float32)))  # cumsum as a matmul
-    cum = tf.linalg.matvec(upper, profile, transpose_a=True)
+    # cumsum as a masked sum (MUL + SUM), kept apart from the classifier's FULLY_CONNECTED
+    lower = tf.constant(np.tril(np.ones((n, n), np.float32)))
+    cum = tf.reduce_sum(lower * profile[None, :], axis=1)
     total = cum[-1]
     lo = tf.reduce_sum(tf.cast(cum <= total * _MASS_TRIM, tf.float32))
     hi = tf.reduce_sum(tf.cast(cum < total * (1 - _MASS_TRIM), tf.float32)) + 1.0
@@ -179,12 +193,13 @@ def _static_area(out_n: int, in_n: int) -> np.ndarray:
     return (overlap / step).astype(np.float32)
 
 
-def build_app_function(serving: Any, input: Mapping[str, Any]) -> Any:
+def build_app_function(serving: Any, input: Mapping[str, Any], *, uint8: bool = False) -> Any:
     """The app graph as a ``tf.function``: ``image`` float32 ``[1, S, S, 3]`` (0-255) in.
 
     Args:
         serving: the loaded reference signature (takes pixel values in [0, 1]).
         input: ``metrics.json["input"]`` (layout, height, width, channels, preprocess).
+        uint8: take the picture as uint8 instead (cast to float inside the graph).
 
     Returns:
         A ``tf.function`` returning ``{"probabilities": [1, K]}``.
@@ -202,9 +217,11 @@ def build_app_function(serving: Any, input: Mapping[str, Any]) -> Any:
     weights = tf.constant([0.299, 0.587, 0.114], tf.float32)  # ITU-R 601, as PIL's "L"
     function = serving.function
 
-    @tf.function(input_signature=[tf.TensorSpec([1, s, s, 3], tf.float32, name="image")])
+    dtype = tf.uint8 if uint8 else tf.float32
+
+    @tf.function(input_signature=[tf.TensorSpec([1, s, s, 3], dtype, name="image")])
     def app(image: Any) -> dict[str, Any]:
-        rgb = image[0] / 255.0
+        rgb = tf.cast(image[0], tf.float32) / 255.0
         gray = tf.reduce_sum(rgb * weights, axis=-1)
         if digit:
             x = _digit(tf, gray, height)[:, :, None]
@@ -226,7 +243,6 @@ def convert_app(
     precision: Precision,
     labels: Sequence[str],
     metadata: Mapping[str, Any],
-    calibration: np.ndarray | None = None,
 ) -> bytes:
     """Convert the app graph to a finished ``.tflite`` with TFLITE_METADATA and packed labels.
 
@@ -234,10 +250,9 @@ def convert_app(
         serving: the loaded reference signature.
         input: ``metrics.json["input"]``.
         precision: ``float32`` (float input 0-255) or ``int8`` (uint8 input, int8
-            classifier, the preprocessing left in float).
+            classifier weights, the preprocessing left in float).
         labels: the class names in output order.
         metadata: the ``edgeport`` JSON document to keep beside the standard entry.
-        calibration: for ``int8``: uint8 RGB pictures ``[N, S, S, 3]``.
 
     Returns:
         The ``.tflite`` bytes.
@@ -251,30 +266,22 @@ def convert_app(
     from .tflite import finalize_tflite, tflite_ops
 
     precision = Precision(precision)
-    app = build_app_function(serving, input)
+    app = build_app_function(serving, input, uint8=precision is Precision.INT8)
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [app.get_concrete_function()], serving.module
     )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if precision is Precision.INT8:
-        pictures = _calibration(calibration, app_size(input))
-
-        def representative_dataset() -> Iterator[list[np.ndarray]]:
-            for picture in pictures:
-                yield [picture[None].astype(np.float32)]
-
+        # uint8 pixels are cast to float inside the graph and the preprocessing runs in
+        # float; the classifier's weights are int8 (dynamic-range kernels). A full-integer
+        # graph breaks the crop (a quantized DIV fails on a zero denominator), and the
+        # selective-quantization debugger does not accept concrete functions.
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative_dataset
-        converter.inference_input_type = tf.uint8
-    elif precision is not Precision.FLOAT32:
+        raw = _convert(converter, precision)
+    elif precision is Precision.FLOAT32:
+        raw = _convert(converter, precision)
+    else:
         raise ExportError(f"app model precision={precision.value!r}; expected float32 or int8")
-    try:
-        raw = converter.convert()
-    except Exception as e:  # the converter raises ConverterError, ValueError, RuntimeError...
-        raise ExportError(
-            f"app model {precision.value} conversion failed: {type(e).__name__}: "
-            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}; fix: report it"
-        ) from e
     data = finalize_tflite(raw, metadata=metadata, outputs=("probabilities",))
     odd = [op for op in tflite_ops(data) if op.startswith(("Flex", "CUSTOM")) or op.islower()]
     if odd:
@@ -292,15 +299,108 @@ def convert_app(
     )
 
 
-def _calibration(pictures: np.ndarray | None, s: int) -> np.ndarray:
-    if pictures is None or len(pictures) == 0:
+def _convert(converter: Any, precision: Precision) -> bytes:
+    try:
+        return converter.convert()
+    except Exception as e:  # the converter raises ConverterError, ValueError, RuntimeError...
         raise ExportError(
-            "the int8 app model got no calibration pictures; expected uint8 [N, S, S, 3]; "
-            "fix: pass calibration_samples > 0"
+            f"app model {precision.value} conversion failed: {type(e).__name__}: "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}; fix: report it"
+        ) from e
+
+
+def render_pictures(images: np.ndarray, input: Mapping[str, Any]) -> np.ndarray:
+    """Render model-layout images in [0, 1] as the RGB pictures an app hands in.
+
+    Digit datasets (light ink on black) become dark ink on white paper; other
+    datasets keep their colours. Each image is enlarged to ``S x S`` (bilinear).
+
+    Args:
+        images: float32 ``[N, ...]`` in the model input layout, values in [0, 1].
+        input: ``metrics.json["input"]``.
+
+    Returns:
+        uint8 ``[N, S, S, 3]``.
+    """
+    from PIL import Image
+
+    s = app_size(input)
+    height, width, channels = int(input["height"]), int(input["width"]), int(input["channels"])
+    out = np.empty((len(images), s, s, 3), np.uint8)
+    for i, image in enumerate(np.asarray(images).reshape(-1, height, width, channels)):
+        pixels = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+        if channels == 1:
+            pixels = np.repeat(pixels, 3, axis=2)
+        big = np.asarray(Image.fromarray(pixels).resize((s, s), Image.Resampling.BILINEAR))
+        out[i] = 255 - big if input.get("preprocess") == "mnist" else big
+    return out
+
+
+APP_KINDS: tuple[ArtifactKind, ...] = (
+    ArtifactKind(
+        "app_float32", APP_FILES[Precision.FLOAT32], ArtifactFormat.TFLITE, Precision.FLOAT32
+    ),
+    ArtifactKind("app_int8", APP_FILES[Precision.INT8], ArtifactFormat.TFLITE, Precision.INT8),
+)
+APP_FAMILY = "app"
+GOLDEN_PICTURES = "app_pictures"  # golden.npz key: uint8 [G, S, S, 3]
+GOLDEN_APP_COUNT = 8  # 37 KB per 112-px picture: a few replay the file, parity covers the rest
+
+
+def predict_app(model: bytes, pictures: np.ndarray) -> np.ndarray:
+    """Run an app model on RGB pictures ``[N, S, S, 3]`` one at a time (it has batch 1).
+
+    Returns:
+        float32 ``[N, K]`` probabilities.
+    """
+    from .tflite import make_interpreter
+
+    interpreter = make_interpreter(model)
+    interpreter.allocate_tensors()
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    rows = []
+    for picture in pictures:
+        interpreter.set_tensor(inp["index"], picture[None].astype(inp["dtype"]))
+        interpreter.invoke()
+        rows.append(interpreter.get_tensor(out["index"])[0].copy())
+    return np.stack(rows).astype(np.float32)
+
+
+def write_app_models(
+    export_dir: Path, serving: Any, run: Any, *, golden_inputs: np.ndarray
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """Write both app models into ``export_dir``; return manifest entries and golden arrays.
+
+    Args:
+        export_dir: the (temporary) export folder.
+        serving: the loaded reference signature.
+        run: the :class:`~edgeport.train.run_dir.RunInfo`.
+        golden_inputs: the golden test images (model layout, [0, 1]), rendered as pictures.
+
+    Returns:
+        ``(entries, arrays)``: manifest entries with ``"family": "app"``, and the
+        ``golden.npz`` additions (``app_pictures`` and one probabilities array per file).
+    """
+    from edgeport.fileio import atomic_write_bytes
+
+    from .manifest import artifact_entry
+    from .metadata import build_metadata
+
+    pictures = render_pictures(golden_inputs[:GOLDEN_APP_COUNT], run.input)
+    entries, arrays = [], {GOLDEN_PICTURES: pictures}
+    for kind in APP_KINDS:
+        doc = build_metadata(
+            labels=run.labels,
+            input=run.input,
+            precision=kind.precision,
+            dataset=run.dataset,
+            model=run.model,
         )
-    pictures = np.asarray(pictures)
-    if pictures.shape[1:] != (s, s, 3):
-        raise ExportError(
-            f"calibration pictures have shape {list(pictures.shape)}, expected [N, {s}, {s}, 3]"
+        data = convert_app(
+            serving, input=run.input, precision=kind.precision, labels=run.labels, metadata=doc
         )
-    return pictures
+        atomic_write_bytes(export_dir / kind.file, data)
+        entries.append({**artifact_entry(export_dir / kind.file, kind), "family": APP_FAMILY})
+        arrays[f"{kind.stem}__probabilities"] = predict_app(data, pictures)
+    return entries, arrays

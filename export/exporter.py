@@ -119,6 +119,7 @@ def export_model(
     progress: bool = True,
     data_dir: str | os.PathLike[str] | None = None,
     load_split: SplitLoader | None = None,
+    app_models: bool = True,
 ) -> ExportResult:
     """Export ``RUN/saved_model`` to ``RUN/export`` in the chosen formats.
 
@@ -136,6 +137,8 @@ def export_model(
         data_dir: where the dataset lives (passed to ``train.run_dir.load_split``).
         load_split: ``loader(split) -> (x, labels)`` giving float32 images in
             [0, 1] in the model input layout; default ``train.run_dir.load_split``.
+        app_models: also write ``model_app_float32.tflite`` and ``model_app_int8.tflite``
+            (RGB picture in, preprocessing in the graph; :mod:`export.app`).
 
     Returns:
         What was written.
@@ -148,6 +151,7 @@ def export_model(
     """
     from tqdm import tqdm
 
+    from .app import write_app_models
     from .onnx import convert_onnx
     from .serving import load_serving
     from .tflite import convert_tflite
@@ -227,11 +231,19 @@ def export_model(
                 )
                 entries.append(entry)
                 bar.update(1)
+            app_golden: dict[str, np.ndarray] = {}
+            if app_models:
+                bar.set_description("export app models")
+                t0 = time.perf_counter()
+                app_entries, app_golden = write_app_models(
+                    tmp, serving, run, golden_inputs=golden_x
+                )
+                entries += app_entries
+                infos += [_app_info(e, time.perf_counter() - t0) for e in app_entries]
             bar.set_description(f"export {GOLDEN_NAME}, manifest.json")
             atomic_write_text(tmp / "labels.txt", "".join(f"{label}\n" for label in run.labels))
-            write_golden(
-                tmp / GOLDEN_NAME, make_golden(tmp, kinds, inputs=golden_x, labels=golden_y)
-            )
+            golden = make_golden(tmp, kinds, inputs=golden_x, labels=golden_y)
+            write_golden(tmp / GOLDEN_NAME, {**golden, **app_golden})
             manifest = build_manifest(
                 run_dir=run.path, labels=run.labels, input=run.input, artifacts=entries
             )
@@ -250,6 +262,17 @@ def export_model(
         bar.close()
     return ExportResult(
         export_dir=export_dir, artifacts=tuple(infos), seconds=time.perf_counter() - started
+    )
+
+
+def _app_info(entry: dict[str, Any], seconds: float) -> ArtifactInfo:
+    return ArtifactInfo(
+        file=entry["file"],
+        format=ArtifactFormat(entry["format"]),
+        precision=Precision(entry["precision"]),
+        bytes=entry["bytes"],
+        sha256=entry["sha256"],
+        seconds=seconds / 2,  # both app models were built together
     )
 
 

@@ -135,6 +135,7 @@ def artifact_entry(path: str | os.PathLike[str], kind: ArtifactKind) -> dict[str
         "inputs": inputs,
         "outputs": outputs,
         "ops": ops,
+        "family": "plain",  # export.app writes "app" for the picture-in models
     }
 
 

@@ -35,7 +35,7 @@ resampling matrices stay small (28x112).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ __all__ = [
     "APP_KINDS",
     "GOLDEN_PICTURES",
     "NORMALIZATION",
+    "app_input",
     "app_size",
     "build_app_function",
     "convert_app",
@@ -97,9 +98,7 @@ def _border(tf: Any, a: Any) -> Any:
 def _mass_range(tf: Any, profile: Any) -> tuple[Any, Any]:
     """As preprocess._mass_range: first and one-past-last index holding the ink."""
     n = int(profile.shape[0])
-    # cumsum as a masked sum (MUL + SUM), kept apart from the classifier's FULLY_CONNECTED
-    lower = tf.constant(np.tril(np.ones((n, n), np.float32)))
-    cum = tf.reduce_sum(lower * profile[None, :], axis=1)
+    cum = tf.math.cumsum(profile)  # CUMSUM, a builtin since TFLite 2.5
     total = cum[-1]
     lo = tf.reduce_sum(tf.cast(cum <= total * _MASS_TRIM, tf.float32))
     hi = tf.reduce_sum(tf.cast(cum < total * (1 - _MASS_TRIM), tf.float32)) + 1.0
@@ -159,7 +158,10 @@ def _digit(tf: Any, g: Any, size: int) -> Any:
     def place(top: Any, left: Any) -> Any:
         rows = _area_matrix(tf, size, s, top, h, r0, ch)
         cols = _area_matrix(tf, size, s, left, w, c0, cw)
-        return tf.matmul(tf.matmul(rows, ink), cols, transpose_b=True)
+        # Rank-3 operands keep these BATCH_MATMUL: the converter turns a rank-2 matmul into
+        # FULLY_CONNECTED, which the int8 model would then quantize with the classifier.
+        picked = tf.matmul(rows[None], ink[None])
+        return tf.matmul(picked, cols[None], transpose_b=True)[0]
 
     small = tf.clip_by_value(place(0.0, 0.0), 0.0, 1.0)
     small = small / tf.maximum(tf.reduce_max(small), _EPS)
@@ -243,6 +245,7 @@ def convert_app(
     precision: Precision,
     labels: Sequence[str],
     metadata: Mapping[str, Any],
+    calibration: np.ndarray | None = None,
 ) -> bytes:
     """Convert the app graph to a finished ``.tflite`` with TFLITE_METADATA and packed labels.
 
@@ -250,9 +253,10 @@ def convert_app(
         serving: the loaded reference signature.
         input: ``metrics.json["input"]``.
         precision: ``float32`` (float input 0-255) or ``int8`` (uint8 input, int8
-            classifier weights, the preprocessing left in float).
+            classifier, the preprocessing left in float).
         labels: the class names in output order.
         metadata: the ``edgeport`` JSON document to keep beside the standard entry.
+        calibration: for ``int8``: uint8 RGB training pictures ``[N, S, S, 3]``.
 
     Returns:
         The ``.tflite`` bytes.
@@ -266,20 +270,14 @@ def convert_app(
     from .tflite import finalize_tflite, tflite_ops
 
     precision = Precision(precision)
-    app = build_app_function(serving, input, uint8=precision is Precision.INT8)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [app.get_concrete_function()], serving.module
-    )
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if precision is Precision.INT8:
-        # uint8 pixels are cast to float inside the graph and the preprocessing runs in
-        # float; the classifier's weights are int8 (dynamic-range kernels). A full-integer
-        # graph breaks the crop (a quantized DIV fails on a zero denominator), and the
-        # selective-quantization debugger does not accept concrete functions.
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if precision is Precision.FLOAT32:
+        app = build_app_function(serving, input)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [app.get_concrete_function()], serving.module
+        )
         raw = _convert(converter, precision)
-    elif precision is Precision.FLOAT32:
-        raw = _convert(converter, precision)
+    elif precision is Precision.INT8:
+        raw = _convert_int8(serving, input, _calibration(calibration, app_size(input)))
     else:
         raise ExportError(f"app model precision={precision.value!r}; expected float32 or int8")
     data = finalize_tflite(raw, metadata=metadata, outputs=("probabilities",))
@@ -297,6 +295,82 @@ def convert_app(
         mean=NORMALIZATION[0],
         std=NORMALIZATION[1],
     )
+
+
+# Op types the int8 app model quantizes: the classifiers' layers. Every other op type in the
+# graph is the preprocessing and stays float.
+_INT8_OPS = frozenset({
+    "AVERAGE_POOL_2D",
+    "CONV_2D",
+    "DEPTHWISE_CONV_2D",
+    "FULLY_CONNECTED",
+    "MAX_POOL_2D",
+    "MEAN",
+    "RESHAPE",
+    "SOFTMAX",
+})
+
+
+def _convert_int8(serving: Any, input: Mapping[str, Any], pictures: np.ndarray) -> bytes:
+    """uint8 picture in, float preprocessing, int8 classifier (selective quantization).
+
+    A full-integer graph breaks the crop (a quantized DIV fails on a zero
+    denominator; 8-bit pixel levels through TOPK and the area matrices lose the
+    contrast stretch), so the preprocessing op types are denylisted in the
+    converter's ``QuantizationDebugger``. It needs a SavedModel, so the app
+    function is saved to a temporary folder first. Dynamic-range kernels are
+    avoided: tflite-runtime 2.14 and the Task Library lack FULLY_CONNECTED v12.
+    """
+    import tempfile
+
+    import tensorflow as tf
+
+    from .tflite import tflite_ops
+
+    app = build_app_function(serving, input, uint8=True)
+    module = tf.Module()
+    module.reference = serving.module  # keeps the variables the function reads
+    module.app = app
+
+    def representative_dataset() -> Iterator[dict[str, np.ndarray]]:
+        for picture in pictures:
+            yield {"image": picture[None]}
+
+    with tempfile.TemporaryDirectory(prefix="edgeport-app-") as tmp:
+        tf.saved_model.save(
+            module, tmp, signatures={"serving_default": app.get_concrete_function()}
+        )
+        plain = _convert(tf.lite.TFLiteConverter.from_saved_model(tmp), Precision.FLOAT32)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset
+        options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_ops=sorted(set(tflite_ops(plain)) - _INT8_OPS)
+        )
+        try:
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=representative_dataset, debug_options=options
+            )
+            return bytes(debugger.get_nondebug_quantized_model())
+        except Exception as e:  # the converter raises ConverterError, ValueError, RuntimeError...
+            raise ExportError(
+                f"app model int8 conversion failed: {type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}; fix: report it"
+            ) from e
+
+
+def _calibration(pictures: np.ndarray | None, s: int) -> np.ndarray:
+    if pictures is None or len(pictures) == 0:
+        raise ExportError(
+            "the int8 app model got no calibration pictures; expected uint8 [N, S, S, 3] "
+            "training pictures; fix: pass calibration_samples > 0"
+        )
+    pictures = np.asarray(pictures, dtype=np.uint8)
+    if pictures.shape[1:] != (s, s, 3):
+        raise ExportError(
+            f"calibration pictures have shape {list(pictures.shape)}, expected [N, {s}, {s}, 3]"
+        )
+    return pictures
 
 
 def _convert(converter: Any, precision: Precision) -> bytes:
@@ -347,6 +421,28 @@ GOLDEN_PICTURES = "app_pictures"  # golden.npz key: uint8 [G, S, S, 3]
 GOLDEN_APP_COUNT = 8  # 37 KB per 112-px picture: a few replay the file, parity covers the rest
 
 
+def app_input(input: Mapping[str, Any], precision: Precision) -> dict[str, Any]:
+    """The ``input`` description of an app model (its ``edgeport`` metadata and manifest).
+
+    The picture is RGB pixel values 0-255; ``preprocess`` is ``"resize"`` because all
+    a caller does is fit the picture to S x S; ``model_input`` keeps the wrapped
+    model's own description.
+    """
+    s = app_size(input)
+    return {
+        "name": "image",
+        "layout": "nhwc",
+        "height": s,
+        "width": s,
+        "channels": 3,
+        "dtype": "uint8" if precision is Precision.INT8 else "float32",
+        "range": [0.0, 255.0],
+        "normalization": "none (pixel values 0-255; TFLITE_METADATA mean 0, std 1)",
+        "preprocess": "resize",
+        "model_input": dict(input),
+    }
+
+
 def predict_app(model: bytes, pictures: np.ndarray) -> np.ndarray:
     """Run an app model on RGB pictures ``[N, S, S, 3]`` one at a time (it has batch 1).
 
@@ -368,7 +464,12 @@ def predict_app(model: bytes, pictures: np.ndarray) -> np.ndarray:
 
 
 def write_app_models(
-    export_dir: Path, serving: Any, run: Any, *, golden_inputs: np.ndarray
+    export_dir: Path,
+    serving: Any,
+    run: Any,
+    *,
+    golden_inputs: np.ndarray,
+    calibration: np.ndarray | None,
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """Write both app models into ``export_dir``; return manifest entries and golden arrays.
 
@@ -377,6 +478,7 @@ def write_app_models(
         serving: the loaded reference signature.
         run: the :class:`~edgeport.train.run_dir.RunInfo`.
         golden_inputs: the golden test images (model layout, [0, 1]), rendered as pictures.
+        calibration: training images (model layout, [0, 1]) that calibrate the int8 file.
 
     Returns:
         ``(entries, arrays)``: manifest entries with ``"family": "app"``, and the
@@ -389,16 +491,22 @@ def write_app_models(
 
     pictures = render_pictures(golden_inputs[:GOLDEN_APP_COUNT], run.input)
     entries, arrays = [], {GOLDEN_PICTURES: pictures}
+    calibration_pictures = None if calibration is None else render_pictures(calibration, run.input)
     for kind in APP_KINDS:
         doc = build_metadata(
             labels=run.labels,
-            input=run.input,
+            input=app_input(run.input, kind.precision),
             precision=kind.precision,
             dataset=run.dataset,
             model=run.model,
         )
         data = convert_app(
-            serving, input=run.input, precision=kind.precision, labels=run.labels, metadata=doc
+            serving,
+            input=run.input,
+            precision=kind.precision,
+            labels=run.labels,
+            metadata=doc,
+            calibration=calibration_pictures,
         )
         atomic_write_bytes(export_dir / kind.file, data)
         entries.append({**artifact_entry(export_dir / kind.file, kind), "family": APP_FAMILY})

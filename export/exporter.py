@@ -162,7 +162,7 @@ def export_model(
     export_dir = run.path / EXPORT_DIR_NAME
     if export_dir.exists() and not force:
         raise _exists(export_dir)
-    needs_calibration = any(k.precision is Precision.INT8 for k in kinds)
+    needs_calibration = app_models or any(k.precision is Precision.INT8 for k in kinds)
     if needs_calibration and calibration_samples <= 0:
         raise ExportError(
             f"calibration_samples={calibration_samples}, expected > 0 for the int8 model; "
@@ -236,7 +236,7 @@ def export_model(
                 bar.set_description("export app models")
                 t0 = time.perf_counter()
                 app_entries, app_golden = write_app_models(
-                    tmp, serving, run, golden_inputs=golden_x
+                    tmp, serving, run, golden_inputs=golden_x, calibration=calibration
                 )
                 entries += app_entries
                 infos += [_app_info(e, time.perf_counter() - t0) for e in app_entries]

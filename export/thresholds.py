@@ -216,12 +216,13 @@ APP_THRESHOLDS: Thresholds = MappingProxyType(
             max_accuracy_drop=0.01,  # seen 0.6 pts (softmax, 500 pictures)
             golden_atol=1e-4,  # float preprocessing: ROUND of a box size may flip on other CPUs
         ),
-        # int8 classifier weights (dynamic-range kernels), float preprocessing.
+        # int8 classifier behind the float preprocessing: the interpolation gap plus the
+        # int8 file's own drift (model_int8 agrees 99.6 % with the reference); seen 97.7 %.
         Precision.INT8: Tolerance(
-            min_agreement=0.975,
+            min_agreement=0.97,
             max_abs_diff=None,
             max_accuracy_drop=0.015,
-            golden_atol=1e-3,  # activations quantized per picture at run time
+            golden_atol=0.004,  # one int8 output step (1/256), as model_int8.tflite
         ),
     }
 )

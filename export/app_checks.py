@@ -54,6 +54,11 @@ def app_oracle(
     return np.concatenate(out).astype(np.float32)
 
 
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
+
+
 def classify_mediapipe(
     path: str | os.PathLike[str], pictures: np.ndarray, labels: Sequence[str]
 ) -> np.ndarray:
@@ -70,6 +75,11 @@ def classify_mediapipe(
         for i, picture in enumerate(pictures):
             image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(picture))
             for category in classifier.classify(image).classifications[0].categories:
+                if category.category_name not in index:
+                    raise ValueError(
+                        f"label {category.category_name!r} of the packed labels.txt is not one "
+                        "of the run's labels; expected the run's labels.txt; re-export"
+                    )
                 rows[i, index[category.category_name]] = category.score
     return rows
 
@@ -107,11 +117,14 @@ def check_app_parity(
             failures = list(problems)
             probs = None
             if path.is_file():
-                probs = (
-                    predict_app(path.read_bytes(), pictures)
-                    if runtime == "litert"
-                    else classify_mediapipe(path, pictures, info.labels)
-                )
+                try:
+                    probs = (
+                        predict_app(path.read_bytes(), pictures)
+                        if runtime == "litert"
+                        else classify_mediapipe(path, pictures, info.labels)
+                    )
+                except Exception as e:  # the clients raise RuntimeError, ValueError, KeyError...
+                    failures.append(f"{runtime} cannot run it: {_one_line(e)}")
             figures: dict[str, Any] = {
                 "accuracy": None,
                 "agreement": None,

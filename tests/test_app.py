@@ -170,6 +170,43 @@ def test_legacy_device_venv_runs_app_models(export_dir: Path, device_python: str
     assert [line.rsplit("] ", 1)[1] for line in out] == [str(t) for t in tops]
 
 
+@pytest.mark.device
+def test_task_library_loads_app_models_in_legacy_venv(export_dir: Path, device_python: str) -> None:
+    """tflite-support 0.4.4 (the C++ behind Android's Task Library) reads the metadata and
+    gives the golden top-1 classes."""
+    code = (
+        "import json, sys, numpy as np\n"
+        "from tflite_support import metadata\n"
+        "from tflite_support.task import core, vision\n"
+        "g = np.load(sys.argv[1])['app_pictures']\n"
+        "for f in sys.argv[2:]:\n"
+        "    d = metadata.MetadataDisplayer.with_model_file(f)\n"
+        "    t = json.loads(d.get_metadata_json())['subgraph_metadata'][0]\n"
+        "    norm = t['input_tensor_metadata'][0]['process_units'][0]['options']\n"
+        "    labels = d.get_associated_file_buffer('labels.txt').decode().split()\n"
+        "    o = vision.ImageClassifierOptions(base_options=core.BaseOptions(file_name=f))\n"
+        "    c = vision.ImageClassifier.create_from_options(o)\n"
+        "    top = [c.classify(vision.TensorImage.create_from_array(np.ascontiguousarray(p)))"
+        ".classifications[0].categories[0].category_name for p in g]\n"
+        "    print(json.dumps({'norm': norm, 'labels': labels, 'top': top}))\n"
+    )
+    files = [str(export_dir / f) for f in APP_FILES]
+    run = subprocess.run(
+        [device_python, "-c", code, str(export_dir / "golden.npz"), *files],
+        capture_output=True, text=True, timeout=300,
+    )
+    if "No module named 'tflite_support'" in run.stderr:
+        pytest.skip("tflite-support is not in the device venv (make device-venv)")
+    assert run.returncode == 0, run.stderr[-2000:]
+    with np.load(export_dir / "golden.npz") as golden:
+        tops = [golden[f"{k.stem}__probabilities"].argmax(1) for k in APP_KINDS]
+    for line, top in zip(run.stdout.splitlines(), tops, strict=True):
+        got = json.loads(line)
+        assert got["norm"] == {"mean": [0.0], "std": [1.0]}
+        assert got["labels"] == [str(k) for k in range(10)]
+        assert got["top"] == [str(k) for k in top]
+
+
 def _rewrite_labels(src: Path, dst: Path, labels: list[str]) -> None:
     data = src.read_bytes()
     with zipfile.ZipFile(src) as archive:

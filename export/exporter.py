@@ -119,7 +119,7 @@ def export_model(
     progress: bool = True,
     data_dir: str | os.PathLike[str] | None = None,
     load_split: SplitLoader | None = None,
-    app_models: bool = True,
+    app_models: bool | None = None,
 ) -> ExportResult:
     """Export ``RUN/saved_model`` to ``RUN/export`` in the chosen formats.
 
@@ -138,7 +138,8 @@ def export_model(
         load_split: ``loader(split) -> (x, labels)`` giving float32 images in
             [0, 1] in the model input layout; default ``train.run_dir.load_split``.
         app_models: also write ``model_app_float32.tflite`` and ``model_app_int8.tflite``
-            (RGB picture in, preprocessing in the graph; :mod:`export.app`).
+            (RGB picture in, preprocessing in the graph; :mod:`export.app`) and, with
+            ONNX, ``model.ort`` (:mod:`export.ort`); ``None``: when ``formats="all"``.
 
     Returns:
         What was written.
@@ -153,11 +154,14 @@ def export_model(
 
     from .app import write_app_models
     from .onnx import convert_onnx
+    from .ort import write_ort
     from .serving import load_serving
     from .tflite import convert_tflite
 
     started = time.perf_counter()
     kinds = parse_formats(formats)
+    if app_models is None:
+        app_models = isinstance(formats, str) and formats.strip().lower() == "all"
     run = load_run(run_dir, need_reference=False)
     export_dir = run.path / EXPORT_DIR_NAME
     if export_dir.exists() and not force:
@@ -231,6 +235,12 @@ def export_model(
                 )
                 entries.append(entry)
                 bar.update(1)
+            onnx_entry = next((e for e in entries if e["file"] == "model.onnx"), None)
+            if app_models and onnx_entry is not None:  # ONNX Runtime Mobile: model.ort + ops
+                bar.set_description("export model.ort")
+                t0 = time.perf_counter()
+                entries.append(write_ort(tmp, onnx_entry))
+                infos.append(_app_info(entries[-1], 2 * (time.perf_counter() - t0)))
             app_golden: dict[str, np.ndarray] = {}
             if app_models:
                 bar.set_description("export app models")
@@ -266,6 +276,7 @@ def export_model(
 
 
 def _app_info(entry: dict[str, Any], seconds: float) -> ArtifactInfo:
+    """The ArtifactInfo of a file written beside the artifact table (app models, model.ort)."""
     return ArtifactInfo(
         file=entry["file"],
         format=ArtifactFormat(entry["format"]),

@@ -684,7 +684,7 @@ class Model:
 
 def _model_format(path: Path, runtime: str) -> str:
     suffix = path.suffix.lower()
-    if suffix == ".onnx":
+    if suffix in (".onnx", ".ort"):  # .ort: ONNX Runtime Mobile's format, same session API
         return "onnx"
     if suffix == ".tflite" or has_tflite_identifier(path):
         return "tflite"

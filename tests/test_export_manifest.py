@@ -38,7 +38,8 @@ FILES = [
     "model_int8.tflite",
     "model.onnx",
 ]
-APP_FILES = ["model_app_float32.tflite", "model_app_int8.tflite"]  # export.app, tests/test_app.py
+# Written beside the artifact table: model.ort (export.ort), the app models (export.app).
+APP_FILES = ["model.ort", "model_app_float32.tflite", "model_app_int8.tflite"]
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,8 @@ def test_missing_metrics(run_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_export_folder_contents(run_dir: Path) -> None:
     names = sorted(p.name for p in (run_dir / "export").iterdir())
-    assert names == sorted([*FILES, *APP_FILES, "labels.txt", "manifest.json", "golden.npz"])
+    extra = ["labels.txt", "manifest.json", "golden.npz", "required_operators.config"]
+    assert names == sorted([*FILES, *APP_FILES, *extra])
     assert not list(run_dir.glob(".export.*"))  # the temporary folder was renamed away
     labels = (run_dir / "export" / "labels.txt").read_text().splitlines()
     assert labels == [str(i) for i in range(10)]
@@ -129,7 +131,7 @@ def test_manifest_document(run_dir: Path, manifest: dict) -> None:
     assert manifest["labels"] == [str(i) for i in range(10)]
     assert manifest["input"] == MNIST_INPUT
     assert [a["file"] for a in manifest["artifacts"]] == FILES + APP_FILES
-    assert [a["family"] for a in manifest["artifacts"]] == ["plain"] * 5 + ["app"] * 2
+    assert [a["family"] for a in manifest["artifacts"]] == ["plain"] * 6 + ["app"] * 2
     for entry in manifest["artifacts"][: len(FILES)]:
         assert set(entry) == {
             "family",
@@ -206,7 +208,7 @@ def test_golden(run_dir: Path) -> None:
     with np.load(run_dir / "export" / "golden.npz", allow_pickle=False) as z:
         golden = dict(z)
     stems = [f.rsplit(".", 1)[0] for f in FILES]
-    app = [f"{f.rsplit('.', 1)[0]}__probabilities" for f in APP_FILES]
+    app = [f"{f.rsplit('.', 1)[0]}__probabilities" for f in APP_FILES[1:]]  # .ort = model
     expected = ["inputs", "labels", "app_pictures", *app, *(f"{s}__probabilities" for s in stems)]
     assert sorted(golden) == sorted(expected)
     assert golden["inputs"].dtype == np.float32 and golden["inputs"].shape == (32, 784)
@@ -241,8 +243,9 @@ def test_existing_export_needs_force(run_dir: Path, tmp_path: Path) -> None:
     assert not list(copy.glob(".export.*"))
     # same SavedModel, second export in this process: identical model bytes
     original = json.loads((run_dir / "export" / "manifest.json").read_text())
-    assert {a.file: a.sha256 for a in result.artifacts} == {
-        a["file"]: a["sha256"] for a in original["artifacts"]
+    # model.ort excepted: ONNX Runtime's converter does not write the same bytes every run.
+    assert {a.file: a.sha256 for a in result.artifacts if a.file != "model.ort"} == {
+        a["file"]: a["sha256"] for a in original["artifacts"] if a["file"] != "model.ort"
     }
     as_dict = json.loads(json.dumps(result.to_dict()))
     assert [a["file"] for a in as_dict["artifacts"]] == FILES + APP_FILES

@@ -22,7 +22,8 @@ from edgeport.export.verify import VerifyError, verify_export
 
 pytestmark = pytest.mark.slow
 
-FILES = [k.file for k in ARTIFACT_KINDS] + [k.file for k in APP_KINDS]  # plain, then app
+# plain, model.ort (export.ort), then the app models
+FILES = [k.file for k in ARTIFACT_KINDS] + ["model.ort"] + [k.file for k in APP_KINDS]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -45,7 +46,7 @@ def test_good_export_passes(exported_run: Path):
         assert r.atol == table[r.precision].golden_atol
         assert 0.0 <= r.max_abs_diff <= r.atol
     assert report.problems == ()
-    assert "verify PASS: 7/7" in format_verify_table(report)
+    assert "verify PASS: 8/8" in format_verify_table(report)
 
 
 def test_copied_export_passes_without_tensorflow(exported_run: Path, tmp_path: Path):

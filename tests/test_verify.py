@@ -13,17 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeport.export.app import APP_KINDS
 from edgeport.export.formats import ARTIFACT_KINDS
 from edgeport.export.manifest import ManifestError
 from edgeport.export.report import format_verify_table, to_markdown, write_junit
-from edgeport.export.thresholds import APP_THRESHOLDS, THRESHOLDS
+from edgeport.export.thresholds import THRESHOLDS
 from edgeport.export.verify import VerifyError, verify_export
 
 pytestmark = pytest.mark.slow
 
-# plain, model.ort (export.ort), then the app models
-FILES = [k.file for k in ARTIFACT_KINDS] + ["model.ort"] + [k.file for k in APP_KINDS]
+FILES = [k.file for k in ARTIFACT_KINDS]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -42,11 +40,10 @@ def test_good_export_passes(exported_run: Path):
     assert report.golden_count == 32  # the exporter's default golden_samples
     for r in report.results:
         assert r.sha256_ok and r.failures == ()
-        table = APP_THRESHOLDS if r.artifact.startswith("model_app_") else THRESHOLDS
-        assert r.atol == table[r.precision].golden_atol
+        assert r.atol == THRESHOLDS[r.precision].golden_atol
         assert 0.0 <= r.max_abs_diff <= r.atol
     assert report.problems == ()
-    assert "verify PASS: 8/8" in format_verify_table(report)
+    assert "verify PASS: 5/5" in format_verify_table(report)
 
 
 def test_copied_export_passes_without_tensorflow(exported_run: Path, tmp_path: Path):

@@ -63,8 +63,31 @@ def _paper_digits(x: np.ndarray, n: int, size: int, seed: int = 0) -> np.ndarray
 
 
 @pytest.fixture(scope="module")
-def export_dir(exported_run: Path) -> Path:
-    return Path(exported_run) / "export"
+def app_run(seed_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's seed run, exported with the app models and model.ort."""
+    from _runs import copy_run
+
+    from edgeport.export.exporter import export_model
+
+    run = copy_run(seed_run.run_dir, tmp_path_factory.mktemp("app") / "run")
+    export_model(run, formats="all", progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def export_dir(app_run: Path) -> Path:
+    return app_run / "export"
+
+
+def test_verify_replays_app_models_and_ort(export_dir: Path) -> None:
+    from edgeport.export.verify import verify_export
+
+    report = verify_export(export_dir)
+    rows = {r.artifact: r for r in report.results}
+    assert report.passed
+    assert set(APP_FILES) | {"model.ort"} <= set(rows)
+    for name in APP_FILES:
+        assert rows[name].runtime == "litert" and rows[name].max_abs_diff <= rows[name].atol
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +107,7 @@ def test_app_model_is_in_the_manifest_with_its_picture_input(manifest: dict, nam
     assert entry["outputs"][0]["shape"] == [1, len(manifest["labels"])]
     assert not [op for op in entry["ops"] if op.startswith("Flex") or op == "CUSTOM"]
     plain = [e for e in manifest["artifacts"] if e.get("family") == "plain"]
-    assert len(plain) == 5
+    assert [e["file"] for e in plain][-1] == "model.ort" and len(plain) == 6
 
 
 @pytest.mark.parametrize("name", APP_FILES)
@@ -216,12 +239,12 @@ def _rewrite_labels(src: Path, dst: Path, labels: list[str]) -> None:
         archive.writestr("labels.txt", "".join(f"{label}\n" for label in labels))
 
 
-def test_gate_fails_an_app_model_with_shuffled_labels(exported_run: Path, tmp_path: Path) -> None:
+def test_gate_fails_an_app_model_with_shuffled_labels(app_run: Path, tmp_path: Path) -> None:
     from edgeport.export.app_checks import check_app_parity
     from edgeport.train.run_dir import load_run, load_split
 
-    info = load_run(exported_run)
-    export_dir = Path(exported_run) / "export"
+    info = load_run(app_run)
+    export_dir = app_run / "export"
     manifest = json.loads((export_dir / "manifest.json").read_text())
     entry = next(e for e in manifest["artifacts"] if e["file"] == APP_FILES[0])
     broken = tmp_path / "export"

@@ -7,13 +7,15 @@ import os
 import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgeport.export.bench import device_python as bench_device_python
+from edgeport.mobile_demo.timing import time_calls
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,12 +44,10 @@ def load_average() -> str:
 
 def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, list[float], object]:
     """Run ``fn`` ``repeats`` times; returns (median seconds, all seconds, last result)."""
-    times, result = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times, result
+    results: list[object] = []
+    ns = time_calls(lambda: results.append(fn()), runs=repeats)
+    seconds = [float(v) / 1e9 for v in ns]
+    return statistics.median(seconds), seconds, results[-1]
 
 
 def table(headers: list[str], rows: list[list[object]]) -> str:
@@ -65,7 +65,7 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
 def interleaved_ns(
     fns: dict[str, Callable[[], object]], *, runs: int, warmup: int, rounds: int
 ) -> dict[str, np.ndarray]:
-    """Time every function ``runs`` times (``time.perf_counter_ns``), interleaved.
+    """Time every function ``runs`` times with the one timing loop, interleaved.
 
     The calls are split into ``rounds``; in each round every function gets
     ``warmup`` untimed calls, then its share of the timed ones, and the order
@@ -76,21 +76,16 @@ def interleaved_ns(
     Returns:
         Per name, the ``runs`` call durations in nanoseconds.
     """
-    clock = time.perf_counter_ns
     names = list(fns)
     per_round = [runs // rounds + (i < runs % rounds) for i in range(rounds)]
     out = {n: np.empty(runs, dtype=np.int64) for n in names}
     filled = dict.fromkeys(names, 0)
     for r, count in enumerate(per_round):
+        if count == 0:
+            continue
         for name in names[r % len(names):] + names[: r % len(names)]:
-            fn = fns[name]
-            for _ in range(warmup):
-                fn()
-            buf, start = out[name], filled[name]
-            for i in range(count):
-                t0 = clock()
-                fn()
-                buf[start + i] = clock() - t0
+            start = filled[name]
+            out[name][start : start + count] = time_calls(fns[name], runs=count, warmup=warmup)
             filled[name] += count
     return out
 
@@ -121,16 +116,13 @@ def read_manifest(run: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
 
 
 def device_python() -> Path | None:
-    """The TensorFlow-free device venv's Python.
+    """The TensorFlow-free device venv's Python (``$EDGEPORT_DEVICE_PYTHON``, else
+    ``.venv-device/bin/python`` from ``make device-venv``); ``None`` when there is none.
 
-    ``$EDGEPORT_DEVICE_PYTHON``, else ``.venv-device/bin/python`` (``make device-venv``),
-    else ``/tmp/devvenv/bin/python``; ``None`` when none exists.
+    The one lookup is :func:`edgeport.export.bench.device_python`.
     """
-    for candidate in (os.environ.get("EDGEPORT_DEVICE_PYTHON"),
-                      REPO / ".venv-device" / "bin" / "python", "/tmp/devvenv/bin/python"):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    return None
+    found = bench_device_python(REPO / ".venv-device" / "bin" / "python")
+    return Path(found) if found else None
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,82 @@ def label_of(stdout: str) -> str:
     return f"{doc['label']} ({doc['runtime']})"
 
 
+DEV_KEY = "device venv: edgeport-demo (tflite-runtime)"
+LITERT_KEY = "main venv: edgeport-demo (LiteRT)"
+TF_IMPORT_KEY = "main venv: import tensorflow only"
+TF_KEY = "main venv: TensorFlow SavedModel load + predict"
+
+
+def _commands(dev: Path | None, model: Path, image: Path, saved_model: Path,
+              input_desc: dict) -> dict[str, list[str]]:
+    """The commands to time, by row name."""
+    main_py = sys.executable
+    commands: dict[str, list[str]] = {}
+    if dev is not None:
+        commands[BARE] = [str(dev), "-c", "pass"]
+        commands[DEV_KEY] = [str(dev), "-m", "edgeport.mobile_demo", str(model), str(image),
+                             "--json"]
+    else:
+        print("warning: no device venv (set EDGEPORT_DEVICE_PYTHON or `make device-venv`); "
+              "measuring the main venv only", file=sys.stderr)
+    commands[LITERT_KEY] = [main_py, "-m", "edgeport.mobile_demo", str(model), str(image),
+                            "--json"]
+    commands[TF_IMPORT_KEY] = [main_py, "-c", "import tensorflow; print('imported')"]
+    commands[TF_KEY] = [main_py, "-c", TF_SCRIPT, str(saved_model), str(image),
+                        json.dumps(input_desc)]
+    return commands
+
+
+def _rounds(commands: dict[str, list[str]], env: dict[str, str], repeats: int
+            ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, str]]:
+    """Seconds to the first prediction and to exit per command, and each one's answer."""
+    first: dict[str, list[float]] = {k: [] for k in commands}
+    exit_: dict[str, list[float]] = {k: [] for k in commands}
+    labels: dict[str, str] = {}
+    for r in range(repeats + 1):  # round 0 warms the page cache and is not counted
+        print(f"round {r}/{repeats}{' (warm-up)' if r == 0 else ''}", file=sys.stderr)
+        for name, cmd in commands.items():
+            t_first, t_exit, out = time_command(cmd, env)
+            if r:
+                first[name].append(t_first)
+                exit_[name].append(t_exit)
+            if out.lstrip().startswith("{"):
+                labels[name] = label_of(out)
+    return first, exit_, labels
+
+
+def _target(med: dict[str, float], med_exit: dict[str, float], ref_key: str) -> Target:
+    ratio = med[TF_KEY] / med[ref_key]
+    tf_import = med[TF_IMPORT_KEY]
+    which = "device venv (tflite-runtime)" if ref_key == DEV_KEY else "main venv (LiteRT)"
+    rest = med[TF_KEY] - tf_import
+    rest_text = (f"loading the SavedModel (restoring it, tracing the signature) and the first "
+                 f"call add {rest:.1f} s" if rest > 0.1 * med[TF_KEY] else
+                 "loading the SavedModel and the first call add little on top (within the "
+                 "noise of the import)")
+    bare = med.get(BARE)
+    bare_text = "" if bare is None else f" (a bare interpreter start is {bare * 1e3:.0f} ms)"
+    why = (f"The demo in the {which} reaches its prediction in {med[ref_key] * 1e3:.0f} ms"
+           f"{bare_text}: numpy, Pillow "
+           "and a runtime of a few MB, then a file of a few KB. The TensorFlow path takes "
+           f"{med[TF_KEY]:.1f} s: `import tensorflow` alone takes {tf_import:.1f} s (hundreds of "
+           f"MB of shared libraries, op and kernel registration), {rest_text}; TensorFlow also "
+           f"needs {med_exit[TF_KEY] - med[TF_KEY]:.1f} s more to exit.")
+    if LITERT_KEY in med and ref_key == DEV_KEY:
+        lit = med[LITERT_KEY]
+        why += (f" With LiteRT in the main venv the demo takes {lit * 1e3:.0f} ms "
+                f"({med[TF_KEY] / lit:.0f}x faster than TensorFlow).")
+    return Target(
+        name="cold_start",
+        goal="device cold start (process start to first prediction) at least 5x faster than "
+             "the TensorFlow load",
+        measured=f"{med[ref_key] * 1e3:.0f} ms against {med[TF_KEY] * 1e3:.0f} ms: "
+                 f"{ratio:.1f}x faster",
+        met=ratio >= TARGET_RATIO,
+        why=why,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_argument(ap)
@@ -129,51 +205,18 @@ def main() -> None:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"  # the first line must leave the child when it is printed
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
     with tempfile.TemporaryDirectory(prefix="edgeport-cold-") as tmp:
         image = Path(tmp) / "digit.png"
         truth = write_image(export_dir, manifest["input"], image)
-        main_py = sys.executable
-        commands: dict[str, list[str]] = {}
-        if dev is not None:
-            commands[BARE] = [
-                str(dev), "-c", "pass"]
-            commands["device venv: edgeport-demo (tflite-runtime)"] = [
-                str(dev), "-m", "edgeport.mobile_demo", str(model), str(image), "--json"]
-        else:
-            print("warning: no device venv (set EDGEPORT_DEVICE_PYTHON or `make device-venv`); "
-                  "measuring the main venv only", file=sys.stderr)
-        commands["main venv: edgeport-demo (LiteRT)"] = [
-            main_py, "-m", "edgeport.mobile_demo", str(model), str(image), "--json"]
-        commands["main venv: import tensorflow only"] = [
-            main_py, "-c", "import tensorflow; print('imported')"]
-        commands["main venv: TensorFlow SavedModel load + predict"] = [
-            main_py, "-c", TF_SCRIPT, str(saved_model), str(image),
-            json.dumps(manifest["input"])]
-
-        first: dict[str, list[float]] = {k: [] for k in commands}
-        exit_: dict[str, list[float]] = {k: [] for k in commands}
-        labels: dict[str, str] = {}
-        for r in range(args.repeats + 1):  # round 0 warms the page cache and is not counted
-            print(f"round {r}/{args.repeats}{' (warm-up)' if r == 0 else ''}", file=sys.stderr)
-            for name, cmd in commands.items():
-                t_first, t_exit, out = time_command(cmd, env)
-                if r:
-                    first[name].append(t_first)
-                    exit_[name].append(t_exit)
-                if out.lstrip().startswith("{"):
-                    labels[name] = label_of(out)
+        commands = _commands(dev, model, image, saved_model, manifest["input"])
+        first, exit_, labels = _rounds(commands, env, args.repeats)
 
     med = {k: statistics.median(v) for k, v in first.items()}
     med_exit = {k: statistics.median(v) for k, v in exit_.items()}
-    dev_key = "device venv: edgeport-demo (tflite-runtime)"
-    ref_key = dev_key if dev_key in med else "main venv: edgeport-demo (LiteRT)"
-    tf_key = "main venv: TensorFlow SavedModel load + predict"
-    rows = []
-    for name in commands:
-        rows.append([name, f"{med[name] * 1e3:.0f}", f"{min(first[name]) * 1e3:.0f}",
-                     f"{med_exit[name] * 1e3:.0f}", f"{med[name] / med[ref_key]:.1f}x",
-                     labels.get(name, "-")])
+    ref_key = DEV_KEY if DEV_KEY in med else LITERT_KEY
+    rows = [[name, f"{med[name] * 1e3:.0f}", f"{min(first[name]) * 1e3:.0f}",
+             f"{med_exit[name] * 1e3:.0f}", f"{med[name] / med[ref_key]:.1f}x",
+             labels.get(name, "-")] for name in commands]
     lines = [
         f"machine: {machine()}; load average {load_average()}; {time.strftime('%Y-%m-%d')}; "
         f"medians of {args.repeats} interleaved rounds after one warm-up round; "
@@ -183,39 +226,9 @@ def main() -> None:
         table(["command", "start to first prediction ms (median)", "min ms",
                "start to exit ms", "vs device demo", "predicted (runtime)"], rows),
         "",
-        f"device venv: `{dev or 'not found'}`; main venv: `{main_py}`.",
+        f"device venv: `{dev or 'not found'}`; main venv: `{sys.executable}`.",
     ]
-
-    ratio = med[tf_key] / med[ref_key]
-    tf_import = med["main venv: import tensorflow only"]
-    which = "device venv (tflite-runtime)" if ref_key == dev_key else "main venv (LiteRT)"
-    rest = med[tf_key] - tf_import
-    rest_text = (f"loading the SavedModel (restoring it, tracing the signature) and the first "
-                 f"call add {rest:.1f} s" if rest > 0.1 * med[tf_key] else
-                 "loading the SavedModel and the first call add little on top (within the "
-                 "noise of the import)")
-    bare = med.get(BARE)
-    bare_text = "" if bare is None else f" (a bare interpreter start is {bare * 1e3:.0f} ms)"
-    why = (f"The demo in the {which} reaches its prediction in {med[ref_key] * 1e3:.0f} ms"
-           f"{bare_text}: numpy, Pillow "
-           "and a runtime of a few MB, then a file of a few KB. The TensorFlow path takes "
-           f"{med[tf_key]:.1f} s: `import tensorflow` alone takes {tf_import:.1f} s (hundreds of "
-           f"MB of shared libraries, op and kernel registration), {rest_text}; TensorFlow also "
-           f"needs {med_exit[tf_key] - med[tf_key]:.1f} s more to exit.")
-    if "main venv: edgeport-demo (LiteRT)" in med and ref_key == dev_key:
-        lit = med["main venv: edgeport-demo (LiteRT)"]
-        why += (f" With LiteRT in the main venv the demo takes {lit * 1e3:.0f} ms "
-                f"({med[tf_key] / lit:.0f}x faster than TensorFlow).")
-    target = Target(
-        name="cold_start",
-        goal="device cold start (process start to first prediction) at least 5x faster than "
-             "the TensorFlow load",
-        measured=f"{med[ref_key] * 1e3:.0f} ms against {med[tf_key] * 1e3:.0f} ms: "
-                 f"{ratio:.1f}x faster",
-        met=ratio >= TARGET_RATIO,
-        why=why,
-    )
-    finish("\n".join(lines), [target], args.json)
+    finish("\n".join(lines), [_target(med, med_exit, ref_key)], args.json)
 
 
 if __name__ == "__main__":

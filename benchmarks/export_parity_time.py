@@ -79,84 +79,40 @@ def cli_seconds(args: list[str], env: dict[str, str]) -> float:
     return seconds
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_run_argument(ap)
-    ap.add_argument("--repeats", type=int, default=3, help="runs of each measurement (median)")
-    args = ap.parse_args()
-
-    t0 = time.perf_counter()
-    from edgeport.train.tfenv import import_tensorflow
-
-    import_tensorflow()
-    tf_import = time.perf_counter() - t0
+def _in_process(run: Path, repeats: int) -> tuple[dict[str, list[float]],
+                                                  dict[str, list[float]], bool]:
+    """Seconds of reading the test split, ``export_model`` and ``check_parity``, per run."""
     from edgeport.export import export_model
     from edgeport.export.parity import check_parity
+    from edgeport.train.run_dir import load_split
 
-    with tempfile.TemporaryDirectory(prefix="edgeport-export-time-") as tmp:
-        run = copy_run(Path(args.run), Path(tmp) / "run")
-        with np.load(run / "reference.npz", allow_pickle=False) as z:
-            n_test = len(z["labels"])
-        from edgeport.train.run_dir import load_split
+    steps: dict[str, list[float]] = {"read": [], "export": [], "parity": []}
+    per_file: dict[str, list[float]] = {}
+    passed = True
+    for i in range(repeats):
+        print(f"in process {i + 1}/{repeats}", file=sys.stderr)
+        t0 = time.perf_counter()
+        load_split(run, "test")
+        steps["read"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        result = export_model(run, formats="all", force=True, progress=False)
+        steps["export"].append(time.perf_counter() - t0)
+        for a in result.artifacts:
+            per_file.setdefault(a.file, []).append(a.seconds)
+        t0 = time.perf_counter()
+        report = check_parity(run, progress=False)
+        steps["parity"].append(time.perf_counter() - t0)
+        passed = passed and report.passed
+    return steps, per_file, passed
 
-        read_s: list[float] = []
-        export_s: list[float] = []
-        parity_s: list[float] = []
-        per_file: dict[str, list[float]] = {}
-        passed = True
-        for i in range(args.repeats):
-            print(f"in process {i + 1}/{args.repeats}", file=sys.stderr)
-            t0 = time.perf_counter()
-            load_split(run, "test")
-            read_s.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            result = export_model(run, formats="all", force=True, progress=False)
-            export_s.append(time.perf_counter() - t0)
-            for a in result.artifacts:
-                per_file.setdefault(a.file, []).append(a.seconds)
-            t0 = time.perf_counter()
-            report = check_parity(run, progress=False)
-            parity_s.append(time.perf_counter() - t0)
-            passed = passed and report.passed
 
-        env = dict(os.environ)
-        cli_export: list[float] = []
-        cli_parity: list[float] = []
-        for i in range(args.repeats):
-            print(f"commands {i + 1}/{args.repeats}", file=sys.stderr)
-            cli_export.append(cli_seconds(["export", str(run), "--force"], env))
-            cli_parity.append(cli_seconds(["parity", str(run)], env))
-
+def _target(steps: dict[str, list[float]], n_test: int, tf_import: float) -> Target:
     med = statistics.median
-    rows = [
-        ["reading the dataset (`load_split(RUN, \"test\")`, part of both)",
-         f"{med(read_s):.2f}", f"{read_s[0]:.2f}", ", ".join(f"{s:.2f}" for s in read_s)],
-        ["`export_model(formats=\"all\")` in process", f"{med(export_s):.2f}",
-         f"{export_s[0]:.2f}", ", ".join(f"{s:.2f}" for s in export_s)],
-        [f"`check_parity` on {n_test:,} images in process", f"{med(parity_s):.2f}",
-         f"{parity_s[0]:.2f}", ", ".join(f"{s:.2f}" for s in parity_s)],
-        ["`edgeport export RUN --force` (new process)", f"{med(cli_export):.2f}",
-         f"{cli_export[0]:.2f}", ", ".join(f"{s:.2f}" for s in cli_export)],
-        [f"`edgeport parity RUN` on {n_test:,} images (new process)", f"{med(cli_parity):.2f}",
-         f"{cli_parity[0]:.2f}", ", ".join(f"{s:.2f}" for s in cli_parity)],
-    ]
-    file_rows = [[f"`{name}`", f"{med(s):.3f}"] for name, s in per_file.items()]
+    export_s, parity_s, read_s = steps["export"], steps["parity"], steps["read"]
+    cli_export, cli_parity = steps["cli_export"], steps["cli_parity"]
     total_cli = med(cli_export) + med(cli_parity)
     total_in = med(export_s) + med(parity_s)
-    lines = [
-        f"machine: {machine()}; load average {load_average()}; {time.strftime('%Y-%m-%d')}; "
-        f"medians of {args.repeats} runs; `import tensorflow` took {tf_import:.1f} s before "
-        "the in-process runs",
-        "",
-        table(["step", "median s", "first s", "all runs s"], rows),
-        "",
-        "Per file inside `export_model` (convert, check against the contract, write; median s):",
-        "",
-        table(["file", "seconds"], file_rows),
-        "",
-        f"Parity verdict on every run: {'PASS' if passed else 'FAIL'}.",
-    ]
-    target = Target(
+    return Target(
         name="export_parity_time",
         goal="export of all five formats plus parity on 10,000 images takes seconds, not "
              "minutes",
@@ -172,7 +128,59 @@ def main() -> None:
              f"{med(cli_parity) - med(parity_s):.1f} s (parity) to that: starting Python and "
              f"importing TensorFlow ({tf_import:.1f} s in this process)."),
     )
-    finish("\n".join(lines), [target], args.json)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_run_argument(ap)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each measurement (median)")
+    args = ap.parse_args()
+
+    t0 = time.perf_counter()
+    from edgeport.train.tfenv import import_tensorflow
+
+    import_tensorflow()
+    tf_import = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="edgeport-export-time-") as tmp:
+        run = copy_run(Path(args.run), Path(tmp) / "run")
+        with np.load(run / "reference.npz", allow_pickle=False) as z:
+            n_test = len(z["labels"])
+        steps, per_file, passed = _in_process(run, args.repeats)
+        env = dict(os.environ)
+        steps["cli_export"], steps["cli_parity"] = [], []
+        for i in range(args.repeats):
+            print(f"commands {i + 1}/{args.repeats}", file=sys.stderr)
+            steps["cli_export"].append(cli_seconds(["export", str(run), "--force"], env))
+            steps["cli_parity"].append(cli_seconds(["parity", str(run)], env))
+
+    med = statistics.median
+
+    def row(what: str, key: str) -> list[str]:
+        v = steps[key]
+        return [what, f"{med(v):.2f}", f"{v[0]:.2f}", ", ".join(f"{s:.2f}" for s in v)]
+
+    rows = [
+        row("reading the dataset (`load_split(RUN, \"test\")`, part of both)", "read"),
+        row("`export_model(formats=\"all\")` in process", "export"),
+        row(f"`check_parity` on {n_test:,} images in process", "parity"),
+        row("`edgeport export RUN --force` (new process)", "cli_export"),
+        row(f"`edgeport parity RUN` on {n_test:,} images (new process)", "cli_parity"),
+    ]
+    file_rows = [[f"`{name}`", f"{med(s):.3f}"] for name, s in per_file.items()]
+    lines = [
+        f"machine: {machine()}; load average {load_average()}; {time.strftime('%Y-%m-%d')}; "
+        f"medians of {args.repeats} runs; `import tensorflow` took {tf_import:.1f} s before "
+        "the in-process runs",
+        "",
+        table(["step", "median s", "first s", "all runs s"], rows),
+        "",
+        "Per file inside `export_model` (convert, check against the contract, write; median s):",
+        "",
+        table(["file", "seconds"], file_rows),
+        "",
+        f"Parity verdict on every run: {'PASS' if passed else 'FAIL'}.",
+    ]
+    finish("\n".join(lines), [_target(steps, n_test, tf_import)], args.json)
 
 
 if __name__ == "__main__":

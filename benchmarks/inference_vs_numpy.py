@@ -144,7 +144,7 @@ def raw_onnx(path: Path, x: np.ndarray, threads: int | None) -> tuple[Any, Calla
     return run()[0], run
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_argument(ap)
     ap.add_argument("--runs", type=int, default=5000, help="timed batch-1 calls per candidate")
@@ -155,121 +155,151 @@ def main() -> None:
     ap.add_argument("--no-bench", action="store_true",
                     help="skip the fresh-process table of export.bench")
     ap.add_argument("--bench-runs", type=int, default=1000, help="export.bench batch-1 runs")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    export_dir, manifest = read_manifest(args.run)
-    run = Path(args.run)
-    from edgeport.train.tfenv import import_tensorflow
 
-    tf = import_tensorflow()
-    from edgeport.mobile_demo.runtime import dequantize, load_model, quantize
+class Candidates:
+    """Every way of running one image: the timed callables and their answers."""
 
-    with np.load(export_dir / "golden.npz", allow_pickle=False) as z:
-        inputs = z["inputs"].astype(np.float32)
+    def __init__(self) -> None:
+        self.fns: dict[str, Callable[[], object]] = {}
+        self.probs: dict[str, np.ndarray] = {}
+        self.models: dict[str, Any] = {}
+        self.layers: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self.floor_check = ""
+
+    def add(self, key: str, fn: Callable[[], object], probs: Any = None) -> None:
+        self.fns[key] = fn
+        if probs is not None:
+            self.probs[key] = np.asarray(probs, dtype=np.float32)
+
+
+def _reference_candidates(c: Candidates, run: Path, tf: Any, inputs: np.ndarray) -> None:
+    """The SavedModel call and, for a chain of dense layers, the numpy floor."""
     x1 = np.ascontiguousarray(inputs[:1])
-
-    fns: dict[str, Callable[[], object]] = {}
-    probs: dict[str, np.ndarray] = {}
     sig = tf.saved_model.load(str(run / "saved_model")).signatures["serving_default"]
-    fns["tf"] = lambda: sig(image=tf.constant(x1))["probabilities"].numpy()
-    probs["tf"] = np.asarray(fns["tf"]())
-    layers = dense_weights(run / "saved_model")
-    floor_check = ""
-    if layers is not None:
-        floor = numpy_floor(layers)
-        fns["numpy"] = lambda: floor(x1)
-        probs["numpy"] = floor(x1)
+    c.add("tf", lambda: sig(image=tf.constant(x1))["probabilities"].numpy())
+    c.probs["tf"] = np.asarray(c.fns["tf"]())
+    c.layers = dense_weights(run / "saved_model")
+    if c.layers is not None:
+        floor = numpy_floor(c.layers)
+        c.add("numpy", lambda: floor(x1), floor(x1))
         ref = sig(image=tf.constant(inputs))["probabilities"].numpy()
         diff = float(np.abs(floor(inputs) - ref).max())
-        floor_check = (f"The numpy floor reproduces the SavedModel on the {len(inputs)} golden "
-                       f"images to max |Δp| = {diff:.1e}.")
-        params = sum(w.size + b.size for w, b in layers)
-        macs = sum(w.size for w, _ in layers)
-    artifacts = [(str(e["file"]), str(e["format"]), str(e["precision"]))
-                 for e in manifest["artifacts"]]
-    models = {}
+        c.floor_check = (f"The numpy floor reproduces the SavedModel on the {len(inputs)} "
+                         f"golden images to max |Δp| = {diff:.1e}.")
+
+
+def _artifact_candidates(c: Candidates, export_dir: Path, artifacts: list[tuple[str, str, str]],
+                         x1: np.ndarray, threads: int | None) -> None:
+    """Each file through Model.predict and through its bare interpreter or session."""
+    from edgeport.mobile_demo.runtime import dequantize, load_model, quantize
+
     for name, fmt, _ in artifacts:
-        model = load_model(export_dir / name, num_threads=args.threads)
-        models[name] = model
-        fns[f"predict:{name}"] = lambda m=model: m.predict(x1)["probabilities"]
-        probs[f"predict:{name}"] = model.predict(x1)["probabilities"]
+        model = load_model(export_dir / name, num_threads=threads)
+        c.models[name] = model
+        c.add(f"predict:{name}", lambda m=model: m.predict(x1)["probabilities"],
+              model.predict(x1)["probabilities"])
         if model.input.dtype == "uint8":  # the int8 file also takes camera bytes as they are
             u8 = np.rint(x1 * 255).astype(np.uint8)
-            fns[f"predict_u8:{name}"] = lambda m=model, u=u8: m.predict(u)["probabilities"]
-            probs[f"predict_u8:{name}"] = model.predict(u8)["probabilities"]
+            c.add(f"predict_u8:{name}", lambda m=model, u=u8: m.predict(u)["probabilities"],
+                  model.predict(u8)["probabilities"])
         if fmt == "tflite":
-            p, full, invoke = raw_tflite(export_dir / name, x1, args.threads)
-            fns[f"raw:{name}"], fns[f"invoke:{name}"] = full, invoke
+            p, full, invoke = raw_tflite(export_dir / name, x1, threads)
+            c.add(f"raw:{name}", full, p)
+            c.add(f"invoke:{name}", invoke)
         else:
-            p, run_ = raw_onnx(export_dir / name, x1, args.threads)
-            fns[f"raw:{name}"] = run_
-        probs[f"raw:{name}"] = np.asarray(p, dtype=np.float32)
+            p, run_ = raw_onnx(export_dir / name, x1, threads)
+            c.add(f"raw:{name}", run_, p)
     # Where Model.predict's time goes for a quantized file: the pixel quantization and
     # the dequantization of its two outputs, timed on their own.
-    int8 = next((m for m in models.values() if m.input.quantized), None)
+    int8 = next((m for m in c.models.values() if m.input.quantized), None)
     if int8 is not None:
         spec, outs = int8.input, int8.outputs
-        fns["quantize"] = lambda: quantize(x1, spec.scale, spec.zero_point, spec.dtype)
+        c.add("quantize", lambda: quantize(x1, spec.scale, spec.zero_point, spec.dtype))
         q_out = [np.zeros(o.shape[1:], dtype=o.dtype)[None] for o in outs]
-        fns["dequantize"] = lambda: [dequantize(q, o.scale, o.zero_point)
-                                     for q, o in zip(q_out, outs, strict=True)]
-    top = {k: int(np.argmax(v)) for k, v in probs.items()}
-    if len(set(top.values())) != 1:
-        print(f"warning: the candidates disagree on the test image's class: {top}",
-              file=sys.stderr)
+        c.add("dequantize", lambda: [dequantize(q, o.scale, o.zero_point)
+                                     for q, o in zip(q_out, outs, strict=True)])
 
-    print(f"timing {len(fns)} candidates x {args.runs} calls in {args.rounds} rounds ...",
-          file=sys.stderr)
-    ns = interleaved_ns(fns, runs=args.runs, warmup=args.warmup, rounds=args.rounds)
-    p50 = {k: us(v) for k, v in ns.items()}
-    p99 = {k: us(v, 99) for k, v in ns.items()}
+
+def _fresh_process_bench(run: Path, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """``export.bench.benchmark`` rows by artifact, and its Markdown table."""
+    if args.no_bench:
+        return {}, ""
+    from edgeport.export.bench import benchmark
+    from edgeport.export.report import to_markdown
+
+    print("export.bench: one fresh process per file ...", file=sys.stderr)
+    report = benchmark(run, runs=args.bench_runs, num_threads=args.threads,
+                       runtimes=["litert", "onnxruntime"], progress=False)
+    return ({r.artifact: r for r in report.rows},
+            to_markdown(report).replace("### edgeport bench", "").strip())
+
+
+def _rows(c: Candidates, artifacts: list[tuple[str, str, str]], p50: dict[str, float],
+          p99: dict[str, float], bench_rows: dict[str, Any]) -> list[list[str]]:
     base = p50.get("numpy")
 
     def ratio(key: str) -> str:
         return "-" if base is None else f"{p50[key] / base:.1f}x"
 
-    bench_rows: dict[str, Any] = {}
-    bench_md = ""
-    if not args.no_bench:
-        from edgeport.export.bench import benchmark
-        from edgeport.export.report import to_markdown
-
-        print("export.bench: one fresh process per file ...", file=sys.stderr)
-        report = benchmark(run, runs=args.bench_runs, num_threads=args.threads,
-                           runtimes=["litert", "onnxruntime"], progress=False)
-        bench_rows = {r.artifact: r for r in report.rows}
-        bench_md = to_markdown(report).replace("### edgeport bench", "").strip()
-
     def bench_us(name: str) -> str:
         r = bench_rows.get(name)
         return "-" if r is None else f"{r.latency_p50_ms * 1e3:.1f}"
 
+    def row(what: str, runtime: str, key: str, fresh: str = "-", digits: int = 1) -> list[str]:
+        return [what, runtime, f"{p50[key]:.{digits}f}", f"{p99[key]:.{digits}f}", ratio(key),
+                fresh]
+
     rows = []
     if base is not None:
-        what = ("`softmax(x @ W + b)`" if layers is not None and len(layers) == 1 else
+        what = ("`softmax(x @ W + b)`" if c.layers is not None and len(c.layers) == 1 else
                 "(dense layers with ReLU, then softmax)")
         rows.append([f"numpy floor {what}", "numpy", f"{base:.1f}",
                      f"{p99['numpy']:.1f}", "1.0x", "-"])
-    rows.append(["SavedModel `serving_default` call", "tensorflow", f"{p50['tf']:.1f}",
-                 f"{p99['tf']:.1f}", ratio("tf"), bench_us("saved_model")])
+    rows.append(row("SavedModel `serving_default` call", "tensorflow", "tf",
+                    bench_us("saved_model")))
     for name, fmt, _ in artifacts:
-        rt = models[name].runtime
-        rows.append([f"`{name}` Model.predict", rt, f"{p50[f'predict:{name}']:.1f}",
-                     f"{p99[f'predict:{name}']:.1f}", ratio(f"predict:{name}"), bench_us(name)])
+        rt = c.models[name].runtime
+        rows.append(row(f"`{name}` Model.predict", rt, f"predict:{name}", bench_us(name)))
         if f"predict_u8:{name}" in p50:
-            rows.append([f"`{name}` Model.predict, uint8 pixels", rt,
-                         f"{p50[f'predict_u8:{name}']:.1f}", f"{p99[f'predict_u8:{name}']:.1f}",
-                         ratio(f"predict_u8:{name}"), "-"])
+            rows.append(row(f"`{name}` Model.predict, uint8 pixels", rt, f"predict_u8:{name}"))
         what = "set+invoke+get" if fmt == "tflite" else "session.run"
-        rows.append([f"`{name}` raw {what}", rt, f"{p50[f'raw:{name}']:.1f}",
-                     f"{p99[f'raw:{name}']:.1f}", ratio(f"raw:{name}"), "-"])
+        rows.append(row(f"`{name}` raw {what}", rt, f"raw:{name}"))
         if f"invoke:{name}" in p50:
-            rows.append([f"`{name}` invoke() alone", rt, f"{p50[f'invoke:{name}']:.1f}",
-                         f"{p99[f'invoke:{name}']:.1f}", ratio(f"invoke:{name}"), "-"])
+            rows.append(row(f"`{name}` invoke() alone", rt, f"invoke:{name}"))
     for key, what in (("quantize", "mobile_demo quantize() of the 784 pixels"),
                       ("dequantize", "mobile_demo dequantize() of both outputs")):
         if key in p50:
-            rows.append([what, "numpy", f"{p50[key]:.2f}", f"{p99[key]:.2f}", ratio(key), "-"])
+            rows.append(row(what, "numpy", key, digits=2))
+    return rows
+
+
+def main() -> None:
+    args = _parse_args()
+    export_dir, manifest = read_manifest(args.run)
+    run = Path(args.run)
+    from edgeport.train.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+    with np.load(export_dir / "golden.npz", allow_pickle=False) as z:
+        inputs = z["inputs"].astype(np.float32)
+    artifacts = [(str(e["file"]), str(e["format"]), str(e["precision"]))
+                 for e in manifest["artifacts"]]
+    c = Candidates()
+    _reference_candidates(c, run, tf, inputs)
+    _artifact_candidates(c, export_dir, artifacts, np.ascontiguousarray(inputs[:1]), args.threads)
+    top = {k: int(np.argmax(v)) for k, v in c.probs.items()}
+    if len(set(top.values())) != 1:
+        print(f"warning: the candidates disagree on the test image's class: {top}",
+              file=sys.stderr)
+
+    print(f"timing {len(c.fns)} candidates x {args.runs} calls in {args.rounds} rounds ...",
+          file=sys.stderr)
+    ns = interleaved_ns(c.fns, runs=args.runs, warmup=args.warmup, rounds=args.rounds)
+    p50 = {k: us(v) for k, v in ns.items()}
+    p99 = {k: us(v, 99) for k, v in ns.items()}
+    bench_rows, bench_md = _fresh_process_bench(run, args)
 
     threads = "default" if args.threads is None else str(args.threads)
     model_kind = manifest.get("input", {}).get("layout", "?")
@@ -279,10 +309,12 @@ def main() -> None:
         f"{args.rounds} rounds; runtime threads {threads}; input layout {model_kind}",
         "",
         table(["path", "runtime", "p50 μs", "p99 μs", "x numpy floor",
-               "p50 μs, fresh process (export.bench)"], rows),
+               "p50 μs, fresh process (export.bench)"], _rows(c, artifacts, p50, p99, bench_rows)),
     ]
-    if floor_check:
-        lines += ["", f"{floor_check} The model is {params:,} parameters, {macs:,} "
+    macs = sum(w.size for w, _ in c.layers) if c.layers is not None else 0
+    if c.floor_check and c.layers is not None:
+        params = sum(w.size + b.size for w, b in c.layers)
+        lines += ["", f"{c.floor_check} The model is {params:,} parameters, {macs:,} "
                   "multiply-adds per image."]
     if bench_md:
         lines += ["", "Per-artifact bench (`export.bench.benchmark`, each file in its own "
@@ -291,6 +323,7 @@ def main() -> None:
 
     targets = []
     tfl = [n for n, f, _ in artifacts if f == "tflite"]
+    base = p50.get("numpy")
     if base is not None and tfl:
         targets = [_verdict(tfl, p50, base, k, macs) for k in ("predict", "raw")]
     else:

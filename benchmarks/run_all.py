@@ -108,7 +108,7 @@ def prepare_run(args: argparse.Namespace, tmp: Path) -> tuple[Path, str]:
     return run, "\n".join(lines[starts[-1]:])
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", metavar="RUN", help="an exported run (default: train the seed "
                     "recipe into a temporary folder)")
@@ -119,61 +119,49 @@ def main() -> None:
     ap.add_argument("--skip-training-bench", action="store_true",
                     help="leave out train_vs_sklearn.py and models.py (minutes on a small "
                          "machine)")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    started = time.strftime("%Y-%m-%d %H:%M")
-    load_start = load_average()
-    t_start = time.perf_counter()
-    extra = {"cold_start.py": ["--repeats", str(args.cold_repeats)],
-             "export_parity_time.py": ["--repeats", str(args.export_repeats)]}
-    sections, targets, failed = [], [], []
-    with tempfile.TemporaryDirectory(prefix="edgeport-bench-all-") as tmp_name:
-        tmp = Path(tmp_name)
-        run, parity_table = prepare_run(args, tmp)
-        metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
-        for script, title in SECTIONS:
-            out_json = tmp / f"{script}.json"
-            code, _ = run_script(script, ["--run", str(run), "--json", str(out_json),
-                                          *extra.get(script, [])])
-            if code != 0 or not out_json.is_file():
-                failed.append(script)
-                sections.append(f"## {title}\n\n`{script}` failed (exit code {code}); see "
-                                "its messages on the terminal.\n")
-                continue
-            doc = json.loads(out_json.read_text(encoding="utf-8"))
-            targets += doc["targets"]
-            sections.append(f"## {title}\n\n`benchmarks/{script} --run RUN`\n\n"
-                            f"{doc['markdown'].strip()}\n")
-        if not args.skip_training_bench:
-            out_json = tmp / "models.json"
-            code, _ = run_script("models.py", ["--json", str(out_json)])
-            title = "Every model on MNIST: accuracy, training time, parity"
-            if code != 0 or not out_json.is_file():
-                failed.append("models.py")
-                sections.append(f"## {title}\n\n`models.py` failed (exit code {code}).\n")
-            else:
-                doc = json.loads(out_json.read_text(encoding="utf-8"))
-                targets += doc["targets"]
-                sections.append(f"## {title}\n\n`benchmarks/models.py`\n\n"
-                                f"{doc['markdown'].strip()}\n")
-            code, out = run_script("train_vs_sklearn.py", ["--repeats", str(args.train_repeats)])
-            title = "Training speed against scikit-learn"
-            if code != 0:
-                failed.append("train_vs_sklearn.py")
-                sections.append(f"## {title}\n\n`train_vs_sklearn.py` failed (exit code "
-                                f"{code}).\n")
-            else:
-                sections.append(f"## {title}\n\n`benchmarks/train_vs_sklearn.py --repeats "
-                                f"{args.train_repeats}`\n\n{out.strip()}\n")
 
-    minutes = (time.perf_counter() - t_start) / 60
+class Sections:
+    """The Markdown sections, the targets they measured and the scripts that failed."""
+
+    def __init__(self) -> None:
+        self.sections: list[str] = []
+        self.targets: list[dict] = []
+        self.failed: list[str] = []
+
+    def add_json(self, script: str, title: str, command: str, args: list[str],
+                 out_json: Path) -> None:
+        """Run a script that writes ``--json``; keep its Markdown and targets."""
+        code, _ = run_script(script, [*args, "--json", str(out_json)])
+        if code != 0 or not out_json.is_file():
+            self.failed.append(script)
+            self.sections.append(f"## {title}\n\n`{script}` failed (exit code {code}); see "
+                                 "its messages on the terminal.\n")
+            return
+        doc = json.loads(out_json.read_text(encoding="utf-8"))
+        self.targets += doc["targets"]
+        self.sections.append(f"## {title}\n\n`{command}`\n\n{doc['markdown'].strip()}\n")
+
+    def add_stdout(self, script: str, title: str, command: str, args: list[str]) -> None:
+        """Run a script that prints its section."""
+        code, out = run_script(script, args)
+        if code != 0:
+            self.failed.append(script)
+            self.sections.append(f"## {title}\n\n`{script}` failed (exit code {code}).\n")
+            return
+        self.sections.append(f"## {title}\n\n`{command}`\n\n{out.strip()}\n")
+
+
+def _results_text(args: argparse.Namespace, s: Sections, *, started: str, load_start: str,
+                  minutes: float, metrics: dict, parity_table: str) -> str:
     source = (f"`{args.run}`" if args.run else
               "the seed recipe trained for this report (`edgeport run --recipe seed`)")
     summary = table(
         ["target (from the issue)", "measured", "verdict"],
-        [[t["goal"], t["measured"], "met" if t["met"] else "**missed**"] for t in targets],
+        [[t["goal"], t["measured"], "met" if t["met"] else "**missed**"] for t in s.targets],
     )
-    text = "\n".join([
+    return "\n".join([
         "# edgeport benchmarks",
         "",
         f"Generated by `benchmarks/run_all.py` on {started} in {minutes:.1f} min.",
@@ -200,24 +188,56 @@ def main() -> None:
         parity_table,
         "```",
         "",
-        *sections,
-        "## Reproduce",
-        "",
-        "```sh",
-        "make bench        # = the next line, with .venv and .venv-device built first",
-        "EDGEPORT_DATA=../shared/data EDGEPORT_DEVICE_PYTHON=.venv-device/bin/python \\",
-        "    .venv/bin/python benchmarks/run_all.py",
-        "# or one script on an exported run:",
-        "EDGEPORT_DATA=../shared/data .venv/bin/edgeport run --out runs/bench",
-        "EDGEPORT_DATA=../shared/data .venv/bin/python benchmarks/inference_vs_numpy.py "
-        "--run runs/bench",
-        ".venv/bin/python benchmarks/cold_start.py --run runs/bench",
-        ".venv/bin/python benchmarks/size.py --run runs/bench",
-        "EDGEPORT_DATA=../shared/data .venv/bin/python benchmarks/export_parity_time.py "
-        "--run runs/bench",
-        "EDGEPORT_DATA=../shared/data .venv/bin/python benchmarks/train_vs_sklearn.py",
-        "```",
+        *s.sections,
+        REPRODUCE,
     ]) + "\n"
+
+
+REPRODUCE = "\n".join([
+    "## Reproduce",
+    "",
+    "```sh",
+    "make bench        # = the next line, with .venv and .venv-device built first",
+    "EDGEPORT_DATA=../shared/data EDGEPORT_DEVICE_PYTHON=.venv-device/bin/python \\",
+    "    .venv/bin/python benchmarks/run_all.py",
+    "# or one script on an exported run:",
+    "EDGEPORT_DATA=../shared/data .venv/bin/edgeport run --out runs/bench",
+    "EDGEPORT_DATA=../shared/data .venv/bin/python benchmarks/inference_vs_numpy.py "
+    "--run runs/bench",
+    ".venv/bin/python benchmarks/cold_start.py --run runs/bench",
+    ".venv/bin/python benchmarks/size.py --run runs/bench",
+    "EDGEPORT_DATA=../shared/data .venv/bin/python benchmarks/export_parity_time.py "
+    "--run runs/bench",
+    "EDGEPORT_DATA=../shared/data .venv/bin/python benchmarks/train_vs_sklearn.py",
+    "```",
+])
+
+
+def main() -> None:
+    args = _parse_args()
+    started = time.strftime("%Y-%m-%d %H:%M")
+    load_start = load_average()
+    t_start = time.perf_counter()
+    extra = {"cold_start.py": ["--repeats", str(args.cold_repeats)],
+             "export_parity_time.py": ["--repeats", str(args.export_repeats)]}
+    s = Sections()
+    with tempfile.TemporaryDirectory(prefix="edgeport-bench-all-") as tmp_name:
+        tmp = Path(tmp_name)
+        run, parity_table = prepare_run(args, tmp)
+        metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+        for script, title in SECTIONS:
+            s.add_json(script, title, f"benchmarks/{script} --run RUN",
+                       ["--run", str(run), *extra.get(script, [])], tmp / f"{script}.json")
+        if not args.skip_training_bench:
+            s.add_json("models.py", "Every model on MNIST: accuracy, training time, parity",
+                       "benchmarks/models.py", [], tmp / "models.json")
+            s.add_stdout("train_vs_sklearn.py", "Training speed against scikit-learn",
+                         f"benchmarks/train_vs_sklearn.py --repeats {args.train_repeats}",
+                         ["--repeats", str(args.train_repeats)])
+    minutes = (time.perf_counter() - t_start) / 60
+    text = _results_text(args, s, started=started, load_start=load_start, minutes=minutes,
+                         metrics=metrics, parity_table=parity_table)
+    failed = s.failed
     Path(args.out).write_text(text, encoding="utf-8")
     print(f"\nwrote {args.out}", file=sys.stderr)
     if failed:

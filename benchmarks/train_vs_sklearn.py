@@ -42,7 +42,7 @@ def main() -> None:
     for recipe in ("seed", "best"):
         secs, accs = [], []
         for _ in range(args.repeats):
-            _, res, _ = train_model(make_config(recipe=recipe), ds, progress=False)
+            res = train_model(make_config(recipe=recipe), ds, progress=False).result
             secs.append(res.train_seconds)
             accs.append(res.test_accuracy)
         results[recipe] = (float(np.median(secs)), accs[-1])

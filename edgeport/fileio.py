@@ -1,9 +1,12 @@
-"""Atomic file writes: a file or folder appears under its final name complete or not at all.
+"""Atomic file writes, and the one reader of ``labels.txt``.
 
 Everything edgeport writes goes through here: the data goes to a temporary
 name in the same folder, is flushed to disk, then renamed into place
 (``os.replace`` is atomic on POSIX), so an interrupted process never leaves a
 truncated file under a name that looks complete.
+
+``labels.txt`` (one class name a line) is read by the trainer's run directory,
+the exporter and the device runtime alike: :func:`read_labels` is that reader.
 """
 
 from __future__ import annotations
@@ -17,7 +20,16 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_dir", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+from edgeport.errors import EdgeportError, LabelsFileError
+
+__all__ = [
+    "atomic_dir",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_input_file",
+    "read_labels",
+]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -98,3 +110,53 @@ def atomic_dir(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_labels(path: str | os.PathLike[str]) -> list[str]:
+    """Read class names from a labels file: one a line, blanks around a name and blank lines
+    dropped.
+
+    Args:
+        path: the file (``labels.txt``).
+
+    Returns:
+        The names in file order, at least one.
+
+    Raises:
+        LabelsFileError: the file is missing, unreadable, not UTF-8 or holds no name.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LabelsFileError(f"{path}: labels file not found; check the path") from None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LabelsFileError(
+            f"{path}: cannot read the labels file ({reason}); expected UTF-8 text, "
+            "one class name a line"
+        ) from None
+    labels = [s.strip() for s in text.splitlines() if s.strip()]
+    if not labels:
+        raise LabelsFileError(f"{path}: the labels file is empty; expected one class name a line")
+    return labels
+
+
+def check_input_file(
+    path: Path, error: type[EdgeportError], *, what: str, expected: str, if_empty: str
+) -> None:
+    """Refuse a missing path, a folder, or an empty file before reading it, in one line.
+
+    Args:
+        path: the file to read.
+        error: the error class to raise (``ModelFileError``, ``ImageError``, ...).
+        what: what the file is, for "not found" (``"model file"``).
+        expected: what it should be, for a folder (``"a .tflite or .onnx model file"``).
+        if_empty: the fix for an empty file.
+    """
+    if not path.exists():
+        raise error(f"{path}: {what} not found; check the path")
+    if not path.is_file():
+        raise error(f"{path}: is not a file; expected {expected}")
+    if path.stat().st_size == 0:
+        raise error(f"{path}: empty file (0 bytes); {if_empty}")

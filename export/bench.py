@@ -16,7 +16,8 @@ not the sum of everything the benchmark has loaded. Each process:
    :func:`mobile_demo.runtime.load_model`, the code the device demo uses);
 2. times the first call on one image (``first_inference_ms``);
 3. warms up with ``warmup`` batch-1 calls, then times ``runs`` batch-1 calls
-   (``time.perf_counter_ns``) for the p50 and p99 latency;
+   (:func:`mobile_demo.timing.time_calls`, the loop ``edgeport-demo --bench`` uses
+   too) for the p50 and p99 latency;
 4. warms up at ``batch`` images, then times ``repeats`` calls and takes the
    median for the throughput in images per second.
 
@@ -415,18 +416,24 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
-def device_python() -> str | None:
-    """``$EDGEPORT_DEVICE_PYTHON`` if it names a Python that has tflite-runtime, else None.
+def device_python(*candidates: str | os.PathLike[str]) -> str | None:
+    """The TensorFlow-free device venv's Python, if there is one with tflite-runtime.
 
-    The legacy tflite-runtime needs numpy<2, so it lives in its own TensorFlow-free
-    venv (``make device-venv``); bench rows for it are measured with that Python.
+    The legacy tflite-runtime needs numpy<2, so it lives in its own venv
+    (``make device-venv``); bench rows for it are measured with that Python, and the
+    device tests and ``benchmarks/`` run in it. Looks at ``$EDGEPORT_DEVICE_PYTHON``
+    first, then ``candidates`` (e.g. ``.venv-device/bin/python``), and returns the
+    first that exists and imports ``tflite_runtime``; else ``None``.
     """
-    python = os.environ.get("EDGEPORT_DEVICE_PYTHON")
-    if not python or not Path(python).is_file():
-        return None
     probe = "import importlib.util as u; print(u.find_spec('tflite_runtime') is not None)"
-    out = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=False)
-    return python if out.stdout.strip() == "True" else None
+    for python in (os.environ.get("EDGEPORT_DEVICE_PYTHON"), *candidates):
+        if not python or not Path(python).is_file():
+            continue
+        out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True,
+                             check=False)
+        if out.stdout.strip() == "True":
+            return str(python)
+    return None
 
 
 def _select_runtimes(runtimes: Iterable[str] | None) -> tuple[tuple[str, ...], list[str]]:
@@ -520,6 +527,9 @@ def _ms(ns: int) -> float:
 def _worker_main() -> None:
     """Entry point of a measuring process: ``python -c ... SPEC.json`` (see :func:`_measure`)."""
     import importlib
+    import itertools
+
+    from edgeport.mobile_demo.timing import latency_ms, time_calls
 
     spec = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
     x = np.load(spec["inputs"])
@@ -555,32 +565,19 @@ def _worker_main() -> None:
             return model.predict(xb, batch_size=len(xb))["probabilities"]
 
     n = len(x)
-    t0 = clock()
-    predict(x[:1])
-    first_ns = clock() - t0
-    for i in range(warmup):
-        predict(x[i % n : i % n + 1])
-    latencies = np.empty(runs, dtype=np.int64)
-    for i in range(runs):
-        xb = x[i % n : i % n + 1]
-        t0 = clock()
-        predict(xb)
-        latencies[i] = clock() - t0
+    (first_ns,) = time_calls(lambda: predict(x[:1]), runs=1)
+    ones = itertools.cycle([x[i : i + 1] for i in range(n)])  # real images, one a call
+    latencies = time_calls(lambda: predict(next(ones)), runs=runs, warmup=warmup)
     xb = x[:batch]
-    for _ in range(2):  # the first calls at a new batch size resize and re-plan
-        predict(xb)
-    batch_ns = np.empty(repeats, dtype=np.int64)
-    for i in range(repeats):
-        t0 = clock()
-        predict(xb)
-        batch_ns[i] = clock() - t0
-    p50, p99 = np.percentile(latencies, [50, 99])
+    # Two untimed calls: the first calls at a new batch size resize and re-plan.
+    batch_ns = time_calls(lambda: predict(xb), runs=repeats, warmup=2)
+    p50, p99 = latency_ms(latencies, 50, 99)
     result = {
         "import_ms": _ms(import_ns),
         "load_ms": _ms(load_ns),
         "first_inference_ms": _ms(first_ns),
-        "latency_p50_ms": _ms(float(p50)),
-        "latency_p99_ms": _ms(float(p99)),
+        "latency_p50_ms": p50,
+        "latency_p99_ms": p99,
         "throughput_ips": len(xb) / (float(np.median(batch_ns)) / 1e9),
         "peak_rss_mb": _rss_mb(),
         "base_rss_mb": base_rss,

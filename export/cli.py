@@ -4,6 +4,7 @@ Usage::
 
     edgeport run    [train options] [--formats all] [--out RUN]  train -> export -> parity
     edgeport train  [--dataset mnist] [--model softmax] [--recipe seed|best] [--out RUN] ...
+    edgeport import MODEL --dataset DATA --out RUN [--normalize 0-1|-1-1|imagenet|none] ...
     edgeport export RUN [--formats all|float32,float16,dynamic_int8,int8,onnx] [--opset 17]
                         [--calibration-samples 500] [--force]
     edgeport parity RUN [--json FILE] [--junit FILE] [--markdown FILE] [--thresholds FILE]
@@ -60,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     add_train_arguments(command("train", "train a classifier and write a run directory"))
+
+    from edgeport.train.importer import add_import_arguments
+
+    add_import_arguments(command("import", "turn your own Keras/SavedModel image classifier "
+                                           "into a run directory"))
 
     sp = command("export", "export RUN/saved_model to TFLite and ONNX in RUN/export")
     sp.add_argument("run", help="run directory written by `edgeport train`")
@@ -130,7 +136,7 @@ def _parity(args: argparse.Namespace, run: Path) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from edgeport.train.tfenv import quiet_native_stderr
+    from edgeport.quiet import quiet_native_stderr
 
     with quiet_native_stderr():
         return _dispatch_command(args)
@@ -150,6 +156,11 @@ def _dispatch_command(args: argparse.Namespace) -> int:
         print(format_verify_table(rep))
         return 0 if rep.passed else 1
     import_tensorflow()
+    if args.command == "import":
+        from edgeport.train.importer import run_import
+
+        run_import(args)
+        return 0
     if args.command == "export":
         _export(args, Path(args.run), force=args.force)
         return 0

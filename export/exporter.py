@@ -92,11 +92,15 @@ class ExportResult:
         export_dir: the final ``RUN/export`` folder.
         artifacts: the model files, in the order of the artifact table.
         seconds: wall time of the whole export.
+        not_produced: imported models only: ``{"file", "format", "precision",
+            "reason"}`` for each requested format the model cannot be converted to
+            (also ``manifest.json["not_produced"]``).
     """
 
     export_dir: Path
     artifacts: tuple[ArtifactInfo, ...]
     seconds: float
+    not_produced: tuple[dict[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -104,6 +108,7 @@ class ExportResult:
             "export_dir": str(self.export_dir),
             "artifacts": [a.to_dict() for a in self.artifacts],
             "seconds": round(self.seconds, 3),
+            "not_produced": [dict(n) for n in self.not_produced],
         }
 
 
@@ -176,7 +181,8 @@ def export_model(
         raise ExportError(f"golden_samples={golden_samples}, expected > 0; fix: pass e.g. 32")
     seed = run.seed if seed is None else int(seed)
     loader = load_split or _default_loader(run.path, data_dir,
-                                           calibration_samples=calibration_samples, seed=seed)
+                                           calibration_samples=calibration_samples, seed=seed,
+                                           calibration_split=_calibration_split(run))
 
     serving = load_serving(run.saved_model)
     _check_input(run, serving.input_shape, serving.num_classes)
@@ -191,6 +197,7 @@ def export_model(
     del x_test, y_test
 
     infos: list[ArtifactInfo] = []
+    not_produced: list[dict[str, str]] = []  # imported models only: format -> why not
     entries: list[dict[str, Any]] = []  # manifest entries, read back from the written files
     bar = tqdm(
         total=len(kinds) + 1,
@@ -212,15 +219,27 @@ def export_model(
                     dataset=run.dataset,
                     model=run.model,
                 )
-                if kind.format is ArtifactFormat.TFLITE:
-                    data = convert_tflite(
-                        serving,
-                        precision=kind.precision,
-                        metadata=doc,
-                        calibration_images=calibration,
-                    )
-                else:
-                    data = convert_onnx(serving, metadata=doc, opset=opset)
+                try:
+                    if kind.format is ArtifactFormat.TFLITE:
+                        data = convert_tflite(
+                            serving,
+                            precision=kind.precision,
+                            metadata=doc,
+                            calibration_images=calibration,
+                        )
+                    else:
+                        data = convert_onnx(serving, metadata=doc, opset=opset)
+                except ExportError as e:
+                    # A trained run converts to every format (a failure is a bug); an
+                    # imported model may hold an op a format lacks (e.g. no int8 kernel):
+                    # the other files are still made and the reason is recorded.
+                    if "import" not in run.metrics:
+                        raise
+                    not_produced.append({"file": kind.file, "format": kind.format.value,
+                                         "precision": kind.precision.value,
+                                         "reason": _why_not(kind, e)})
+                    bar.update(1)
+                    continue
                 atomic_write_bytes(tmp / kind.file, data)
                 entry = artifact_entry(tmp / kind.file, kind)
                 infos.append(
@@ -235,6 +254,13 @@ def export_model(
                 )
                 entries.append(entry)
                 bar.update(1)
+            if not infos:
+                raise ExportError(
+                    "no format could be produced: "
+                    + "; ".join(f"{n['file']}: {n['reason']}" for n in not_produced)
+                )
+            made = {a.file for a in infos}
+            kinds = [k for k in kinds if k.file in made]
             onnx_entry = next((e for e in entries if e["file"] == "model.onnx"), None)
             if app_models and onnx_entry is not None:  # ONNX Runtime Mobile: model.ort + ops
                 bar.set_description("export model.ort")
@@ -245,9 +271,16 @@ def export_model(
             if app_models:
                 bar.set_description("export app models")
                 t0 = time.perf_counter()
-                app_entries, app_golden = write_app_models(
-                    tmp, serving, run, golden_inputs=golden_x, calibration=calibration
-                )
+                try:
+                    app_entries, app_golden = write_app_models(
+                        tmp, serving, run, golden_inputs=golden_x, calibration=calibration
+                    )
+                except ExportError as e:  # as above: only an imported model may lack them
+                    if "import" not in run.metrics:
+                        raise
+                    app_entries = []
+                    not_produced.append({"file": "model_app_*.tflite", "format": "tflite",
+                                         "precision": "float32, int8", "reason": str(e)})
                 entries += app_entries
                 infos += [_app_info(e, time.perf_counter() - t0) for e in app_entries]
             bar.set_description(f"export {GOLDEN_NAME}, manifest.json")
@@ -257,6 +290,8 @@ def export_model(
             manifest = build_manifest(
                 run_dir=run.path, labels=run.labels, input=run.input, artifacts=entries
             )
+            if not_produced:
+                manifest["not_produced"] = not_produced
             write_manifest(tmp, manifest)
             problems = verify_manifest(tmp)
             if problems:
@@ -271,7 +306,8 @@ def export_model(
     finally:
         bar.close()
     return ExportResult(
-        export_dir=export_dir, artifacts=tuple(infos), seconds=time.perf_counter() - started
+        export_dir=export_dir, artifacts=tuple(infos), seconds=time.perf_counter() - started,
+        not_produced=tuple(not_produced),
     )
 
 
@@ -287,6 +323,18 @@ def _app_info(entry: dict[str, Any], seconds: float) -> ArtifactInfo:
     )
 
 
+def _why_not(kind: ArtifactKind, error: ExportError) -> str:
+    """The conversion error, led by the ops that have no int8 kernel when that is the cause."""
+    import re
+
+    reason = str(error)
+    ops = sorted(set(re.findall(r"op \d+ (\w+) has FLOAT", reason)) - {"QUANTIZE", "DEQUANTIZE"})
+    if kind.precision is Precision.INT8 and ops:
+        return (f"no int8 kernel for {', '.join(ops)} (the converter left them in float32, "
+                f"so the file would not be integer-only); {reason}")
+    return reason
+
+
 def _exists(export_dir: Path) -> ExportExistsError:
     return ExportExistsError(
         f"{export_dir} already exists; expected no previous export; fix: pass --force "
@@ -294,8 +342,22 @@ def _exists(export_dir: Path) -> ExportExistsError:
     )
 
 
+def _calibration_split(run: RunInfo) -> str:
+    """Where int8 calibration images come from: ``train``, unless the run records a fallback.
+
+    An imported model's dataset may have no training split (``edgeport import --split
+    0,0,1``); ``metrics.json["calibration_split"]`` then names ``validation`` or ``test``.
+    """
+    split = run.metrics.get("calibration_split", "train")
+    if split not in ("train", "validation", "test"):
+        raise RunDirError(f"metrics.json calibration_split {split!r}; expected train, "
+                          "validation or test; fix: re-run `edgeport import`")
+    return split
+
+
 def _default_loader(
-    run_dir: Path, data_dir: str | os.PathLike[str] | None, *, calibration_samples: int, seed: int
+    run_dir: Path, data_dir: str | os.PathLike[str] | None, *, calibration_samples: int, seed: int,
+    calibration_split: str = "train",
 ) -> SplitLoader:
     from edgeport.train.run_dir import load_split
 
@@ -303,6 +365,8 @@ def _default_loader(
         # Of the training split only the calibration sample is decoded: a streamed folder
         # dataset need not fit in memory. The test split is read whole (golden vectors).
         sample = calibration_samples if split == "train" else None
+        if split == "train" and calibration_split != "train":
+            split, sample = calibration_split, None  # small splits: sampled by the caller
         return load_split(run_dir, split, data_dir=data_dir, sample=sample, sample_seed=seed)
 
     return loader

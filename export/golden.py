@@ -7,9 +7,12 @@ Usage::
     write_golden(export_dir / "golden.npz", arrays)
 
 The outputs are computed here with the converters' own interpreters (LiteRT,
-ONNX Runtime), independently of ``mobile_demo.runtime``, so that the device
-runtime's tests can use ``golden.npz`` as an oracle instead of checking the
-runtime against itself. Quantized outputs are stored dequantized.
+ONNX Runtime), driven directly rather than through ``mobile_demo.runtime.Model``
+(its batching, reshaping and signature handling), so that the device runtime's
+tests can use ``golden.npz`` as an oracle. Integer inputs and outputs go through
+the one quantize/dequantize, :func:`mobile_demo.runtime.quantize` and
+:func:`~mobile_demo.runtime.dequantize` (TFLite's own arithmetic, tested against it).
+Quantized outputs are stored dequantized.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeport.fileio import atomic_write_bytes
+from edgeport.mobile_demo.runtime import dequantize, quantize, signature_names
 
 from .formats import ArtifactFormat, ArtifactKind
 from .serving import INPUT_NAME, OUTPUT_NAMES
@@ -61,19 +65,17 @@ def predict(model: bytes, kind: ArtifactKind, x: np.ndarray) -> dict[str, np.nda
     dtype = np.dtype(detail["dtype"])
     if dtype.kind in "iu":
         scale, zero_point = detail["quantization"]
-        info = np.iinfo(dtype)
-        q = np.clip(np.round(x / scale + zero_point), info.min, info.max)
-        interpreter.set_tensor(detail["index"], q.astype(dtype))
+        interpreter.set_tensor(detail["index"], quantize(x, scale, zero_point, dtype))
     else:
         interpreter.set_tensor(detail["index"], x)
     interpreter.invoke()
+    _, names = signature_names(interpreter)  # other converters name tensors generically
     out = {}
     for d in interpreter.get_output_details():
         y = interpreter.get_tensor(d["index"])
         if np.dtype(d["dtype"]).kind in "iu":
-            scale, zero_point = d["quantization"]
-            y = (y.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
-        out[d["name"]] = np.asarray(y, dtype=np.float32)
+            y = dequantize(y, *d["quantization"])
+        out[names.get(d["index"], d["name"])] = np.asarray(y, dtype=np.float32)
     return out
 
 

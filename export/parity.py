@@ -143,10 +143,13 @@ class ParityReport:
     Attributes:
         passed: every artifact passed (and there was at least one).
         results: one :class:`ParityResult` per artifact, in manifest order.
+        not_produced: formats an imported model could not be converted to, with the
+            reason (``manifest.json["not_produced"]``); shown, not gated.
     """
 
     passed: bool
     results: tuple[ParityResult, ...]
+    not_produced: tuple[dict[str, str], ...] = ()
 
     @property
     def failures(self) -> list[str]:
@@ -155,7 +158,11 @@ class ParityReport:
 
     def to_dict(self) -> dict[str, Any]:
         """``{"passed": bool, "results": [...]}``, the content of ``parity.json``."""
-        return {"passed": self.passed, "results": [r.to_dict() for r in self.results]}
+        d: dict[str, Any] = {"passed": self.passed,
+                             "results": [r.to_dict() for r in self.results]}
+        if self.not_produced:
+            d["not_produced"] = [dict(n) for n in self.not_produced]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ParityReport:
@@ -163,6 +170,7 @@ class ParityReport:
         return cls(
             passed=bool(d["passed"]),
             results=tuple(ParityResult.from_dict(r) for r in d["results"]),
+            not_produced=tuple(dict(n) for n in d.get("not_produced", ())),
         )
 
 
@@ -265,7 +273,8 @@ def check_parity(
 
         results += check_app_parity(info, export_dir, app_entries, x=x, labels=labels)
     report = ParityReport(
-        passed=bool(results) and all(r.passed for r in results), results=tuple(results)
+        passed=bool(results) and all(r.passed for r in results), results=tuple(results),
+        not_produced=tuple(dict(n) for n in manifest.get("not_produced", ())),
     )
     atomic_write_json(export_dir / PARITY_NAME, report.to_dict())
     return report

@@ -131,12 +131,24 @@ def _parity_rows(report: ParityReport) -> list[list[str]]:
     ]
 
 
+def _not_produced_rows(report: ParityReport) -> list[list[str]]:
+    return [[n["file"], n["format"], n["precision"], *["-"] * 6, "NOT PRODUCED"]
+            for n in report.not_produced]
+
+
+def _not_produced_lines(report: ParityReport) -> list[str]:
+    return [f"{n['file']} not produced: {n['reason']}" for n in report.not_produced]
+
+
 def _parity_headline(report: ParityReport) -> str:
     n = len(report.results)
     ok = sum(r.passed for r in report.results)
     ref = _pct(report.results[0].reference_accuracy) if report.results else "-"
     verdict = "PASS" if report.passed else "FAIL"
-    return f"parity {verdict}: {ok}/{n} artifacts reproduce the reference (accuracy {ref})"
+    missing = (f"; {len(report.not_produced)} format(s) not produced, reasons below"
+               if report.not_produced else "")
+    return (f"parity {verdict}: {ok}/{n} artifacts reproduce the reference (accuracy {ref})"
+            f"{missing}")
 
 
 def _terminal_view(table: str, headline: str, failures: Iterable[str]) -> str:
@@ -146,8 +158,10 @@ def _terminal_view(table: str, headline: str, failures: Iterable[str]) -> str:
 
 def format_parity_table(report: ParityReport) -> str:
     """The terminal view: one row per artifact, a verdict line, then one line per failure."""
-    table = render_table(_PARITY_HEADERS, _parity_rows(report), align=_PARITY_ALIGN)
-    return _terminal_view(table, _parity_headline(report), report.failures)
+    rows = _parity_rows(report) + _not_produced_rows(report)
+    table = render_table(_PARITY_HEADERS, rows, align=_PARITY_ALIGN)
+    return _terminal_view(table, _parity_headline(report),
+                          [*report.failures, *_not_produced_lines(report)])
 
 
 def _parity_markdown(report: ParityReport) -> str:
@@ -157,10 +171,14 @@ def _parity_markdown(report: ParityReport) -> str:
         row[0] = f"`{r.artifact}`"
         row[-1] = "✅ PASS" if r.passed else "❌ FAIL"
     parts = [f"### {icon} edgeport {_parity_headline(report)}", "",
-             markdown_table(_PARITY_HEADERS, rows, align=_PARITY_ALIGN)]
+             markdown_table(_PARITY_HEADERS, rows + _not_produced_rows(report),
+                            align=_PARITY_ALIGN)]
     if report.failures:
         parts += ["", "**Failures**", ""]
         parts += [f"- `{r.artifact}`: {f}" for r in report.results for f in r.failures]
+    if report.not_produced:
+        parts += ["", "**Not produced**", ""]
+        parts += [f"- `{n['file']}`: {n['reason']}" for n in report.not_produced]
     return "\n".join(parts) + "\n"
 
 
@@ -178,12 +196,13 @@ def write_junit(report: ParityReport | VerifyReport, path: str | os.PathLike[str
     results: Sequence[Any] = report.results
     failed = sum(not r.passed for r in results)
     problems = list(getattr(report, "problems", ()))
-    tests = len(results) + (1 if problems else 0)
+    not_produced = list(getattr(report, "not_produced", ()))
+    tests = len(results) + (1 if problems else 0) + len(not_produced)
     failures = failed + (1 if problems else 0)
     root = ET.Element("testsuites", name="edgeport", tests=str(tests), failures=str(failures),
                       errors="0")
     suite = ET.SubElement(root, "testsuite", name=suite_name, tests=str(tests),
-                          failures=str(failures), errors="0", skipped="0")
+                          failures=str(failures), errors="0", skipped=str(len(not_produced)))
     for r in results:
         case = ET.SubElement(suite, "testcase", classname=f"{suite_name}.{r.format.value}",
                              name=r.artifact)
@@ -193,6 +212,10 @@ def write_junit(report: ParityReport | VerifyReport, path: str | os.PathLike[str
                                     else "VerifyFailure")
             failure.text = "\n".join(f"- {f}" for f in r.failures)
         ET.SubElement(case, "system-out").text = _junit_figures(r)
+    for n in not_produced:  # an imported model's format that could not be converted
+        case = ET.SubElement(suite, "testcase", classname=f"{suite_name}.{n['format']}",
+                             name=n["file"])
+        ET.SubElement(case, "skipped", message=f"not produced: {n['reason']}")
     if problems:
         case = ET.SubElement(suite, "testcase", classname=suite_name, name="export folder")
         failure = ET.SubElement(case, "failure", message="; ".join(problems),
@@ -305,7 +328,10 @@ def format_export_table(result: ExportResult) -> str:
              f"{a.seconds:.2f}"] for a in result.artifacts]
     table = render_table(("file", "format", "precision", "size KB", "sha256", "seconds"), rows,
                          align="lllrlr")
-    return f"{table}\n\nexported {len(rows)} files to {result.export_dir} in {result.seconds:.1f} s"
+    lines = [f"{table}\n\nexported {len(rows)} files to {result.export_dir} in "
+             f"{result.seconds:.1f} s"]
+    lines += [f"- {n['file']} not produced: {n['reason']}" for n in result.not_produced]
+    return "\n".join(lines)
 
 
 # --- files ------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ Usage::
     model.predict(x)["probabilities"].argmax()
 
 Never imports TensorFlow (unless it is the only TFLite runtime installed) nor
-the ``train`` / ``export`` packages.
+``edgeport.train`` / ``edgeport.export``; only ``edgeport-demo --export-samples`` reads the
+MNIST files, through the TensorFlow-free ``edgeport.train.data``.
 """
 
 from edgeport.errors import EdgeportError

@@ -28,14 +28,7 @@ from typing import Any
 
 from edgeport.errors import run_cli
 
-from .demo import (
-    benchmark,
-    classify,
-    evaluate,
-    export_samples,
-    find_images,
-    resolve_labels,
-)
+from .demo import classify, evaluate, find_images, resolve_labels, time_model
 from .runtime import RUNTIMES, load_model
 
 __all__ = ["build_parser", "main"]
@@ -99,6 +92,9 @@ def _cmd_export_samples(args: argparse.Namespace, p: argparse.ArgumentParser) ->
         n = int(n_text)
     except ValueError:
         p.error(f"--export-samples: N must be a whole number, got {n_text!r}")
+    # Dataset tooling lives with the data code; train.data imports no TensorFlow.
+    from edgeport.train.data import export_samples
+
     files = export_samples(n, out_dir, data_dir=args.data_dir)
     if args.json:
         _print_json({"count": len(files), "files": [str(f) for f in files]})
@@ -108,7 +104,7 @@ def _cmd_export_samples(args: argparse.Namespace, p: argparse.ArgumentParser) ->
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    r = benchmark(args.model, runtime=args.runtime, runs=args.runs, num_threads=args.threads)
+    r = time_model(args.model, runtime=args.runtime, runs=args.runs, num_threads=args.threads)
     if args.json:
         _print_json(r.to_dict())
     else:

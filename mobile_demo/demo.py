@@ -1,4 +1,4 @@
-"""The demo's work, without the command line: classify, evaluate, benchmark, export samples.
+"""The demo's work, without the command line: classify, evaluate, time a model.
 
 Usage::
 
@@ -15,8 +15,6 @@ Each function returns a frozen result with ``to_dict()`` for JSON;
 
 from __future__ import annotations
 
-import io
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -25,34 +23,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from edgeport.errors import DatasetError, InputShapeError, ModelFileError
-from edgeport.fileio import atomic_write_bytes
+from edgeport.fileio import read_labels
 
-from .idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from .preprocess import IMAGE_SUFFIXES, prepare_input
 from .runtime import Model, load_model
+from .timing import latency_ms, time_calls
 
 __all__ = [
-    "BenchResult",
     "EvalResult",
+    "ModelTiming",
     "Prediction",
-    "benchmark",
     "classify",
-    "default_data_dir",
     "evaluate",
-    "export_samples",
     "find_images",
     "label_from_path",
     "probabilities",
-    "read_labels_file",
     "resolve_labels",
+    "time_model",
 ]
 
 Progress = Callable[[int, int], None]
 _CHUNK = 256  # pictures decoded per model call: bounds memory on large folders
-MNIST_TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
 @dataclass(frozen=True)
@@ -124,7 +117,7 @@ class EvalResult:
 
 
 @dataclass(frozen=True)
-class BenchResult:
+class ModelTiming:
     """Timings of one model file on this machine, in milliseconds.
 
     Attributes:
@@ -154,34 +147,13 @@ class BenchResult:
         return dict(self.__dict__)
 
 
-def read_labels_file(path: str | os.PathLike[str]) -> list[str]:
-    """Read class names, one per line (blank lines ignored).
-
-    Raises:
-        ModelFileError: the file is missing, unreadable or empty.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: labels file not found; check --labels") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ModelFileError(
-            f"{path}: cannot read the labels file ({e}); expected UTF-8 text, one name a line"
-        ) from None
-    labels = [s.strip() for s in text.splitlines() if s.strip()]
-    if not labels:
-        raise ModelFileError(f"{path}: the labels file is empty; expected one class name a line")
-    return labels
-
-
 def resolve_labels(model: Model, labels_file: str | os.PathLike[str] | None = None) -> list[str]:
     """Class names for ``model``: ``labels_file`` when given, else ``model.labels``, else indices.
 
     Raises:
         ModelFileError: the number of names differs from the model's number of classes.
     """
-    labels = read_labels_file(labels_file) if labels_file is not None else model.labels
+    labels = read_labels(labels_file) if labels_file is not None else model.labels
     k = _num_classes(model)
     if labels is None:
         return [str(i) for i in range(k)] if k > 0 else []
@@ -410,7 +382,7 @@ def evaluate(
     )
 
 
-def benchmark(
+def time_model(
     path: str | os.PathLike[str],
     *,
     runtime: str = "auto",
@@ -418,12 +390,13 @@ def benchmark(
     warmup: int = 10,
     num_threads: int | None = None,
     seed: int = 0,
-) -> BenchResult:
-    """Time loading and batch-1 inference of a model file.
+) -> ModelTiming:
+    """Time loading and batch-1 inference of one model file (``edgeport-demo --bench``).
 
-    Latency is :meth:`Model.predict` on one sample (quantizing and
-    dequantizing included, as an app pays for them), measured with
-    ``time.perf_counter_ns`` after ``warmup`` untimed runs.
+    Latency is :meth:`Model.predict` on one sample (quantizing and dequantizing
+    included, as an app pays for them), measured by
+    :func:`~mobile_demo.timing.time_calls` after ``warmup`` untimed runs.
+    ``edgeport bench`` measures a whole run directory with the same loop.
 
     Args:
         path: the model file.
@@ -436,6 +409,7 @@ def benchmark(
     Raises:
         ModelFileError, RuntimeNotFoundError: as :func:`load_model`.
         InputShapeError: the model's input has dynamic sizes besides the batch.
+        ValueError: ``runs < 1`` or ``warmup < 0``.
     """
     if runs < 1 or warmup < 0:
         raise ValueError(f"runs={runs}, warmup={warmup}; expected runs >= 1 and warmup >= 0")
@@ -446,80 +420,20 @@ def benchmark(
     if any(d < 1 for d in sample):
         raise InputShapeError(
             f"{model.path}: input shape {list(model.input.shape)} has dynamic sizes besides "
-            "the batch; expected a fixed image size to benchmark"
+            "the batch; expected a fixed image size to time"
         )
     x = np.random.default_rng(seed).random((1, *sample), dtype=np.float32)
-    t0 = time.perf_counter_ns()
-    model.predict(x)
-    first_ns = time.perf_counter_ns() - t0
-    for _ in range(warmup):
-        model.predict(x)
-    times = np.empty(runs, dtype=np.float64)
-    for i in range(runs):
-        t0 = time.perf_counter_ns()
-        model.predict(x)
-        times[i] = time.perf_counter_ns() - t0
-    ms = times / 1e6
-    return BenchResult(
+    (first_ns,) = time_calls(lambda: model.predict(x), runs=1)
+    ns = time_calls(lambda: model.predict(x), runs=runs, warmup=warmup)
+    p50, p99 = latency_ms(ns, 50, 99)
+    return ModelTiming(
         model=str(model.path),
         runtime=model.runtime,
         load_ms=load_ns / 1e6,
         first_inference_ms=first_ns / 1e6,
-        p50_ms=float(np.percentile(ms, 50)),
-        p99_ms=float(np.percentile(ms, 99)),
-        mean_ms=float(ms.mean()),
+        p50_ms=p50,
+        p99_ms=p99,
+        mean_ms=float(ns.mean()) / 1e6,
         runs=runs,
         warmup=warmup,
     )
-
-
-def default_data_dir() -> Path:
-    """Where MNIST lives: ``$EDGEPORT_DATA/mnist``, else ``~/.cache/edgeport/mnist``."""
-    env = os.environ.get("EDGEPORT_DATA")
-    if env:
-        return Path(env) / "mnist"
-    return Path.home() / ".cache" / "edgeport" / "mnist"
-
-
-def export_samples(
-    n: int, out_dir: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None
-) -> list[Path]:
-    """Write the first ``n`` MNIST test images as ``<label>_<index>.png`` (index 5 digits).
-
-    The pictures are MNIST's own (light digit on black, 28x28), so they are
-    what ``--eval`` expects and need no network: only the IDX files.
-
-    Args:
-        n: how many test images, from the first.
-        out_dir: the folder to write into (created if needed).
-        data_dir: folder with ``t10k-images-idx3-ubyte.gz`` and
-            ``t10k-labels-idx1-ubyte.gz`` (default: :func:`default_data_dir`).
-
-    Returns:
-        The written files, in order.
-
-    Raises:
-        DatasetError: the IDX files are missing or corrupt, or ``n`` is out of range.
-    """
-    root = Path(data_dir) if data_dir is not None else default_data_dir()
-    images = read_idx(root / MNIST_TEST_FILES[0], expect_magic=IMAGES_MAGIC)
-    labels = read_idx(root / MNIST_TEST_FILES[1], expect_magic=LABELS_MAGIC)
-    if len(images) != len(labels):
-        raise DatasetError(
-            f"{root}: {len(images)} test images but {len(labels)} labels; "
-            "re-download the MNIST test files"
-        )
-    if not 1 <= n <= len(images):
-        raise DatasetError(
-            f"--export-samples {n}: expected a count from 1 to {len(images)} (the MNIST test set)"
-        )
-    out = Path(out_dir)
-    digits = max(5, int(math.log10(len(images))) + 1)
-    written = []
-    for i in range(n):
-        buf = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(images[i])).save(buf, format="PNG")
-        written.append(
-            atomic_write_bytes(out / f"{int(labels[i])}_{i:0{digits}d}.png", buf.getvalue())
-        )
-    return written

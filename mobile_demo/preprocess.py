@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edgeport.errors import ImageError, ModelFileError
+from edgeport.fileio import check_input_file
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -67,12 +68,9 @@ def load_image(
         ImageError: the file is missing, empty, not a picture, truncated, or too large.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: image not found; check the path")
-    if not path.is_file():
-        raise ImageError(f"{path}: is not a file; expected a picture such as a .png or .jpg")
-    if path.stat().st_size == 0:
-        raise ImageError(f"{path}: empty file (0 bytes); expected a picture such as a .png")
+    check_input_file(path, ImageError, what="image",
+                     expected="a picture such as a .png or .jpg",
+                     if_empty="expected a picture such as a .png")
     try:
         with warnings.catch_warnings():
             # Pillow warns above its own pixel limit (ours is checked below, before
@@ -236,7 +234,19 @@ def preprocess_digit(img: Any, *, size: int = 28) -> np.ndarray:
     """
     if size < 4:
         raise ValueError(f"size={size}; expected a frame of at least 4 pixels")
-    g = _gray(_as_image(img))
+    ink = _ink(_gray(_as_image(img)))
+    r0, r1 = _mass_range(ink.sum(axis=1))
+    c0, c1 = _mass_range(ink.sum(axis=0))
+    small = _fit_box(ink[r0:r1, c0:c1], box=max(1, round(size * _DIGIT_BOX)))
+    return _centre(small, size)
+
+
+def _ink(g: np.ndarray) -> np.ndarray:
+    """Grayscale ``[H, W]`` -> ink strength in [0, 1] (1 = strongest stroke, paper 0).
+
+    Raises:
+        ImageError: no pixels, or no contrast between ink and paper.
+    """
     h0, w0 = g.shape
     if g.size == 0:
         raise ImageError(f"the picture is {w0}x{h0}; expected pixels")
@@ -257,13 +267,11 @@ def preprocess_digit(img: Any, *, size: int = 28) -> np.ndarray:
     ink = np.clip(signed, 0.0, None) / peak
     noise = max(float(np.percentile(_border(ink), 90)), 5.0 * sigma / peak)
     floor = float(np.clip(noise, _NOISE_FLOOR, _NOISE_CEIL))
-    ink = np.clip((ink - floor) / (1.0 - floor), 0.0, 1.0)
+    return np.clip((ink - floor) / (1.0 - floor), 0.0, 1.0)
 
-    r0, r1 = _mass_range(ink.sum(axis=1))
-    c0, c1 = _mass_range(ink.sum(axis=0))
-    crop = ink[r0:r1, c0:c1]
 
-    box = max(1, round(size * _DIGIT_BOX))
+def _fit_box(crop: np.ndarray, box: int) -> np.ndarray:
+    """Scale the cropped ink so its longer side is ``box`` pixels, thickening thin strokes."""
     work = box * _WORK_SCALE
     if max(crop.shape) > work:
         # Large crops are first averaged down to 4x the final size.
@@ -286,7 +294,12 @@ def preprocess_digit(img: Any, *, size: int = 28) -> np.ndarray:
     w = max(1, round(crop.shape[1] * box / longest))
     small = np.clip(_resize(crop, w, h), 0.0, 1.0)
     small /= max(float(small.max()), 1e-12)
+    return small
 
+
+def _centre(small: np.ndarray, size: int) -> np.ndarray:
+    """Paste ``small`` in a ``size`` x ``size`` frame with its centre of mass in the middle."""
+    h, w = small.shape
     total = float(small.sum())
     ys, xs = np.indices(small.shape)
     cy = float((ys * small).sum() / total) if total > 0 else (h - 1) / 2

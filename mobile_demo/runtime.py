@@ -20,17 +20,12 @@ float32 probabilities.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import json
 import math
 import os
-import re
-import sys
-import tempfile
 import warnings
-from collections.abc import Generator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,6 +33,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgeport.errors import InputShapeError, ModelFileError, RuntimeNotFoundError
+from edgeport.fileio import check_input_file, read_labels
+from edgeport.quiet import quiet_native_stderr
 
 from .tflite_meta import (
     TaskMetadata,
@@ -69,7 +66,7 @@ _INSTALL = {
     "litert": "pip install ai-edge-litert",
     "tflite-runtime": "pip install tflite-runtime",
     "tensorflow": "pip install tensorflow",
-    "onnxruntime": "pip install onnxruntime",
+    "onnxruntime": "pip install onnxruntime (or edgeport[onnx])",
 }
 # The contract lists outputs in this order; other names follow in model order.
 _OUTPUT_ORDER = ("probabilities", "logits")
@@ -201,43 +198,6 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0].strip()
 
 
-# Start-up chatter of the native runtimes: LiteRT's "INFO: ..." and absl-style
-# "I0000 00:00:..." / "W0000 ..." / "E0000 ..." lines (TensorFlow, on import).
-_CHATTER = re.compile(r"INFO: |[IWE]\d{4} \d\d:\d\d|WARNING: All log messages before absl")
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr() -> Generator[None, None, None]:
-    """Drop the runtimes' C++ start-up chatter on file descriptor 2; pass other lines on.
-
-    LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
-    straight to fd 2, with no switch to turn it off; it would break the CLI's
-    promise of one line per error. Lines are passed on only when the block
-    succeeds: on failure the exception carries the runtime's message.
-    """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):  # no usable fd 2: nothing to filter
-        yield
-        return
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        ok = False
-        try:
-            yield
-            ok = True
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            if ok:
-                tmp.seek(0)
-                lines = tmp.read().decode("utf-8", "replace").splitlines()
-                keep = [ln for ln in lines if ln.strip() and not _CHATTER.match(ln)]
-                if keep:
-                    print("\n".join(keep), file=sys.stderr)
-
-
 def _import_runtime(name: str) -> Any:
     """Import one runtime and return its interpreter class or module.
 
@@ -256,7 +216,7 @@ def _import_runtime(name: str) -> Any:
         if name == "tensorflow":
             # TensorFlow's C++ start-up chatter would bury the demo's output.
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-            with _quiet_native_stderr():
+            with quiet_native_stderr(pass_on=True):
                 import tensorflow as tf
 
             return tf.lite.Interpreter
@@ -298,6 +258,26 @@ def _ordered(pairs: list[tuple[TensorSpec, Any]]) -> list[tuple[TensorSpec, Any]
     return sorted(pairs, key=lambda p: rank.get(p[0].name, len(rank)))  # stable: model order
 
 
+def signature_names(interpreter: Any) -> tuple[dict[int, str], dict[int, str]]:
+    """Tensor index -> signature name (``image``, ``probabilities``) for inputs and outputs.
+
+    Reads the ``serving_default`` signature (else the first one) of a TFLite
+    interpreter; ``({}, {})`` when the file has none or the runtime predates
+    signature details (tflite-runtime 2.5).
+    """
+    try:
+        sigs = interpreter.get_signature_list()
+        if not sigs:
+            return {}, {}
+        key = "serving_default" if "serving_default" in sigs else next(iter(sigs))
+        runner = interpreter.get_signature_runner(key)
+        ins = {d["index"]: n for n, d in runner.get_input_details().items()}
+        outs = {d["index"]: n for n, d in runner.get_output_details().items()}
+        return ins, outs
+    except (AttributeError, ValueError, KeyError):  # older runtimes lack signature details
+        return {}, {}
+
+
 class _TFLiteBackend:
     def __init__(
         self,
@@ -311,7 +291,7 @@ class _TFLiteBackend:
         if num_threads is not None:
             kwargs["num_threads"] = num_threads
         try:
-            with warnings.catch_warnings(), _quiet_native_stderr():
+            with warnings.catch_warnings(), quiet_native_stderr(pass_on=True):
                 # tf.lite.Interpreter warns that it is deprecated in favour of LiteRT.
                 warnings.simplefilter("ignore")
                 it = interpreter_cls(**kwargs)
@@ -335,7 +315,7 @@ class _TFLiteBackend:
                 f"{path}: the model has {len(inputs)} inputs, expected one image input; "
                 "export a single-input classifier"
             )
-        in_names, out_names = self._signature_names(it)
+        in_names, out_names = signature_names(it)
 
         def spec(d: dict[str, Any], names: dict[int, str]) -> TensorSpec:
             q = d.get("quantization_parameters", {})
@@ -354,21 +334,6 @@ class _TFLiteBackend:
         self.outputs = tuple(s for s, _ in pairs)
         self._out_index = [i for _, i in pairs]
         self._batch = int(d_in["shape"][0]) if len(d_in["shape"]) else None
-
-    @staticmethod
-    def _signature_names(it: Any) -> tuple[dict[int, str], dict[int, str]]:
-        """Tensor index -> signature name (``image``, ``probabilities``), when the file has one."""
-        try:
-            sigs = it.get_signature_list()
-            if not sigs:
-                return {}, {}
-            key = "serving_default" if "serving_default" in sigs else next(iter(sigs))
-            runner = it.get_signature_runner(key)
-            ins = {d["index"]: n for n, d in runner.get_input_details().items()}
-            outs = {d["index"]: n for n, d in runner.get_output_details().items()}
-            return ins, outs
-        except (AttributeError, ValueError, KeyError):  # older runtimes lack signature details
-            return {}, {}
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         if batch.shape[0] != self._batch:
@@ -498,17 +463,7 @@ class Model:
                 )
             return labels
         txt = self.path.parent / "labels.txt"
-        if txt.is_file():
-            try:
-                return [
-                    s.strip() for s in txt.read_text(encoding="utf-8").splitlines() if s.strip()
-                ]
-            except (OSError, UnicodeDecodeError) as e:
-                raise ModelFileError(
-                    f"{txt}: unreadable labels file ({_first_line(e)}); expected one UTF-8 "
-                    "class name per line"
-                ) from None
-        return None
+        return read_labels(txt) if txt.is_file() else None
 
     @property
     def input_desc(self) -> dict[str, Any]:
@@ -577,36 +532,9 @@ class Model:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}; expected a positive integer")
-        arr = np.asarray(x)
-        spec = self.input
-        norm = self._pixel_normalization()
-        if norm is not None and arr.dtype == np.uint8:
-            arr = arr.astype(np.float32) / 255.0  # picture models: uint8 pixels are fine too
-        raw_pixels = (arr.dtype == np.uint8 and spec.dtype == "uint8" and spec.zero_point == 0
-                      and spec.scale is not None and abs(spec.scale * 255.0 - 1.0) < 1e-6)
-        if arr.dtype.kind not in "f" and not raw_pixels:
-            raise InputShapeError(
-                f"{self.path}: predict() got {arr.dtype} values, expected float pixels in [0, 1] "
-                "(or uint8 pixels for a model with uint8 input, scale 1/255); "
-                "divide uint8 pixels by 255"
-            )
-        arr = self._fit_shape(arr)
+        arr = self._as_input(np.asarray(x))
         n = arr.shape[0]
-        if norm is not None and arr.dtype.kind == "f":
-            # TFLITE_METADATA: the model takes (pixel - mean) / std of pixels 0..255, or
-            # the uint8 pixels themselves (clients ignore normalization for uint8 inputs).
-            pixels = np.clip(arr.astype(np.float32) * 255.0, 0.0, 255.0)
-            if spec.dtype == "uint8":
-                arr = np.round(pixels).astype(np.uint8)
-            else:
-                arr = ((pixels - norm[0]) / norm[1]).astype(spec.dtype)
-        elif raw_pixels or norm is not None:
-            pass  # camera bytes go straight in: the model's scale is 1/255, zero point 0
-        elif spec.quantized:
-            assert spec.scale is not None and spec.zero_point is not None
-            arr = quantize(arr, spec.scale, spec.zero_point, spec.dtype)
-        else:
-            arr = arr.astype(spec.dtype, copy=False)
+        spec = self.input
         fixed = spec.shape[0] if spec.shape and spec.shape[0] > 0 else None
         step = fixed or batch_size
         if fixed is None and 0 < n <= step:  # one runtime call: no chunk bookkeeping
@@ -640,6 +568,39 @@ class Model:
             return None  # a quantized float-range input: the scale already says how to feed it
         return np.asarray(task.mean, np.float32), np.asarray(task.std, np.float32)
 
+    def _as_input(self, arr: np.ndarray) -> np.ndarray:
+        """Pixels -> the input tensor's shape and dtype (quantized with its scale if integer).
+
+        A picture model with ``TFLITE_METADATA`` normalization (the app models) takes
+        ``(pixel - mean) / std`` of pixels 0..255, or the uint8 pixels themselves
+        (clients ignore normalization for uint8 inputs).
+        """
+        spec = self.input
+        norm = self._pixel_normalization()
+        if norm is not None:
+            if arr.dtype == np.uint8:
+                arr = arr.astype(np.float32) / 255.0  # picture models take uint8 pixels too
+            if arr.dtype.kind == "f":
+                pixels = np.clip(self._fit_shape(arr).astype(np.float32) * 255.0, 0.0, 255.0)
+                if spec.dtype == "uint8":
+                    return np.round(pixels).astype(np.uint8)
+                return ((pixels - norm[0]) / norm[1]).astype(spec.dtype)
+        raw_pixels = (arr.dtype == np.uint8 and spec.dtype == "uint8" and spec.zero_point == 0
+                      and spec.scale is not None and abs(spec.scale * 255.0 - 1.0) < 1e-6)
+        if arr.dtype.kind not in "f" and not raw_pixels:
+            raise InputShapeError(
+                f"{self.path}: predict() got {arr.dtype} values, expected float pixels in [0, 1] "
+                "(or uint8 pixels for a model with uint8 input, scale 1/255); "
+                "divide uint8 pixels by 255"
+            )
+        arr = self._fit_shape(arr)
+        if raw_pixels:
+            return arr  # camera bytes go straight in: the model's scale is 1/255, zero point 0
+        if spec.quantized:
+            assert spec.scale is not None and spec.zero_point is not None
+            return quantize(arr, spec.scale, spec.zero_point, spec.dtype)
+        return arr.astype(spec.dtype, copy=False)
+
     @staticmethod
     def _as_float(spec: TensorSpec, values: np.ndarray) -> np.ndarray:
         """An output as float32: dequantized with its own scale and zero point if integer."""
@@ -655,7 +616,7 @@ class Model:
             raise ModelFileError(
                 f"{self.path}: {self.runtime} failed to run the model on a batch of shape "
                 f"{list(batch.shape)} ({_first_line(e)}); expected a model that edgeport "
-                "exported and verified; re-export it or try another --runtime"
+                "exported and verified; re-export it or try another runtime"
             ) from None
 
     def _fit_shape(self, arr: np.ndarray) -> np.ndarray:
@@ -696,6 +657,18 @@ def _model_format(path: Path, runtime: str) -> str:
     )
 
 
+def _check_arguments(path: Path, runtime: str, num_threads: int | None) -> None:
+    if runtime not in RUNTIMES:
+        raise RuntimeNotFoundError(
+            f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}; pick one of those"
+        )
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"num_threads={num_threads}; expected a positive integer or None")
+    check_input_file(path, ModelFileError, what="model file",
+                     expected="a .tflite or .onnx model file",
+                     if_empty="re-export or re-copy the model")
+
+
 def load_model(
     path: str | os.PathLike[str], *, runtime: str = "auto", num_threads: int | None = None
 ) -> Model:
@@ -716,23 +689,12 @@ def load_model(
         RuntimeNotFoundError: the runtime is unknown, cannot run this format, or is not installed.
     """
     path = Path(path)
-    if runtime not in RUNTIMES:
-        raise RuntimeNotFoundError(
-            f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}; pick one of those"
-        )
-    if num_threads is not None and num_threads < 1:
-        raise ValueError(f"num_threads={num_threads}; expected a positive integer or None")
-    if not path.exists():
-        raise ModelFileError(f"{path}: model file not found; check the path")
-    if not path.is_file():
-        raise ModelFileError(f"{path}: is not a file; expected a .tflite or .onnx model file")
-    if path.stat().st_size == 0:
-        raise ModelFileError(f"{path}: empty file (0 bytes); re-export or re-copy the model")
+    _check_arguments(path, runtime, num_threads)
     fmt = _model_format(path, runtime)
     if fmt == "onnx":
         if runtime not in ("auto", "onnxruntime"):
             raise RuntimeNotFoundError(
-                f"runtime {runtime!r} cannot run ONNX file {path}; use --runtime onnxruntime "
+                f"runtime {runtime!r} cannot run ONNX file {path}; use runtime=onnxruntime "
                 "or auto, or pass a .tflite file"
             )
         backend = _OnnxBackend(_import_runtime("onnxruntime"), path, num_threads)

@@ -4,7 +4,8 @@
 docs/contracts.md: ``model_float32.tflite``, ``model_float16.tflite``,
 ``model_dynamic_int8.tflite``, ``model_int8.tflite`` (uint8 input and outputs),
 ``model.onnx``, ``labels.txt``, ``manifest.json`` (labels and input only) and
-``golden.npz`` (with ``reference__probabilities`` from the tf.function), all
+``golden.npz`` (written by the exporter's own ``export.golden.make_golden``, plus
+``reference__probabilities`` from the tf.function), all
 from one ``tf.function`` ``image[?, 784] -> {probabilities, logits}`` with
 fixed weights, each model carrying the ``"edgeport"`` metadata document. Tests
 that take an export folder therefore also run on the real trained+exported
@@ -16,7 +17,6 @@ need the files never pay for it once the folder exists.
 
 from __future__ import annotations
 
-import io
 import json
 import tempfile
 from pathlib import Path
@@ -48,19 +48,6 @@ ARTIFACTS = {
     "model_int8.tflite": "int8",
     "model.onnx": "float32",
 }
-# Tolerances for Model.predict against the reference tf.function, one reason each.
-TOLERANCES: dict[str, dict[str, float]] = {
-    # Same float32 arithmetic; only kernel summation order differs (XNNPACK, MLAS).
-    "float32": {"probabilities": 1e-5, "logits": 1e-4},
-    # float16 weights: ~3 significant digits, so 1e-3 relative on logits of size ~3.
-    "float16": {"probabilities": 5e-3, "logits": 2e-2},
-    # Float activations, int8 weights: weight rounding of 1/254 of each channel's range.
-    "dynamic_int8": {"probabilities": 2e-2, "logits": 1e-1},
-    # Output step is 1/256; int8 weights and activations add a few more steps.
-    "int8": {"probabilities": 2e-2, "logits": 1.5e-1},
-}
-# int8 may flip near-ties, so the top-1 class must agree on at least 90% of samples.
-MIN_TOP1_AGREEMENT = 0.9
 _CACHE: dict[str, Path] = {}
 
 
@@ -220,13 +207,16 @@ def build_tiny_export(root: Path, *, golden_count: int = 32) -> Path:
         root / "manifest.json",
         {"format_version": 1, "labels": LABELS, "input": INPUT_DESC, "artifacts": []},
     )
+    from edgeport.export.formats import ARTIFACT_KINDS
+    from edgeport.export.golden import make_golden, write_golden
+
     x = pixel_batch(golden_count, seed=3)
     ref = reference(x)
     labels = ref["probabilities"].argmax(axis=1).astype(np.int64)
-    golden = {"inputs": x, "labels": labels, "reference__probabilities": ref["probabilities"]}
-    buf = io.BytesIO()
-    np.savez(buf, **golden)
-    atomic_write_bytes(root / "golden.npz", buf.getvalue())
+    kinds = [k for k in ARTIFACT_KINDS if k.file in ARTIFACTS]
+    golden = make_golden(root, kinds, inputs=x, labels=labels)
+    golden["reference__probabilities"] = ref["probabilities"]
+    write_golden(root / "golden.npz", golden)
     return root
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgeport.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from edgeport.mobile_demo.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+from edgeport.train.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 
 __all__ = [
     "MNIST_INPUT",

@@ -68,7 +68,8 @@ def device_python() -> str:
 
     ``make test`` builds it (``.venv-device``) and sets ``EDGEPORT_DEVICE_PYTHON``.
     """
-    candidates = [os.environ.get("EDGEPORT_DEVICE_PYTHON"), str(REPO / ".venv-device/bin/python")]
-    found = [c for c in candidates if c and Path(c).is_file()]
+    from edgeport.export.bench import device_python as find_device_python
+
+    found = find_device_python(REPO / ".venv-device" / "bin" / "python")
     assert found, "no device venv: run `make device-venv` or set EDGEPORT_DEVICE_PYTHON"
-    return found[0]
+    return found

@@ -10,8 +10,8 @@ import pytest
 from _idxfiles import idx_gz, write_idx_dataset
 
 from edgeport.errors import DatasetError
-from edgeport.mobile_demo.idx import read_idx
 from edgeport.train.data import DATASETS, ensure_files, load_dataset, to_model_input
+from edgeport.train.idx import read_idx
 
 
 def test_mnist_split_is_the_seeds(mnist, mnist_dir):
@@ -100,7 +100,7 @@ def test_offline_error_names_folder_files_and_fixes(tmp_path):
         ensure_files(spec, tmp_path / "empty", progress=False)
     msg = str(e.value)
     assert str(tmp_path / "empty") in msg and "t10k-labels-idx1-ubyte.gz" in msg
-    assert "--data-dir" in msg and "EDGEPORT_DATA" in msg and "--dataset digits" in msg
+    assert "data_dir=DIR" in msg and "EDGEPORT_DATA" in msg and "dataset=digits" in msg
     assert "\n" not in msg
 
 

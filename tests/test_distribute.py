@@ -77,8 +77,8 @@ def test_two_workers_train_what_one_process_trains(tmp_path, mnist):
                for _, out, _ in logs]
     assert figures[0] == figures[1]
 
-    _, single, _ = train_model(make_config(recipe="seed", iterations=ITERATIONS), mnist,
-                               progress=False)
+    single = train_model(make_config(recipe="seed", iterations=ITERATIONS), mnist,
+                         progress=False).result
     # Each of the two replicas takes half of every batch of 100 and the gradients are
     # averaged, which for the softmax model (no dropout) is the gradient of the whole
     # batch: the same training up to float32 summation order. Rounding differences
@@ -93,9 +93,10 @@ def test_mirrored_runs_on_cpu_as_one_replica(mnist):
     # Without a GPU MirroredStrategy holds one replica on the CPU: the same training as
     # the default strategy, except that the step is compiled per call (same arithmetic).
     cfg = make_config(recipe="seed", iterations=30)
-    _, ref, _ = train_model(cfg, mnist, progress=False)
-    m, res, _ = train_model(make_config(recipe="seed", iterations=30, strategy="mirrored"),
-                            mnist, progress=False)
+    ref = train_model(cfg, mnist, progress=False).result
+    mirrored = train_model(make_config(recipe="seed", iterations=30, strategy="mirrored"),
+                           mnist, progress=False)
+    m, res = mirrored.model, mirrored.result
     assert res.iterations == 30
     assert res.test_accuracy == pytest.approx(ref.test_accuracy, abs=0.002)  # 20 images
     assert np.isfinite(m.weights[0].numpy()).all()

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeport.errors import DatasetError
-from edgeport.mobile_demo.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, read_idx
+from edgeport.train.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, read_idx
 
 
 def test_images_round_trip(tmp_path):

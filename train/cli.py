@@ -106,6 +106,8 @@ def run_train(args: argparse.Namespace):
     from .tfenv import import_tensorflow
 
     import_tensorflow()
+    from edgeport.fileio import read_labels
+
     from .distribute import is_chief
     from .plots import confusion_text
     from .trainer import fit
@@ -120,7 +122,7 @@ def run_train(args: argparse.Namespace):
     print("test accuracy by iteration: "
           + ", ".join(f"{p}: {marks[p]:.1%}" for p in dict.fromkeys(seed_points)), file=err)
     if res.run_dir is not None:
-        names = (res.run_dir / "labels.txt").read_text(encoding="utf-8").splitlines()
+        names = read_labels(res.run_dir / "labels.txt")
         print("confusion matrix (test; rows true, columns predicted):", file=err)
         print(confusion_text(res.confusion_matrix, names), file=err)
     print(

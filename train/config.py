@@ -75,25 +75,25 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.model in MODELS, f"--model {self.model!r}; expected one of {', '.join(MODELS)}"),
+            (self.model in MODELS, f"model={self.model!r}; expected one of {', '.join(MODELS)}"),
             (self.optimizer in OPTIMIZERS,
-             f"--optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}"),
+             f"optimizer={self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}"),
             (self.schedule in SCHEDULES,
-             f"--schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}"),
+             f"schedule={self.schedule!r}; expected one of {', '.join(SCHEDULES)}"),
             (self.strategy in STRATEGIES,
-             f"--strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}"),
-            (self.batch_size >= 1, f"--batch-size {self.batch_size}; expected a positive integer"),
+             f"strategy={self.strategy!r}; expected one of {', '.join(STRATEGIES)}"),
+            (self.batch_size >= 1, f"batch_size={self.batch_size}; expected a positive integer"),
             (self.learning_rate > 0 and math.isfinite(self.learning_rate),
-             f"--learning-rate {self.learning_rate}; expected a positive number"),
+             f"learning_rate={self.learning_rate}; expected a positive number"),
             (self.iterations is None or self.iterations >= 0,
-             f"--iterations {self.iterations}; expected 0 or more"),
-            (self.epochs is None or self.epochs > 0, f"--epochs {self.epochs}; expected > 0"),
-            (0.0 <= self.dropout < 1.0, f"--dropout {self.dropout}; expected 0 <= p < 1"),
-            (self.channels in (1, 3), f"--channels {self.channels}; expected 1 or 3"),
-            (8 <= self.image_size <= 256, f"--image-size {self.image_size}; expected 8..256"),
+             f"iterations={self.iterations}; expected 0 or more"),
+            (self.epochs is None or self.epochs > 0, f"epochs={self.epochs}; expected > 0"),
+            (0.0 <= self.dropout < 1.0, f"dropout={self.dropout}; expected 0 <= p < 1"),
+            (self.channels in (1, 3), f"channels={self.channels}; expected 1 or 3"),
+            (8 <= self.image_size <= 256, f"image_size={self.image_size}; expected 8..256"),
             (len(self.split) == 3 and abs(sum(self.split) - 1) < 1e-6
              and all(0 <= s < 1 for s in self.split) and self.split[0] > 0,
-             f"--split {','.join(map(str, self.split))}; expected three fractions summing to 1"),
+             f"split={','.join(map(str, self.split))}; expected three fractions summing to 1"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -121,11 +121,11 @@ def make_config(
         ConfigError: unknown model or recipe, or an option out of range.
     """
     if model not in RECIPES:
-        raise ConfigError(f"--model {model!r}; expected one of {', '.join(MODELS)}")
+        raise ConfigError(f"model={model!r}; expected one of {', '.join(MODELS)}")
     recipe = recipe or _DEFAULT_RECIPE[model]
     if recipe not in RECIPES[model]:
         raise ConfigError(
-            f"--recipe {recipe!r} for --model {model}; expected one of {', '.join(RECIPES[model])}"
+            f"recipe={recipe!r} for model={model}; expected one of {', '.join(RECIPES[model])}"
         )
     values: dict[str, Any] = dict(RECIPES[model][recipe])
     given = {k: v for k, v in overrides.items() if v is not None}

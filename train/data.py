@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 
 from edgeport.errors import DatasetError
-from edgeport.mobile_demo.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+from edgeport.fileio import atomic_write_bytes
+
+from .idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 
 __all__ = [
     "DATASETS",
@@ -38,6 +40,7 @@ __all__ = [
     "balanced_sample",
     "default_data_dir",
     "ensure_files",
+    "export_samples",
     "load_dataset",
     "to_model_input",
 ]
@@ -290,8 +293,8 @@ def ensure_files(
             why = "; ".join(errors) or "no mirrors"
             raise DatasetError(
                 f"{problem}, and the download failed ({why}). Expected the files {expected_files} "
-                f"in {folder}. Fix: copy them there, pass --data-dir DIR, set EDGEPORT_DATA "
-                f"(files in $EDGEPORT_DATA/{spec.name}), or train offline with --dataset digits"
+                f"in {folder}. Fix: copy them there, pass data_dir=DIR, set EDGEPORT_DATA "
+                f"(files in $EDGEPORT_DATA/{spec.name}), or train offline with dataset=digits"
             )
     return folder
 
@@ -367,7 +370,7 @@ def _load_digits(*, seed: int) -> Dataset:
         from sklearn.datasets import load_digits
     except ImportError:
         raise DatasetError(
-            "--dataset digits needs scikit-learn, which is not installed; "
+            "dataset=digits needs scikit-learn, which is not installed; "
             "fix: pip install scikit-learn"
         ) from None
     from PIL import Image
@@ -438,6 +441,57 @@ def load_dataset(
         )
     known = ", ".join([*DATASETS, "digits"])
     raise DatasetError(
-        f"--dataset {name!r}: not a known dataset nor a folder; expected one of {known} "
+        f"dataset={name!r}: not a known dataset nor a folder; expected one of {known} "
         "or a folder with one sub-folder of images per class"
     )
+
+
+def export_samples(
+    n: int, out_dir: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None
+) -> list[Path]:
+    """Write the first ``n`` MNIST test images as ``<label>_<index>.png`` (index 5 digits).
+
+    The pictures are MNIST's own (light digit on black, 28x28), so they are what
+    ``edgeport-demo --eval`` expects and need no network: only the two IDX test files.
+    Pure numpy and Pillow: the device side (``edgeport-demo --export-samples``) calls
+    it without TensorFlow.
+
+    Args:
+        n: how many test images, from the first.
+        out_dir: the folder to write into (created if needed).
+        data_dir: folder with ``t10k-images-idx3-ubyte.gz`` and
+            ``t10k-labels-idx1-ubyte.gz`` (default: ``default_data_dir("mnist")``).
+
+    Returns:
+        The written files, in order.
+
+    Raises:
+        DatasetError: the IDX files are missing or corrupt, or ``n`` is out of range.
+    """
+    import io
+
+    from PIL import Image
+
+    spec = DATASETS["mnist"]
+    root = Path(data_dir) if data_dir is not None else default_data_dir(spec.name)
+    images = read_idx(root / spec.files["test_images"], expect_magic=IMAGES_MAGIC)
+    labels = read_idx(root / spec.files["test_labels"], expect_magic=LABELS_MAGIC)
+    if len(images) != len(labels):
+        raise DatasetError(
+            f"{root}: {len(images)} test images but {len(labels)} labels; "
+            "re-download the MNIST test files"
+        )
+    if not 1 <= n <= len(images):
+        raise DatasetError(
+            f"n={n}: expected a count from 1 to {len(images)} (the MNIST test set)"
+        )
+    out = Path(out_dir)
+    digits = max(5, len(str(len(images))))
+    written = []
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(images[i])).save(buf, format="PNG")
+        written.append(
+            atomic_write_bytes(out / f"{int(labels[i])}_{i:0{digits}d}.png", buf.getvalue())
+        )
+    return written

@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.errors import EdgeportError
-from edgeport.fileio import atomic_dir
+from edgeport.errors import EdgeportError, LabelsFileError
+from edgeport.fileio import atomic_dir, read_labels
 
-__all__ = ["RunDirError", "RunInfo", "check_writable", "load_run", "load_split", "write_run"]
+__all__ = ["RunDirError", "RunInfo", "check_writable", "input_desc", "load_run", "load_split",
+           "write_labels", "write_metrics", "write_reference", "write_run"]
 
 
 class RunDirError(EdgeportError, ValueError):
@@ -80,14 +81,15 @@ def check_writable(out_dir: str | os.PathLike[str], *, force: bool) -> None:
         )
 
 
-def _input_desc(layout: str, shape: tuple[int, int, int], preprocess: str) -> dict[str, Any]:
+def input_desc(layout: str, shape: tuple[int, int, int], preprocess: str) -> dict[str, Any]:
+    """``metrics.json["input"]``: the SavedModel's ``image`` input, pixel values in [0, 1]."""
     h, w, c = shape
     return {"name": "image", "layout": layout, "height": h, "width": w, "channels": c,
             "dtype": "float32", "range": [0.0, 1.0], "normalization": "pixel / 255",
             "preprocess": preprocess}
 
 
-def write_run(out_dir, *, cfg, ds, model, result, extras, force: bool = False) -> Path:
+def write_run(out_dir, *, cfg, ds, trained, force: bool = False) -> Path:
     """Save the SavedModel, the reference predictions, metrics, labels and plots."""
     import tensorflow as tf
 
@@ -95,8 +97,8 @@ def write_run(out_dir, *, cfg, ds, model, result, extras, force: bool = False) -
     from .data import to_model_input
 
     out = Path(out_dir)
-    layout = extras["layout"]
-    input_shape = extras["input_shape"]
+    model, result = trained.model, trained.result
+    layout, input_shape = trained.layout, trained.input_shape
 
     class Serving(tf.Module):
         def __init__(self, m):
@@ -111,20 +113,12 @@ def write_run(out_dir, *, cfg, ds, model, result, extras, force: bool = False) -
 
     serving = Serving(model)
     with atomic_dir(out, overwrite=force) as tmp:
-        tf.saved_model.save(serving, str(tmp / "saved_model"),
-                            signatures={"serving_default": serving.serve})
-        # The parity oracle comes from the SavedModel as written, reloaded: what is
-        # exported is exactly what the reference numbers describe.
-        fn = tf.saved_model.load(str(tmp / "saved_model")).signatures["serving_default"]
-        x_test = to_model_input(ds.x_test, layout)
-        probs = np.concatenate([fn(image=tf.constant(x_test[i : i + 2000]))["probabilities"]
-                                .numpy() for i in range(0, len(x_test), 2000)])
-        np.savez(tmp / "reference.npz", probabilities=probs.astype(np.float32),
-                 labels=ds.y_test.astype(np.int64))
+        probs = write_reference(tmp, serving, serving.serve,
+                                x_test=to_model_input(ds.x_test, layout), y_test=ds.y_test)
         # The weights as trained (already the best-validation ones when patience is set),
         # without optimizer state: a few MB at most, written once.
         tf.train.Checkpoint(model=model).write(str(tmp / "checkpoint" / "best"))
-        (tmp / "labels.txt").write_text("\n".join(ds.class_names) + "\n", encoding="utf-8")
+        write_labels(tmp, ds.class_names)
         metrics = {
             "dataset": ds.name,
             "model": cfg.model,
@@ -138,16 +132,56 @@ def write_run(out_dir, *, cfg, ds, model, result, extras, force: bool = False) -
             "best_iteration": result.best_iteration,
             "history": list(result.history),
             "confusion_matrix": [list(r) for r in result.confusion_matrix],
-            "input": _input_desc(layout, ds.image_shape, ds.preprocess),
+            "input": input_desc(layout, ds.image_shape, ds.preprocess),
             "split": ds.split,
             "checkpoint": "checkpoint/best",
             "config": cfg.to_dict(),
             "versions": {"tensorflow": tf.__version__, "numpy": np.__version__},
         }
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        write_metrics(tmp, metrics)
         plots.write_all(tmp / "plots", ds=ds, model=model, result=result, layout=layout,
-                        test_pred=extras["test_pred"])
+                        test_pred=trained.test_pred)
     return out
+
+
+def write_reference(tmp: Path, module: Any, signature: Any, *, x_test: np.ndarray,
+                    y_test: np.ndarray) -> np.ndarray:
+    """Save ``module`` as ``tmp/saved_model`` and its test predictions as ``tmp/reference.npz``.
+
+    The parity oracle comes from the SavedModel as written, reloaded: what is
+    exported is exactly what the reference numbers describe.
+
+    Args:
+        tmp: the run folder being built (inside :func:`edgeport.fileio.atomic_dir`).
+        module: the ``tf.Module`` owning the variables.
+        signature: its ``tf.function`` taking ``image`` and returning
+            ``probabilities`` and ``logits``, saved as ``serving_default``.
+        x_test: the test images in model input layout, float32 in [0, 1].
+        y_test: their labels.
+
+    Returns:
+        The reference probabilities ``[N_test, K]``.
+    """
+    import tensorflow as tf
+
+    tf.saved_model.save(module, str(tmp / "saved_model"),
+                        signatures={"serving_default": signature})
+    fn = tf.saved_model.load(str(tmp / "saved_model")).signatures["serving_default"]
+    probs = np.concatenate([fn(image=tf.constant(x_test[i : i + 2000]))["probabilities"]
+                            .numpy() for i in range(0, len(x_test), 2000)])
+    np.savez(tmp / "reference.npz", probabilities=probs.astype(np.float32),
+             labels=np.asarray(y_test).astype(np.int64))
+    return probs
+
+
+def write_labels(tmp: Path, class_names: tuple[str, ...] | list[str]) -> None:
+    """``tmp/labels.txt``: one class name per line."""
+    (tmp / "labels.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
+
+
+def write_metrics(tmp: Path, metrics: dict[str, Any]) -> None:
+    """``tmp/metrics.json``, indented."""
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
 
 
 def load_run(run_dir: str | os.PathLike[str], *, need_reference: bool = True) -> RunInfo:
@@ -181,9 +215,10 @@ def load_run(run_dir: str | os.PathLike[str], *, need_reference: bool = True) ->
     spec = metrics["input"]
     if not isinstance(spec, dict) or any(k not in spec for k in keys):
         raise RunDirError(f"{mpath}: 'input' is {spec!r}, expected keys {list(keys)}; {fix}")
-    names = tuple(n for n in (run / "labels.txt").read_text(encoding="utf-8").splitlines() if n)
-    if not names:
-        raise RunDirError(f"{run / 'labels.txt'}: empty; expected one class name per line; {fix}")
+    try:
+        names = tuple(read_labels(run / "labels.txt"))
+    except LabelsFileError as e:
+        raise RunDirError(f"{e}; {fix}") from None
     probs = labels = None
     if need_reference:
         try:
@@ -267,6 +302,6 @@ def load_split(
     if split == "test" and not np.array_equal(y, info.reference_labels):
         raise RunDirError(
             f"{info.path}: the test labels of dataset {ds.name!r} differ from reference.npz; "
-            "expected the data the run was trained on. Fix: pass the same --data-dir"
+            "expected the data the run was trained on. Fix: pass the same data_dir"
         )
     return to_model_input(x, info.input["layout"]), y

@@ -5,52 +5,37 @@ cuda drivers", cuInit errors on machines without a GPU) straight to file
 descriptor 2 before Python's logging is set up; no environment variable stops
 all of them. The CLI imports TensorFlow through here so a user sees only
 edgeport's own output; ``--debug`` (``EDGEPORT_DEBUG=1``) keeps everything.
+The silencing itself is :func:`edgeport.quiet.quiet_native_stderr`, shared with the
+device runtime.
 """
 
 from __future__ import annotations
 
-import contextlib
+import importlib.util
 import os
 import sys
+
+from edgeport.errors import MissingExtraError
+from edgeport.quiet import quiet_native_stderr
 
 __all__ = ["import_tensorflow", "quiet_native_stderr"]
 
 
-@contextlib.contextmanager
-def quiet_native_stderr():
-    """Silence what C++ code writes to fd 2, keep Python's ``sys.stderr`` working.
-
-    Python-level output (progress bars, warnings, tracebacks) is redirected to a
-    duplicate of the real stderr, so the user still sees it; the TFLite
-    converter's and XNNPACK's native chatter goes to /dev/null. A no-op with
-    ``EDGEPORT_DEBUG=1``.
-    """
-    if os.environ.get("EDGEPORT_DEBUG"):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    py_stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=sys.stderr.encoding,
-                          errors="backslashreplace")
-    old = sys.stderr
-    sys.stderr = py_stderr
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        py_stderr.flush()
-        sys.stderr = old
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-        py_stderr.close()
-
-
 def import_tensorflow():
-    """Return the ``tensorflow`` module, imported with its start-up chatter silenced."""
+    """Return the ``tensorflow`` module, imported with its start-up chatter silenced.
+
+    Raises:
+        MissingExtraError: TensorFlow is not installed (a device-side install,
+            ``pip install edgeport``); the message names the extra to install.
+    """
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
+    if importlib.util.find_spec("tensorflow") is None:
+        raise MissingExtraError(
+            "TensorFlow is not installed (this is the device-side install: edgeport-demo and "
+            "edgeport verify); training, export, parity and bench need it: "
+            "pip install 'edgeport[tensorflow]'"
+        )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with quiet_native_stderr():
         import tensorflow as tf

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from edgeport.errors import DatasetError
 from .config import TrainConfig
 from .data import Dataset, load_dataset, to_model_input
 
-__all__ = ["TrainResult", "fit", "train_model"]
+__all__ = ["TrainResult", "TrainedModel", "fit", "train_model"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,25 @@ class TrainResult:
         d["history"] = list(self.history)
         d["confusion_matrix"] = [list(r) for r in self.confusion_matrix]
         return d
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """What :func:`train_model` produced, before anything is written.
+
+    Attributes:
+        model: the trained Keras model (its best-validation weights when ``patience`` is set).
+        result: the figures; ``run_dir`` is ``None`` until :func:`fit` writes the run.
+        layout: the model input layout, ``flat`` or ``nhwc``.
+        input_shape: one sample's input shape, e.g. ``(784,)`` or ``(28, 28, 1)``.
+        test_pred: the predicted class of every test image (for the plots).
+    """
+
+    model: Any
+    result: TrainResult
+    layout: str
+    input_shape: tuple[int, ...]
+    test_pred: np.ndarray
 
 
 def _eval_points(cfg: TrainConfig, total: int, steps_per_epoch: int) -> list[int]:
@@ -82,11 +101,8 @@ def _confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
     return cm
 
 
-def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True):
-    """Train on ``ds``; returns ``(model, TrainResult without run_dir, extras)``.
-
-    ``extras`` holds what the run directory needs (predictions, layout).
-    """
+def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True) -> TrainedModel:
+    """Train on ``ds`` and return the model with its figures; writes nothing (see :func:`fit`)."""
     import tensorflow as tf
 
     from .distribute import make_strategy
@@ -234,8 +250,8 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True):
         best_iteration=best_iteration, history=tuple(history),
         confusion_matrix=tuple(tuple(int(v) for v in r) for r in cm),
     )
-    return model, result, {"layout": layout, "input_shape": tuple(input_shape),
-                           "test_pred": test_pred}
+    return TrainedModel(model=model, result=result, layout=layout,
+                        input_shape=tuple(input_shape), test_pred=test_pred)
 
 
 def _stream_steps(cfg: TrainConfig, ds: Dataset, strategy, model, opt, loss_fn, batch_input):
@@ -322,8 +338,8 @@ def fit(
         cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seed, progress=progress,
         image_size=cfg.image_size, channels=cfg.channels, split=cfg.split, stream=cfg.stream,
     )
-    model, result, extras = train_model(cfg, ds, progress=progress)
+    trained = train_model(cfg, ds, progress=progress)
     if out_dir is None:
-        return result
-    run = write_run(out_dir, cfg=cfg, ds=ds, model=model, result=result, extras=extras, force=force)
-    return TrainResult(**{**result.__dict__, "run_dir": run})
+        return trained.result
+    run = write_run(out_dir, cfg=cfg, ds=ds, trained=trained, force=force)
+    return replace(trained.result, run_dir=run)

@@ -1,6 +1,6 @@
 """Tests for export/onnx.py: checker, names, dynamic batch, metadata, numerics, opset.
 
-Run: ``python -m pytest tests/test_export_onnx.py``.
+Run: ``python -m pytest tests/test_onnx.py``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Tests for export/tflite.py: names, batching, int8 quantization, metadata, determinism.
 
-Run: ``python -m pytest tests/test_export_tflite.py``. The run is the test
+Run: ``python -m pytest tests/test_tflite.py``. The run is the test
 helper's MNIST softmax regression (tests/_runs.py), exported once per session.
 """
 

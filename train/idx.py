@@ -39,7 +39,7 @@ def parse_idx(data: bytes, *, name: str = "<bytes>", expect_magic: int | None = 
     Raises:
         DatasetError: wrong magic, truncated or oversized payload, bad header.
     """
-    fix = "delete it so edgeport downloads a fresh copy, or point --data-dir at good files"
+    fix = "delete it so edgeport downloads a fresh copy, or point data_dir at good files"
     if len(data) < 4:
         raise DatasetError(f"{name}: {len(data)} bytes is too short for an IDX header; {fix}")
     (magic,) = struct.unpack(">I", data[:4])
@@ -79,7 +79,7 @@ def read_idx(path: str | os.PathLike[str], *, expect_magic: int | None = None) -
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found; check --data-dir or EDGEPORT_DATA") from None
+        raise DatasetError(f"{path}: file not found; check data_dir or EDGEPORT_DATA") from None
     except OSError as e:
         raise DatasetError(f"{path}: cannot read ({e.strerror}); check its permissions") from None
     if path.suffix == ".gz":

@@ -1,6 +1,6 @@
 """Tests for export/manifest.py, export/formats.py and export/exporter.py.
 
-Run: ``python -m pytest tests/test_export_manifest.py``.
+Run: ``python -m pytest tests/test_manifest.py``.
 """
 
 from __future__ import annotations

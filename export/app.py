@@ -10,8 +10,8 @@ Usage::
 values 0-255 (so its ``TFLITE_METADATA`` normalization is mean 0, std 1: clients
 hand the pixels over unchanged), ``model_app_int8.tflite`` the same picture as
 uint8. Both return ``probabilities`` float32 ``[1, K]`` and run only TFLite
-builtin ops, so MediaPipe Tasks, the TFLite Task Library, LiteRT.js and
-tflite-runtime all load them.
+builtin ops (batch 1): MediaPipe Tasks 1.2.3, the TFLite Task Library 0.4.4 and
+tflite-runtime 2.14 load them (tests/test_app.py); LiteRT.js is the web page's check.
 
 The graph repeats :func:`edgeport.mobile_demo.preprocess.preprocess_digit` for
 digit models (``input.preprocess == "mnist"``): grayscale; the paper level is

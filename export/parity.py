@@ -233,7 +233,8 @@ def check_parity(
             f"fix: run `edgeport export {info.path}` first"
         )
     manifest = read_manifest(export_dir)
-    entries = manifest["artifacts"]
+    app_entries = [e for e in manifest["artifacts"] if e.get("family") == "app"]
+    entries = [e for e in manifest["artifacts"] if e.get("family") != "app"]
     if not entries:
         raise ParityError(
             f"{export_dir / 'manifest.json'}: lists no artifacts; expected at least one model "
@@ -273,6 +274,10 @@ def check_parity(
             )
     finally:
         bar.close()
+    if app_entries:  # picture-in models: the oracle is the numpy preprocessing (app_checks)
+        from .app_checks import check_app_parity
+
+        results += check_app_parity(info, export_dir, app_entries, x=x, labels=labels)
     report = ParityReport(
         passed=bool(results) and all(r.passed for r in results), results=tuple(results),
         manifest_sha256=file_sha256(export_dir / "manifest.json"),

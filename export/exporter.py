@@ -136,6 +136,7 @@ def export_model(
     progress: bool = True,
     data_dir: str | os.PathLike[str] | None = None,
     load_split: SplitLoader | None = None,
+    app_models: bool | None = None,
 ) -> ExportResult:
     """Export ``RUN/saved_model`` to ``RUN/export`` in the chosen formats.
 
@@ -153,6 +154,9 @@ def export_model(
         data_dir: where the dataset lives (passed to ``train.run_dir.load_split``).
         load_split: ``loader(split) -> (x, labels)`` giving float32 images in
             [0, 1] in the model input layout; default ``train.run_dir.load_split``.
+        app_models: also write ``model_app_float32.tflite`` and ``model_app_int8.tflite``
+            (RGB picture in, preprocessing in the graph; :mod:`export.app`) and, with
+            ONNX, ``model.ort`` (:mod:`export.ort`); ``None``: when ``formats="all"``.
 
     Returns:
         What was written.
@@ -165,12 +169,16 @@ def export_model(
     """
     from tqdm import tqdm
 
+    from .app import write_app_models
     from .onnx import convert_onnx
+    from .ort import write_ort
     from .serving import load_serving
     from .tflite import convert_tflite
 
     started = time.perf_counter()
     kinds = parse_formats(formats)
+    if app_models is None:
+        app_models = isinstance(formats, str) and formats.strip().lower() == "all"
     run = load_run(run_dir, need_reference=False)
     export_dir = run.path / EXPORT_DIR_NAME
     if (export_dir.exists() or export_dir.is_symlink()) and not force:
@@ -178,7 +186,7 @@ def export_model(
     if force:  # only a folder edgeport exported is ever replaced
         check_replaceable(export_dir, kind="export", flag=f"--force {EXPORT_DIR_NAME}")
     probe_writable(run.path, flag="RUN")
-    needs_calibration = any(k.precision is Precision.INT8 for k in kinds)
+    needs_calibration = app_models or any(k.precision is Precision.INT8 for k in kinds)
     if needs_calibration and calibration_samples <= 0:
         raise ExportError(
             f"calibration_samples={calibration_samples}, expected > 0 for the int8 model; "
@@ -268,13 +276,33 @@ def export_model(
                 )
             made = {a.file for a in infos}
             kinds = [k for k in kinds if k.file in made]
+            onnx_entry = next((e for e in entries if e["file"] == "model.onnx"), None)
+            if app_models and onnx_entry is not None:  # ONNX Runtime Mobile: model.ort + ops
+                bar.set_description("export model.ort")
+                t0 = time.perf_counter()
+                entries.append(write_ort(tmp, onnx_entry))
+                infos.append(_app_info(entries[-1], 2 * (time.perf_counter() - t0)))
+            app_golden: dict[str, np.ndarray] = {}
+            if app_models:
+                bar.set_description("export app models")
+                t0 = time.perf_counter()
+                try:
+                    app_entries, app_golden = write_app_models(
+                        tmp, serving, run, golden_inputs=golden_x, calibration=calibration
+                    )
+                except ExportError as e:  # as above: only an imported model may lack them
+                    if "import" not in run.metrics:
+                        raise
+                    app_entries = []
+                    not_produced.append({"file": "model_app_*.tflite", "format": "tflite",
+                                         "precision": "float32, int8", "reason": str(e)})
+                entries += app_entries
+                infos += [_app_info(e, time.perf_counter() - t0) for e in app_entries]
             bar.set_description(f"export {GOLDEN_NAME}, manifest.json")
             atomic_write_text(tmp / "labels.txt", "".join(f"{label}\n" for label in run.labels))
-            write_golden(
-                tmp / GOLDEN_NAME,
-                make_golden(tmp, kinds, inputs=golden_x, labels=golden_y,
-                            probes=structured_probes(serving.input_shape, seed=seed)),
-            )
+            golden = make_golden(tmp, kinds, inputs=golden_x, labels=golden_y,
+                                 probes=structured_probes(serving.input_shape, seed=seed))
+            write_golden(tmp / GOLDEN_NAME, {**golden, **app_golden})
             manifest = build_manifest(
                 run_dir=run.path, labels=run.labels, input=run.input, artifacts=entries
             )
@@ -297,6 +325,18 @@ def export_model(
     return ExportResult(
         export_dir=export_dir, artifacts=tuple(infos), seconds=time.perf_counter() - started,
         not_produced=tuple(not_produced),
+    )
+
+
+def _app_info(entry: dict[str, Any], seconds: float) -> ArtifactInfo:
+    """The ArtifactInfo of a file written beside the artifact table (app models, model.ort)."""
+    return ArtifactInfo(
+        file=entry["file"],
+        format=ArtifactFormat(entry["format"]),
+        precision=Precision(entry["precision"]),
+        bytes=entry["bytes"],
+        sha256=entry["sha256"],
+        seconds=seconds / 2,  # both app models were built together
     )
 
 

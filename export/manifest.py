@@ -136,6 +136,7 @@ def artifact_entry(path: str | os.PathLike[str], kind: ArtifactKind) -> dict[str
         "inputs": inputs,
         "outputs": outputs,
         "ops": ops,
+        "family": "plain",  # export.app writes "app" for the picture-in models
     }
 
 
@@ -172,12 +173,13 @@ def build_manifest(
     }
 
 
-SUPPORT_FILES = ("labels.txt", "golden.npz")
-"""Files of an export besides the models that ``manifest.json["files"]`` hashes."""
+SUPPORT_FILES = ("labels.txt", "golden.npz", "required_operators.config")
+"""Files of an export besides the models that ``manifest.json["files"]`` hashes (the last,
+ONNX Runtime Mobile's reduced-build operator list, only when ``model.ort`` was made)."""
 
 
 def support_files_entry(export_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """``{"files": {name: {"bytes", "sha256"}}}`` for ``labels.txt`` and ``golden.npz``.
+    """``{"files": {name: {"bytes", "sha256"}}}`` for the :data:`SUPPORT_FILES` present.
 
     ``edgeport verify`` checks them like the models, so a rewritten ``labels.txt``
     or replaced golden vectors are caught.

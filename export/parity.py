@@ -240,9 +240,8 @@ def check_parity(
             f"fix: run `edgeport export {info.path}` first"
         )
     manifest = read_manifest(export_dir)
-    # App models ("family": "app", issue 10) take RGB pixels with the preprocessing inside:
-    # the Python rows here run the plain files; the browser rows below run the app models.
-    entries = [e for e in manifest["artifacts"] if e.get("family", "plain") == "plain"]
+    app_entries = [e for e in manifest["artifacts"] if e.get("family") == "app"]
+    entries = [e for e in manifest["artifacts"] if e.get("family") != "app"]
     if not entries:
         raise ParityError(
             f"{export_dir / 'manifest.json'}: lists no artifacts; expected at least one model "
@@ -282,6 +281,10 @@ def check_parity(
             )
     finally:
         bar.close()
+    if app_entries:  # picture-in models: the oracle is the numpy preprocessing (app_checks)
+        from .app_checks import check_app_parity
+
+        results += check_app_parity(info, export_dir, app_entries, x=x, labels=labels)
     if browser:
         from .browser import browser_parity
 

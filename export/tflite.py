@@ -21,10 +21,12 @@ JSON metadata document is added as a ``Model.metadata`` entry named
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from edgeport.mobile_demo.tflite_meta import parse_metadata, parse_operators, parse_ops
 
 from .errors import ExportError
 from .formats import Precision
@@ -109,7 +111,9 @@ def convert_tflite(
     return data
 
 
-def finalize_tflite(model: bytes, *, metadata: Mapping[str, Any]) -> bytes:
+def finalize_tflite(
+    model: bytes, *, metadata: Mapping[str, Any], outputs: Sequence[str] = OUTPUT_NAMES
+) -> bytes:
     """Rename the I/O tensors, order the outputs, and embed the metadata document.
 
     Args:
@@ -117,6 +121,8 @@ def finalize_tflite(model: bytes, *, metadata: Mapping[str, Any]) -> bytes:
             signature (inputs ``image``; outputs ``probabilities``, ``logits``).
         metadata: the document stored under ``Model.metadata["edgeport"]``, the only
             metadata entry left (the converter's entries are removed).
+        outputs: the signature's output names, in file order (app models: only
+            ``probabilities``).
 
     Returns:
         The rewritten flatbuffer.
@@ -136,19 +142,20 @@ def finalize_tflite(model: bytes, *, metadata: Mapping[str, Any]) -> bytes:
         )
     sig = sigs[0]
     subgraph = obj.subgraphs[sig.subgraphIndex]
+    names = tuple(outputs)
     inputs = {_text(t.name): t for t in sig.inputs}
     outputs = {_text(t.name): t for t in sig.outputs}
-    if set(inputs) != {INPUT_NAME} or set(outputs) != set(OUTPUT_NAMES):
+    if set(inputs) != {INPUT_NAME} or set(outputs) != set(names):
         raise ExportError(
             f"TFLite signature has inputs {sorted(inputs)} and outputs {sorted(outputs)}, "
-            f"expected ['{INPUT_NAME}'] and {sorted(OUTPUT_NAMES)}; fix: re-train so the "
+            f"expected ['{INPUT_NAME}'] and {sorted(names)}; fix: re-train so the "
             "serving_default signature follows docs/contracts.md"
         )
-    order = [INPUT_NAME, *OUTPUT_NAMES]
+    order = [INPUT_NAME, *names]
     tensors = {**inputs, **outputs}
     if sorted(subgraph.inputs) != [inputs[INPUT_NAME].tensorIndex] or sorted(
         subgraph.outputs
-    ) != sorted(outputs[n].tensorIndex for n in OUTPUT_NAMES):
+    ) != sorted(outputs[n].tensorIndex for n in names):
         raise ExportError(
             "TFLite subgraph I/O does not match its signature; expected one input and the two "
             "signature outputs; fix: report this converter output as a bug"
@@ -156,9 +163,9 @@ def finalize_tflite(model: bytes, *, metadata: Mapping[str, Any]) -> bytes:
     for name in order:
         subgraph.tensors[tensors[name].tensorIndex].name = name.encode()
     sig.inputs = [inputs[INPUT_NAME]]
-    sig.outputs = [outputs[n] for n in OUTPUT_NAMES]
+    sig.outputs = [outputs[n] for n in names]
     subgraph.inputs = [inputs[INPUT_NAME].tensorIndex]
-    subgraph.outputs = [outputs[n].tensorIndex for n in OUTPUT_NAMES]
+    subgraph.outputs = [outputs[n].tensorIndex for n in names]
 
     # The converter's own entries (min_runtime_version, CONVERSION_METADATA) are dropped:
     # no interpreter reads them, the manifest records the converter version instead, and
@@ -183,23 +190,18 @@ def read_tflite_metadata(model: bytes) -> dict[str, Any]:
     Raises:
         ExportError: the file has no ``"edgeport"`` entry.
     """
-    from tensorflow.lite.python import schema_py_generated as fb
-
-    root = fb.Model.GetRootAsModel(bytearray(model), 0)
-    for i in range(root.MetadataLength()):
-        entry = root.Metadata(i)
-        if _text(entry.Name()) == METADATA_KEY:
-            payload = root.Buffers(entry.Buffer()).DataAsNumpy()
-            return decode_metadata(bytes(payload))
-    raise ExportError(
-        f"TFLite model has no {METADATA_KEY!r} metadata entry; expected one written by "
-        "`edgeport export`; fix: re-export the run"
-    )
+    entries = parse_metadata(model)
+    if METADATA_KEY not in entries:
+        raise ExportError(
+            f"TFLite model has no {METADATA_KEY!r} metadata entry; expected one written by "
+            "`edgeport export`; fix: re-export the run"
+        )
+    return decode_metadata(entries[METADATA_KEY])
 
 
 def tflite_ops(model: bytes) -> list[str]:
     """The sorted, distinct operator names of every subgraph (``["FULLY_CONNECTED", ...]``)."""
-    return sorted({name for _, name, _ in _operators(model)})
+    return parse_ops(model)
 
 
 def integer_only_problems(model: bytes) -> list[str]:
@@ -212,7 +214,7 @@ def integer_only_problems(model: bytes) -> list[str]:
         One line per offending op; empty when the model is integer-only.
     """
     problems = []
-    for index, name, types in _operators(model):
+    for index, (name, types) in enumerate(parse_operators(model)):
         floats = sorted({t for t in types if t not in _INTEGER_TYPES})
         if name == "DEQUANTIZE" or floats:
             what = f"has {', '.join(floats)} tensors" if floats else "dequantizes to float"
@@ -317,33 +319,6 @@ def _calibration(images: np.ndarray | None, input_shape: tuple[int, ...]) -> np.
         images.reshape(len(images), -1)[0, 0] = 0.0
         images.reshape(len(images), -1)[-1, -1] = 1.0
     return images
-
-
-def _operators(model: bytes) -> Iterator[tuple[int, str, list[str]]]:
-    """Yield ``(index, op name, tensor type names)`` for every operator."""
-    from tensorflow.lite.python import schema_py_generated as fb
-
-    op_names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
-    type_names = {v: k for k, v in vars(fb.TensorType).items() if not k.startswith("_")}
-    root = fb.Model.GetRootAsModel(bytearray(model), 0)
-    codes = []
-    for i in range(root.OperatorCodesLength()):
-        code = root.OperatorCodes(i)
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        if builtin == fb.BuiltinOperator.CUSTOM:
-            codes.append(f"CUSTOM:{_text(code.CustomCode())}")
-        else:
-            codes.append(op_names.get(builtin, f"BUILTIN_{builtin}"))
-    count = 0
-    for s in range(root.SubgraphsLength()):
-        subgraph = root.Subgraphs(s)
-        for o in range(subgraph.OperatorsLength()):
-            op = subgraph.Operators(o)
-            used = [op.Inputs(i) for i in range(op.InputsLength())]
-            used += [op.Outputs(i) for i in range(op.OutputsLength())]
-            types = [type_names[subgraph.Tensors(t).Type()] for t in used if t >= 0]
-            yield count, codes[op.OpcodeIndex()], types
-            count += 1
 
 
 def _detail(d: Mapping[str, Any]) -> dict[str, Any]:

@@ -35,7 +35,14 @@ from edgeport.errors import EdgeportError
 
 from .formats import Precision
 
-__all__ = ["THRESHOLDS", "Thresholds", "ThresholdsError", "Tolerance", "load_thresholds"]
+__all__ = [
+    "APP_THRESHOLDS",
+    "THRESHOLDS",
+    "Thresholds",
+    "ThresholdsError",
+    "Tolerance",
+    "load_thresholds",
+]
 
 Thresholds = Mapping[Precision, "Tolerance"]
 """A complete table: one :class:`Tolerance` per precision."""
@@ -204,3 +211,27 @@ reference from another model differs by far more (:mod:`export.oracle`)."""
 
 ORACLE_SAMPLE = 256
 """How many test images that re-run uses (the first ones: cheap, deterministic)."""
+
+# App models (export.app) against the reference fed with mobile_demo.preprocess's numpy
+# output for the same RGB picture: the in-graph crop resamples with area matrices where numpy
+# uses PIL's BOX/BILINEAR and skips the thin-stroke dilation, so single pictures can move a
+# lot (seen max |dp| 0.72 on MNIST rendered at 112 px) while decisions agree on 98.8 %: gate
+# agreement and accuracy, report max |dp|. The golden replay runs the same file: exact here.
+APP_THRESHOLDS: Thresholds = MappingProxyType(
+    {
+        Precision.FLOAT32: Tolerance(
+            min_agreement=0.98,  # seen 98.8 % (softmax), the issue's bar for photos is 98 %
+            max_abs_diff=None,
+            max_accuracy_drop=0.01,  # seen 0.6 pts (softmax, 500 pictures)
+            golden_atol=1e-4,  # float preprocessing: ROUND of a box size may flip on other CPUs
+        ),
+        # int8 classifier behind the float preprocessing: the interpolation gap plus the
+        # int8 file's own drift (model_int8 agrees 99.6 % with the reference); seen 97.7 %.
+        Precision.INT8: Tolerance(
+            min_agreement=0.97,
+            max_abs_diff=None,
+            max_accuracy_drop=0.015,
+            golden_atol=0.004,  # one int8 output step (1/256), as model_int8.tflite
+        ),
+    }
+)

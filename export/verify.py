@@ -274,6 +274,10 @@ def _verify_artifact(
 ) -> VerifyResult:
     from edgeport.mobile_demo.runtime import load_model
 
+    if entry.get("family") == "app":  # a picture-in model: replays golden["app_pictures"]
+        from .app_checks import verify_app_artifact
+
+        return verify_app_artifact(export_dir, entry, golden)
     name = str(entry.get("file", ""))
     try:
         fmt, precision = ArtifactFormat(entry.get("format")), Precision(entry.get("precision"))

@@ -36,7 +36,13 @@ from edgeport.errors import InputShapeError, ModelFileError, RuntimeNotFoundErro
 from edgeport.fileio import check_input_file, read_labels
 from edgeport.quiet import quiet_native_stderr
 
-from .tflite_meta import decode_edgeport_metadata, has_tflite_identifier, read_metadata
+from .tflite_meta import (
+    TaskMetadata,
+    decode_edgeport_metadata,
+    has_tflite_identifier,
+    parse_task_metadata,
+    read_metadata,
+)
 
 __all__ = [
     "RUNTIMES",
@@ -397,17 +403,22 @@ class Model:
         input: the input tensor (``image``).
         outputs: the output tensors, ``probabilities`` and ``logits`` first when present.
         metadata: the embedded edgeport JSON document, ``{}`` if the file has none.
-        labels: class names from the metadata, else ``manifest.json`` or ``labels.txt``
-            beside the model, else ``None``.
+        task_metadata: the standard ``TFLITE_METADATA`` (what MediaPipe and the Task
+            Library read), ``None`` if the file has none.
+        labels: class names from the edgeport metadata, else the ``TFLITE_METADATA``
+            label file, else ``manifest.json`` or ``labels.txt`` beside the model, else ``None``.
     """
 
-    def __init__(self, path: Path, runtime: str, backend: _Backend) -> None:
+    def __init__(
+        self, path: Path, runtime: str, backend: _Backend, task_metadata: TaskMetadata | None = None
+    ) -> None:
         self.path = path
         self.runtime = runtime
         self._backend = backend
         self.input: TensorSpec = backend.input
         self.outputs: tuple[TensorSpec, ...] = backend.outputs
         self.metadata: dict[str, Any] = backend.metadata
+        self.task_metadata = task_metadata
         self.labels: list[str] | None = self._find_labels()
 
     def __repr__(self) -> str:
@@ -431,11 +442,16 @@ class Model:
         return doc if isinstance(doc, dict) else {}
 
     def _find_labels(self) -> list[str] | None:
+        task = self.task_metadata
+        task_labels = list(task.labels) if task is not None and task.labels else None
         for source, labels in (
             ("embedded metadata", self.metadata.get("labels")),
+            ("TFLITE_METADATA", None if "labels" in self.metadata else task_labels),
             (
                 "manifest.json",
-                None if "labels" in self.metadata else self._manifest().get("labels"),
+                None
+                if "labels" in self.metadata or task_labels
+                else self._manifest().get("labels"),
             ),
         ):
             if labels is None:
@@ -468,6 +484,10 @@ class Model:
         if isinstance(desc, dict):
             return desc
         dims = self.input.shape[1:]
+        if self._pixel_normalization() is not None and len(dims) == 3 and dims[2] == 3:
+            # A Task-Library-style picture model: RGB in, its own preprocessing inside.
+            return {"name": self.input.name, "layout": "nhwc", "height": dims[0],
+                    "width": dims[1], "channels": 3, "preprocess": "resize"}
         guess: tuple[str, int, int, int] | None = None
         if len(dims) == 3 and all(d > 0 for d in dims):
             guess = ("nhwc", dims[0], dims[1], dims[2])
@@ -539,9 +559,32 @@ class Model:
             result[o.name] = self._as_float(o, values)
         return result
 
+    def _pixel_normalization(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(mean, std)`` from TFLITE_METADATA's NormalizationOptions, for picture inputs."""
+        task = self.task_metadata
+        if task is None or task.mean is None or task.std is None:
+            return None
+        if self.input.dtype != "uint8" and self.input.quantized:
+            return None  # a quantized float-range input: the scale already says how to feed it
+        return np.asarray(task.mean, np.float32), np.asarray(task.std, np.float32)
+
     def _as_input(self, arr: np.ndarray) -> np.ndarray:
-        """Pixels -> the input tensor's shape and dtype (quantized with its scale if integer)."""
+        """Pixels -> the input tensor's shape and dtype (quantized with its scale if integer).
+
+        A picture model with ``TFLITE_METADATA`` normalization (the app models) takes
+        ``(pixel - mean) / std`` of pixels 0..255, or the uint8 pixels themselves
+        (clients ignore normalization for uint8 inputs).
+        """
         spec = self.input
+        norm = self._pixel_normalization()
+        if norm is not None:
+            if arr.dtype == np.uint8:
+                arr = arr.astype(np.float32) / 255.0  # picture models take uint8 pixels too
+            if arr.dtype.kind == "f":
+                pixels = np.clip(self._fit_shape(arr).astype(np.float32) * 255.0, 0.0, 255.0)
+                if spec.dtype == "uint8":
+                    return np.round(pixels).astype(np.uint8)
+                return ((pixels - norm[0]) / norm[1]).astype(spec.dtype)
         raw_pixels = (arr.dtype == np.uint8 and spec.dtype == "uint8" and spec.zero_point == 0
                       and spec.scale is not None and abs(spec.scale * 255.0 - 1.0) < 1e-6)
         if arr.dtype.kind not in "f" and not raw_pixels:
@@ -602,7 +645,7 @@ class Model:
 
 def _model_format(path: Path, runtime: str) -> str:
     suffix = path.suffix.lower()
-    if suffix == ".onnx":
+    if suffix in (".onnx", ".ort"):  # .ort: ONNX Runtime Mobile's format, same session API
         return "onnx"
     if suffix == ".tflite" or has_tflite_identifier(path):
         return "tflite"
@@ -662,10 +705,12 @@ def load_model(
             "tflite-runtime or tensorflow, or pass a .onnx file"
         )
     # Parsing the flatbuffer first gives clearer errors than the runtime's own.
+    data = path.read_bytes()
     metadata = decode_edgeport_metadata(read_metadata(path), name=str(path))
+    task = parse_task_metadata(data, name=str(path))
     if runtime != "auto":
         backend = _TFLiteBackend(_import_runtime(runtime), path, num_threads, metadata, runtime)
-        return Model(path, runtime, backend)
+        return Model(path, runtime, backend, task)
     reasons = []
     for name in _TFLITE_RUNTIMES:
         try:
@@ -673,7 +718,7 @@ def load_model(
         except RuntimeNotFoundError as e:
             reasons.append(f"{name}: {_first_line(e).split(';')[0]}")
             continue
-        return Model(path, name, _TFLiteBackend(cls, path, num_threads, metadata, name))
+        return Model(path, name, _TFLiteBackend(cls, path, num_threads, metadata, name), task)
     raise RuntimeNotFoundError(
         f"no TFLite runtime can be imported to run {path} ({'; '.join(reasons)}); "
         "pip install ai-edge-litert (or tflite-runtime on older devices)"

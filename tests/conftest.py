@@ -51,10 +51,14 @@ def seed_run(tmp_path_factory, mnist):
 
 @pytest.fixture(scope="session")
 def exported_run(seed_run):
-    """``seed_run`` exported to all five formats (``RUN/export``)."""
+    """``seed_run`` exported to all five formats (``RUN/export``).
+
+    Without the app models and model.ort, which tests/test_app.py exports itself: their
+    parity rows run MediaPipe over 10,000 pictures, too slow to repeat in every parity test.
+    """
     from edgeport.export.exporter import export_model
 
-    export_model(seed_run.run_dir, formats="all", progress=False)
+    export_model(seed_run.run_dir, formats="all", progress=False, app_models=False)
     return seed_run.run_dir
 
 

@@ -38,6 +38,8 @@ FILES = [
     "model_int8.tflite",
     "model.onnx",
 ]
+# Written beside the artifact table: model.ort (export.ort), the app models (export.app).
+APP_FILES = ["model.ort", "model_app_float32.tflite", "model_app_int8.tflite"]
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +114,8 @@ def test_missing_metrics(run_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_export_folder_contents(run_dir: Path) -> None:
     names = sorted(p.name for p in (run_dir / "export").iterdir())
-    assert names == sorted([*FILES, "labels.txt", "manifest.json", "golden.npz", ".edgeport"])
+    extra = ["labels.txt", "manifest.json", "golden.npz", "required_operators.config", ".edgeport"]
+    assert names == sorted([*FILES, *APP_FILES, *extra])
     assert not list(run_dir.glob(".export.*"))  # the temporary folder was renamed away
     labels = (run_dir / "export" / "labels.txt").read_text().splitlines()
     assert labels == [str(i) for i in range(10)]
@@ -127,9 +130,11 @@ def test_manifest_document(run_dir: Path, manifest: dict) -> None:
     assert set(manifest["versions"]) == {"tensorflow", "tf2onnx", "onnx", "numpy"}
     assert manifest["labels"] == [str(i) for i in range(10)]
     assert manifest["input"] == MNIST_INPUT
-    assert [a["file"] for a in manifest["artifacts"]] == FILES
-    for entry in manifest["artifacts"]:
+    assert [a["file"] for a in manifest["artifacts"]] == FILES + APP_FILES
+    assert [a["family"] for a in manifest["artifacts"]] == ["plain"] * 6 + ["app"] * 2
+    for entry in manifest["artifacts"][: len(FILES)]:
         assert set(entry) == {
+            "family",
             "file",
             "format",
             "precision",
@@ -154,7 +159,9 @@ def test_manifest_int8_entry(manifest: dict) -> None:
     assert image["zero_point"] == 0
     assert entry["outputs"][0]["scale"] == pytest.approx(1 / 256, abs=0)  # exactly 2**-8
     assert entry["ops"] == ["FULLY_CONNECTED", "QUANTIZE", "SOFTMAX"]
-    floats = [a for a in manifest["artifacts"] if a["precision"] != "int8"]
+    floats = [
+        a for a in manifest["artifacts"] if a["precision"] != "int8" and a["family"] == "plain"
+    ]
     assert all(
         t["scale"] is None and t["zero_point"] is None
         for a in floats
@@ -201,9 +208,11 @@ def test_golden(run_dir: Path) -> None:
     with np.load(run_dir / "export" / "golden.npz", allow_pickle=False) as z:
         golden = dict(z)
     stems = [f.rsplit(".", 1)[0] for f in FILES]
-    assert sorted(golden) == sorted(["inputs", "labels", "probes",
-                                     *(f"{s}__probabilities" for s in stems),
-                                     *(f"{s}__probe_probabilities" for s in stems)])
+    app = [f"{f.rsplit('.', 1)[0]}__probabilities" for f in APP_FILES[1:]]  # .ort = model
+    expected = ["inputs", "labels", "probes", "app_pictures", *app,
+                *(f"{s}__probabilities" for s in stems),
+                *(f"{s}__probe_probabilities" for s in stems)]
+    assert sorted(golden) == sorted(expected)
     assert golden["inputs"].dtype == np.float32 and golden["inputs"].shape == (32, 784)
     assert golden["labels"].dtype == np.int64
     assert sorted(np.bincount(golden["labels"], minlength=10)) == [3] * 8 + [4] * 2
@@ -236,11 +245,12 @@ def test_existing_export_needs_force(run_dir: Path, tmp_path: Path) -> None:
     assert not list(copy.glob(".export.*"))
     # same SavedModel, second export in this process: identical model bytes
     original = json.loads((run_dir / "export" / "manifest.json").read_text())
-    assert {a.file: a.sha256 for a in result.artifacts} == {
-        a["file"]: a["sha256"] for a in original["artifacts"]
+    # model.ort excepted: ONNX Runtime's converter does not write the same bytes every run.
+    assert {a.file: a.sha256 for a in result.artifacts if a.file != "model.ort"} == {
+        a["file"]: a["sha256"] for a in original["artifacts"] if a["file"] != "model.ort"
     }
     as_dict = json.loads(json.dumps(result.to_dict()))
-    assert [a["file"] for a in as_dict["artifacts"]] == FILES
+    assert [a["file"] for a in as_dict["artifacts"]] == FILES + APP_FILES
     assert as_dict["artifacts"][3]["precision"] == "int8"
 
 

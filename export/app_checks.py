@@ -1,0 +1,200 @@
+"""Parity and golden checks for app models (``"family": "app"`` in manifest.json).
+
+Usage::
+
+    rows = check_app_parity(run_info, export_dir, entries, x_test, labels)   # parity rows
+    result = verify_app_artifact(export_dir, entry, golden)                 # golden replay
+
+The oracle of an app model is the reference SavedModel fed with
+:func:`edgeport.mobile_demo.preprocess.preprocess_digit` (or ``preprocess_resize``)
+applied to the same RGB picture (:func:`export.app.render_pictures` of each test
+image). Each app file is run through LiteRT and, when ``mediapipe`` is installed,
+through MediaPipe Tasks' ``ImageClassifier`` (runtime ``mediapipe``): one parity
+row per (artifact, runtime). Tolerances: :data:`export.thresholds.APP_THRESHOLDS`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .app import GOLDEN_PICTURES, predict_app, render_pictures
+from .formats import ArtifactFormat, Precision
+from .manifest import artifact_file_problems
+from .thresholds import APP_THRESHOLDS
+
+__all__ = ["app_oracle", "check_app_parity", "classify_mediapipe", "verify_app_artifact"]
+
+
+def app_oracle(
+    saved_model: str | os.PathLike[str], input: Mapping[str, Any], pictures: np.ndarray
+) -> np.ndarray:
+    """The reference probabilities for pictures put through the numpy preprocessing."""
+    import tensorflow as tf
+
+    from edgeport.mobile_demo.preprocess import preprocess_digit, preprocess_resize
+
+    h, w, c = int(input["height"]), int(input["width"]), int(input["channels"])
+    if input.get("preprocess") == "mnist":
+        x = np.stack([preprocess_digit(p, size=h) for p in pictures])
+    else:
+        x = np.stack([preprocess_resize(p, height=h, width=w, channels=c) for p in pictures])
+    shape = (-1, h * w * c) if input["layout"] == "flat" else (-1, h, w, c)
+    serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
+    out = [
+        serve(image=tf.constant(x[i : i + 512].reshape(shape).astype(np.float32)))[
+            "probabilities"
+        ].numpy()
+        for i in range(0, len(x), 512)
+    ]
+    return np.concatenate(out).astype(np.float32)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
+
+
+def classify_mediapipe(
+    path: str | os.PathLike[str], pictures: np.ndarray, labels: Sequence[str]
+) -> np.ndarray:
+    """Scores of every label from MediaPipe Tasks' ImageClassifier, one picture at a time."""
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    index = {label: i for i, label in enumerate(labels)}
+    options = vision.ImageClassifierOptions(
+        base_options=BaseOptions(model_asset_path=str(path)), max_results=len(labels)
+    )
+    rows = np.zeros((len(pictures), len(labels)), np.float32)
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        for i, picture in enumerate(pictures):
+            image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(picture))
+            for category in classifier.classify(image).classifications[0].categories:
+                if category.category_name not in index:
+                    raise ValueError(
+                        f"label {category.category_name!r} of the packed labels.txt is not one "
+                        "of the run's labels; expected the run's labels.txt; re-export"
+                    )
+                rows[i, index[category.category_name]] = category.score
+    return rows
+
+
+def check_app_parity(
+    info: Any,
+    export_dir: Path,
+    entries: Sequence[Mapping[str, Any]],
+    *,
+    x: np.ndarray,
+    labels: np.ndarray,
+) -> list[Any]:
+    """One :class:`~export.parity.ParityResult` per (app file, runtime)."""
+    from .parity import ParityResult, _gate
+
+    pictures = render_pictures(x, info.input)
+    oracle = app_oracle(info.saved_model, info.input, pictures)
+    ref_top = oracle.argmax(axis=1)
+    reference_accuracy = float(np.mean(ref_top == labels))
+    runtimes = ["litert"]
+    try:
+        import mediapipe  # ruff: ignore[unused-import]
+
+        runtimes.append("mediapipe")
+    except ImportError:
+        pass
+    rows = []
+    for entry in entries:
+        name = str(entry["file"])
+        precision = Precision(entry["precision"])
+        tol = APP_THRESHOLDS[precision]
+        path = export_dir / name
+        problems = artifact_file_problems(path, entry)
+        for runtime in runtimes:
+            failures = list(problems)
+            probs = None
+            if path.is_file():
+                try:
+                    probs = (
+                        predict_app(path.read_bytes(), pictures)
+                        if runtime == "litert"
+                        else classify_mediapipe(path, pictures, info.labels)
+                    )
+                except Exception as e:  # the clients raise RuntimeError, ValueError, KeyError...
+                    failures.append(f"{runtime} cannot run it: {_one_line(e)}")
+            figures: dict[str, Any] = {
+                "accuracy": None,
+                "agreement": None,
+                "max_abs_diff": None,
+                "mean_abs_diff": None,
+            }
+            if probs is not None:
+                top = probs.argmax(axis=1)
+                flips = int(np.count_nonzero(top != ref_top))
+                diff = np.abs(probs.astype(np.float64) - oracle)
+                figures = {
+                    "accuracy": float(np.mean(top == labels)),
+                    "agreement": 1.0 - flips / len(top),
+                    "max_abs_diff": float(diff.max()),
+                    "mean_abs_diff": float(diff.mean()),
+                }
+                failures += _gate(
+                    tol,
+                    accuracy=figures["accuracy"],
+                    reference_accuracy=reference_accuracy,
+                    agreement=figures["agreement"],
+                    flips=flips,
+                    n=len(top),
+                    max_diff=figures["max_abs_diff"],
+                )
+            rows.append(
+                ParityResult(
+                    artifact=name,
+                    format=ArtifactFormat.TFLITE,
+                    precision=precision,
+                    runtime=runtime,
+                    reference_accuracy=reference_accuracy,
+                    passed=not failures,
+                    failures=tuple(failures),
+                    bytes=path.stat().st_size if path.is_file() else 0,
+                    **figures,
+                )
+            )
+    return rows
+
+
+def verify_app_artifact(
+    export_dir: Path, entry: Mapping[str, Any], golden: Mapping[str, np.ndarray]
+) -> Any:
+    """Replay ``golden.npz["app_pictures"]`` through an app file (a :class:`VerifyResult`)."""
+    from .verify import VerifyResult
+
+    name = str(entry["file"])
+    precision = Precision(entry["precision"])
+    atol = APP_THRESHOLDS[precision].golden_atol
+    path = export_dir / name
+    failures = artifact_file_problems(path, entry)
+    figures: dict[str, Any] = {"runtime": None, "max_abs_diff": None, "sha256_ok": not failures}
+    key = f"{name.rsplit('.', 1)[0]}__probabilities"
+    if path.is_file() and not failures:
+        if GOLDEN_PICTURES not in golden or key not in golden:
+            failures.append(f"golden.npz has no {GOLDEN_PICTURES!r} / {key!r}; re-export")
+        else:
+            probs = predict_app(path.read_bytes(), golden[GOLDEN_PICTURES])
+            diff = float(np.max(np.abs(probs.astype(np.float64) - golden[key])))
+            figures.update(runtime="litert", max_abs_diff=diff)
+            if diff > atol:
+                failures.append(f"golden max |Δp| {diff:.1e} > {atol:.1e}")
+    return VerifyResult(
+        artifact=name,
+        format=ArtifactFormat.TFLITE,
+        precision=precision,
+        bytes=path.stat().st_size if path.is_file() else 0,
+        atol=atol,
+        passed=not failures,
+        failures=tuple(failures),
+        **figures,
+    )

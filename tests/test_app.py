@@ -1,0 +1,267 @@
+"""export.app: picture-in models through LiteRT, MediaPipe Tasks and the device side.
+
+The pictures of digits on paper are generated here from real MNIST test strokes
+(dark ink on light paper, sizes, offsets, rotation, blur, tinted RGB), never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from edgeport.export.app import (
+    APP_KINDS,
+    GOLDEN_PICTURES,
+    app_size,
+    predict_app,
+    render_pictures,
+)
+from edgeport.export.thresholds import APP_THRESHOLDS
+from edgeport.mobile_demo.tflite_meta import list_ops, read_edgeport_metadata, read_task_metadata
+
+mediapipe = pytest.importorskip("mediapipe")
+
+pytestmark = pytest.mark.slow
+APP_FILES = [k.file for k in APP_KINDS]
+# Issue 10's bar for pictures on paper: accuracy within 2 points of edgeport-demo's; the
+# top-1 agreement bar is the gate's own (APP_THRESHOLDS: 98 % float, 97 % int8).
+MAX_PAPER_ACCURACY_GAP = 0.02
+
+
+def _classify(path: Path, pictures: np.ndarray, labels: list[str]) -> np.ndarray:
+    from edgeport.export.app_checks import classify_mediapipe
+
+    return classify_mediapipe(path, pictures, labels)
+
+
+def _paper_digits(x: np.ndarray, n: int, size: int, seed: int = 0) -> np.ndarray:
+    """MNIST strokes as photos of paper: dark tinted ink, random size/offset/rotation/blur."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        stroke = Image.fromarray((x[i].reshape(28, 28) * 255).astype(np.uint8))
+        side = int(rng.integers(size // 3, size - 4))
+        stroke = stroke.resize((side, side), Image.Resampling.BILINEAR)
+        stroke = stroke.rotate(float(rng.uniform(-15, 15)), resample=Image.Resampling.BILINEAR)
+        canvas = Image.new("L", (size, size), 0)
+        left, top = (int(v) for v in rng.integers(0, size - side + 1, size=2))
+        canvas.paste(stroke, (left, top))
+        canvas = canvas.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.0, 1.2))))
+        ink = np.asarray(canvas, np.float32)[:, :, None] / 255.0
+        paper = rng.uniform(200, 250, size=3) + rng.normal(0, 3, size=(size, size, 3))
+        pen = rng.uniform(10, 80, size=3)
+        out[i] = np.clip(paper * (1 - ink) + pen * ink, 0, 255).astype(np.uint8)
+    return out
+
+
+@pytest.fixture(scope="module")
+def app_run(seed_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's seed run, exported with the app models and model.ort."""
+    from _runs import copy_run
+
+    from edgeport.export.exporter import export_model
+
+    run = copy_run(seed_run.run_dir, tmp_path_factory.mktemp("app") / "run")
+    export_model(run, formats="all", progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def export_dir(app_run: Path) -> Path:
+    return app_run / "export"
+
+
+def test_verify_replays_app_models_and_ort(export_dir: Path) -> None:
+    from edgeport.export.verify import verify_export
+
+    report = verify_export(export_dir)
+    rows = {r.artifact: r for r in report.results}
+    assert report.passed
+    assert set(APP_FILES) | {"model.ort"} <= set(rows)
+    for name in APP_FILES:
+        assert rows[name].runtime == "litert" and rows[name].max_abs_diff <= rows[name].atol
+
+
+@pytest.fixture(scope="module")
+def manifest(export_dir: Path) -> dict:
+    return json.loads((export_dir / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize("name", APP_FILES)
+def test_app_model_is_in_the_manifest_with_its_picture_input(manifest: dict, name: str) -> None:
+    entry = next(e for e in manifest["artifacts"] if e["file"] == name)
+    s = app_size(manifest["input"])
+    assert entry["family"] == "app"
+    assert entry["inputs"][0]["name"] == "image"
+    assert entry["inputs"][0]["shape"] == [1, s, s, 3]
+    assert entry["inputs"][0]["dtype"] == ("uint8" if "int8" in name else "float32")
+    assert [o["name"] for o in entry["outputs"]] == ["probabilities"]
+    assert entry["outputs"][0]["shape"] == [1, len(manifest["labels"])]
+    assert not [op for op in entry["ops"] if op.startswith("Flex") or op == "CUSTOM"]
+    plain = [e for e in manifest["artifacts"] if e.get("family") == "plain"]
+    assert [e["file"] for e in plain][-1] == "model.ort" and len(plain) == 6
+
+
+@pytest.mark.parametrize("name", APP_FILES)
+def test_standard_metadata_and_packed_labels(export_dir: Path, manifest: dict, name: str) -> None:
+    task = read_task_metadata(export_dir / name)
+    assert task is not None
+    assert task.labels == tuple(manifest["labels"])
+    assert (task.mean, task.std, task.color_space) == ((0.0,), (1.0,), "RGB")
+    assert task.name and task.version and task.author == "edgeport"
+    assert read_edgeport_metadata(export_dir / name)["input"]["channels"] == 3
+    with zipfile.ZipFile(export_dir / name) as archive:
+        assert archive.namelist() == ["labels.txt"]
+    assert "TOPK_V2" in list_ops(export_dir / name)  # the MNIST preprocessing is in the graph
+
+
+@pytest.mark.parametrize("name", APP_FILES)
+def test_mediapipe_loads_and_matches_litert(export_dir: Path, manifest: dict, name: str) -> None:
+    with np.load(export_dir / "golden.npz") as golden:
+        pictures = golden[GOLDEN_PICTURES]
+        expected = golden[f"{name.removesuffix('.tflite')}__probabilities"]
+    got = _classify(export_dir / name, pictures, manifest["labels"])
+    lite = predict_app((export_dir / name).read_bytes(), pictures)
+    np.testing.assert_allclose(lite, expected, atol=1e-6)  # same file, same machine
+    # MediaPipe returns the same scores (float32 passed through its tensor converter).
+    np.testing.assert_allclose(got, lite, atol=1e-5)
+
+
+def test_digits_on_paper_agree_with_edgeport_demo(export_dir: Path, mnist) -> None:
+    """MediaPipe + app model vs edgeport-demo (numpy preprocessing + plain model)."""
+    from edgeport.mobile_demo import load_model
+    from edgeport.mobile_demo.preprocess import preprocess_digit
+
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    n = 400
+    x, y = mnist.x_test[:n].astype(np.float32) / 255.0, mnist.y_test[:n]  # Dataset holds uint8
+    pictures = _paper_digits(x, n, app_size(manifest["input"]))
+    plain = load_model(export_dir / "model_float32.tflite")
+    demo = plain.predict(np.stack([preprocess_digit(p) for p in pictures]))["probabilities"]
+    for kind in APP_KINDS:
+        app = _classify(export_dir / kind.file, pictures, manifest["labels"])
+        agreement = float(np.mean(app.argmax(1) == demo.argmax(1)))
+        gap = abs(float(np.mean(app.argmax(1) == y)) - float(np.mean(demo.argmax(1) == y)))
+        name = kind.file
+        assert agreement >= APP_THRESHOLDS[kind.precision].min_agreement, (name, agreement)
+        assert gap <= MAX_PAPER_ACCURACY_GAP, (name, gap)
+
+
+def test_device_side_reads_labels_and_normalization(export_dir: Path, tmp_path: Path) -> None:
+    """An app model copied alone (no labels.txt, no manifest) still has labels and runs."""
+    from edgeport.mobile_demo import load_model
+
+    with np.load(export_dir / "golden.npz") as golden:
+        pictures = golden[GOLDEN_PICTURES]
+        expected = {k.file: golden[f"{k.stem}__probabilities"] for k in APP_KINDS}
+    for name in APP_FILES:
+        shutil.copy(export_dir / name, tmp_path / name)
+        model = load_model(tmp_path / name)
+        assert model.labels == [str(k) for k in range(10)]
+        # predict() takes pixels in [0, 1]; TFLITE_METADATA says how to feed them.
+        got = model.predict(pictures.astype(np.float32) / 255.0)["probabilities"]
+        np.testing.assert_allclose(got, expected[name], atol=1e-6)
+
+
+@pytest.mark.device
+def test_legacy_device_venv_runs_app_models(export_dir: Path, device_python: str) -> None:
+    code = (
+        "import sys, numpy as np\n"
+        "from edgeport.mobile_demo import load_model\n"
+        "g = np.load(sys.argv[1])\n"
+        "for f in sys.argv[2:]:\n"
+        "    m = load_model(f)\n"
+        "    p = m.predict(g['app_pictures'])['probabilities']\n"
+        "    print(m.runtime, m.labels[:3], p.argmax(1).tolist())\n"
+    )
+    files = [str(export_dir / f) for f in APP_FILES]
+    out = subprocess.run(
+        [device_python, "-c", code, str(export_dir / "golden.npz"), *files],
+        capture_output=True, text=True, check=True, timeout=300,
+    ).stdout.splitlines()
+    with np.load(export_dir / "golden.npz") as golden:
+        tops = [golden[f"{k.stem}__probabilities"].argmax(1).tolist() for k in APP_KINDS]
+    assert [line.split(" ", 1)[0] for line in out] == ["tflite-runtime"] * 2
+    assert [line.rsplit("] ", 1)[1] for line in out] == [str(t) for t in tops]
+
+
+@pytest.mark.device
+def test_task_library_loads_app_models_in_legacy_venv(export_dir: Path, device_python: str) -> None:
+    """tflite-support 0.4.4 (the C++ behind Android's Task Library) reads the metadata and
+    gives the golden top-1 classes."""
+    code = (
+        "import json, sys, numpy as np\n"
+        "from tflite_support import metadata\n"
+        "from tflite_support.task import core, vision\n"
+        "g = np.load(sys.argv[1])['app_pictures']\n"
+        "for f in sys.argv[2:]:\n"
+        "    d = metadata.MetadataDisplayer.with_model_file(f)\n"
+        "    t = json.loads(d.get_metadata_json())['subgraph_metadata'][0]\n"
+        "    norm = t['input_tensor_metadata'][0]['process_units'][0]['options']\n"
+        "    labels = d.get_associated_file_buffer('labels.txt').decode().split()\n"
+        "    o = vision.ImageClassifierOptions(base_options=core.BaseOptions(file_name=f))\n"
+        "    c = vision.ImageClassifier.create_from_options(o)\n"
+        "    top = [c.classify(vision.TensorImage.create_from_array(np.ascontiguousarray(p)))"
+        ".classifications[0].categories[0].category_name for p in g]\n"
+        "    print(json.dumps({'norm': norm, 'labels': labels, 'top': top}))\n"
+    )
+    files = [str(export_dir / f) for f in APP_FILES]
+    run = subprocess.run(
+        [device_python, "-c", code, str(export_dir / "golden.npz"), *files],
+        capture_output=True, text=True, timeout=300,
+    )
+    if "No module named 'tflite_support'" in run.stderr:
+        pytest.skip("tflite-support is not in the device venv (make device-venv)")
+    assert run.returncode == 0, run.stderr[-2000:]
+    with np.load(export_dir / "golden.npz") as golden:
+        tops = [golden[f"{k.stem}__probabilities"].argmax(1) for k in APP_KINDS]
+    for line, top in zip(run.stdout.splitlines(), tops, strict=True):
+        got = json.loads(line)
+        assert got["norm"] == {"mean": [0.0], "std": [1.0]}
+        assert got["labels"] == [str(k) for k in range(10)]
+        assert got["top"] == [str(k) for k in top]
+
+
+def _rewrite_labels(src: Path, dst: Path, labels: list[str]) -> None:
+    data = src.read_bytes()
+    with zipfile.ZipFile(src) as archive:
+        start = min(info.header_offset for info in archive.infolist())
+    dst.write_bytes(data[:start])
+    with zipfile.ZipFile(dst, "a") as archive:
+        archive.writestr("labels.txt", "".join(f"{label}\n" for label in labels))
+
+
+def test_gate_fails_an_app_model_with_shuffled_labels(app_run: Path, tmp_path: Path) -> None:
+    from edgeport.export.app_checks import check_app_parity
+    from edgeport.train.run_dir import load_run, load_split
+
+    info = load_run(app_run)
+    export_dir = app_run / "export"
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    entry = next(e for e in manifest["artifacts"] if e["file"] == APP_FILES[0])
+    broken = tmp_path / "export"
+    broken.mkdir()
+    _rewrite_labels(export_dir / entry["file"], broken / entry["file"], list("1032547698"))
+    x, labels = load_split(info, "test")
+    data = (broken / entry["file"]).read_bytes()
+    entry = {**entry, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    rows = check_app_parity(info, broken, [entry], x=x[:300], labels=labels[:300])
+    by_runtime = {r.runtime: r for r in rows}
+    assert by_runtime["litert"].passed  # the graph itself is fine
+    assert not by_runtime["mediapipe"].passed
+    assert "agreement" in by_runtime["mediapipe"].failures[0]
+
+
+def test_render_pictures_are_dark_ink_on_white(mnist) -> None:
+    desc = {"layout": "flat", "height": 28, "width": 28, "channels": 1, "preprocess": "mnist"}
+    pics = render_pictures(mnist.x_test[:2].astype(np.float32) / 255.0, desc)
+    assert pics.shape == (2, 112, 112, 3) and pics.dtype == np.uint8
+    assert np.median(pics) == 255  # paper

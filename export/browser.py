@@ -123,7 +123,9 @@ def browser_targets(manifest: Mapping[str, Any]) -> list[tuple[dict[str, Any], s
     for entry in manifest["artifacts"]:
         if entry.get("family") == "app" and entry.get("format") == ArtifactFormat.TFLITE.value:
             targets.append((entry, LITERT_JS))
-        elif entry.get("format") == ArtifactFormat.ONNX.value:
+        elif entry.get("format") == ArtifactFormat.ONNX.value and str(entry["file"]).endswith(
+            ".onnx"
+        ):
             targets.append((entry, ORT_WEB))
     return targets
 

@@ -17,7 +17,8 @@ The graph repeats :func:`edgeport.mobile_demo.preprocess.preprocess_digit` for
 digit models (``input.preprocess == "mnist"``): grayscale; the paper level is
 the median of the border and the picture is inverted when the paper is the
 lighter end; contrast stretched so the strongest stroke is 1, background below
-the noise floor dropped; the ink's bounding box (minus 0.2 % stray mass at each
+the noise floor dropped (its spread estimated on every 4th row and column, see
+``_digit``); the ink's bounding box (minus 0.2 % stray mass at each
 end, as in numpy) is resampled so its longer side is 20 px with *area*
 interpolation matrices built from the box, ``rows @ ink @ cols^T`` (two
 FULLY_CONNECTED / BATCH_MATMUL), then resampled again with the rows and columns
@@ -139,9 +140,13 @@ def _digit(tf: Any, g: Any, size: int) -> Any:
     lo, hi = tf.reduce_min(flat), tf.reduce_max(flat)
     signed = tf.where(paper >= (lo + hi) / 2.0, paper - g, g - paper)
     peak = tf.maximum(tf.reduce_max(signed), _MIN_CONTRAST)
-    signed_flat = tf.reshape(signed, [-1])
-    med = _quantile(tf, signed_flat, 0.5)
-    sigma = 1.4826 * _quantile(tf, tf.abs(signed_flat - med), 0.5)
+    # The noise's spread (median absolute deviation) is estimated on the picture sampled at
+    # the model's resolution (every APP_SCALE-th row and column: 784 of 12,544 pixels for
+    # MNIST) where numpy uses every pixel: a median over mostly paper barely moves, and the
+    # two full-size TOPK sorts were 3/4 of the app model's time (4.2 ms -> 0.7 ms a picture).
+    grid = tf.reshape(signed[::APP_SCALE, ::APP_SCALE], [-1])
+    med = _quantile(tf, grid, 0.5)
+    sigma = 1.4826 * _quantile(tf, tf.abs(grid - med), 0.5)
     ink = tf.maximum(signed, 0.0) / peak
     noise = tf.maximum(_quantile(tf, _border(tf, ink), 0.9), 5.0 * sigma / peak)
     floor = tf.clip_by_value(noise, _NOISE_FLOOR, _NOISE_CEIL)

@@ -25,9 +25,10 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from edgeport.errors import run_cli
+from edgeport.errors import ImageError, run_cli
 
 from .demo import classify, evaluate, find_images, resolve_labels, time_model
 from .runtime import RUNTIMES, load_model
@@ -140,25 +141,38 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     labels = resolve_labels(model, args.labels)
     files = find_images(args.inputs)
     progress = _progress if sys.stderr.isatty() and len(files) >= _PROGRESS_MIN else None
-    preds = classify(
-        model,
-        files,
-        labels=labels,
-        top_k=args.top_k,
-        preprocess=not args.no_preprocess,
-        progress=progress,
-    )
+
+    def run(items: list[Path]) -> list[Any]:
+        return classify(model, items, labels=labels, top_k=args.top_k,
+                        preprocess=not args.no_preprocess, progress=progress)
+
+    errors: list[ImageError] = []
+    try:
+        preds = run(files)
+    except ImageError:  # one bad picture must not hide the others' answers: one by one
+        if len(files) == 1:
+            raise
+        preds = []
+        for f in files:
+            try:
+                preds += run([f])
+            except ImageError as e:
+                errors.append(e)
     if args.json:
         _print_json({
             "model": str(model.path),
             "runtime": model.runtime,
             "predictions": [p.to_dict() for p in preds],
+            "errors": [str(e) for e in errors],
         })
-        return 0
-    for pred in preds:
-        top = ", ".join(f"{lab} {prob:.1%}" for lab, prob in pred.top_k)
-        print(f"{pred.file}: {pred.label} ({pred.probability:.1%})  top-{len(pred.top_k)}: {top}")
-    return 0
+    else:
+        for pred in preds:
+            top = ", ".join(f"{lab} {prob:.1%}" for lab, prob in pred.top_k)
+            print(f"{pred.file}: {pred.label} ({pred.probability:.1%})  "
+                  f"top-{len(pred.top_k)}: {top}")
+    for e in errors:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+    return 2 if errors else 0
 
 
 def _run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:

@@ -245,6 +245,18 @@ def test_bad_inputs_give_one_line_and_exit_2(
         assert out == ""
 
 
+def test_a_blank_picture_in_a_batch_names_itself_and_spares_the_others(
+    export_dir: Path, digits: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blank = tmp_path / "blank.png"
+    Image.new("L", (30, 30), 255).save(blank)
+    code, out, err = _run([export_dir / "model_int8.tflite", digits[0], blank, digits[1]],
+                          capsys)
+    _assert_one_line_error(code, err, "blank.png", "no ink")
+    answered = [line.split(":")[0] for line in out.splitlines()]
+    assert answered == [str(digits[0]), str(digits[1])]  # both real pictures, in order
+
+
 def test_usage_errors_exit_2(export_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for args in (
         [],

@@ -5,7 +5,7 @@ DEVICE_VENV ?= .venv-device
 PY := $(VENV)/bin/python
 RUN ?= runs/quickstart
 
-.PHONY: run test lint bench device-venv clean
+.PHONY: run test lint bench device-venv web demo clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,25 @@ $(DEVICE_VENV)/.installed: mobile_demo/requirements-device-legacy.txt pyproject.
 
 device-venv: $(DEVICE_VENV)/.installed
 
+# The phone page's JavaScript runtimes (LiteRT.js, onnxruntime-web), pinned by the lockfile.
+WEB := mobile_demo/web
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package-lock.json
+	npm ci --prefix $(WEB) --no-audit --no-fund --ignore-scripts
+	touch $@
+
+web: $(WEB)/node_modules/.package-lock.json
+
+# The phone page for the Quickstart's run: HOST=0.0.0.0 HTTPS=--https for a phone on the Wi-Fi.
+HOST ?= 127.0.0.1
+HTTPS ?=
+demo: $(VENV)/.installed web
+	test -f $(RUN)/export/manifest.json || $(MAKE) run
+	$(VENV)/bin/edgeport-demo serve $(RUN)/export --host $(HOST) $(HTTPS)
+
 run: $(VENV)/.installed
 	$(VENV)/bin/edgeport run --out $(RUN) --force
 
-test: $(VENV)/.installed $(DEVICE_VENV)/.installed
+test: $(VENV)/.installed $(DEVICE_VENV)/.installed web
 	$(PY) -m ruff check .
 	EDGEPORT_DEVICE_PYTHON=$(abspath $(DEVICE_VENV))/bin/python $(PY) -m pytest
 

@@ -287,7 +287,7 @@ def benchmark(
     # tflite-runtime rows run in the device venv when it is not importable here.
     legacy_python = None if "tflite-runtime" in available_runtimes() else device_python()
     jobs: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (worker spec, row fields)
-    for entry in manifest["artifacts"]:
+    for entry in _plain(manifest):  # app models: the browser rows (export/browser.py)
         name = str(entry["file"])
         result: ParityResult | None = parity.get(name)
         fmt = str(entry["format"])
@@ -469,18 +469,26 @@ def _parity_results(
     from .parity import PARITY_NAME, check_parity, read_parity
 
     export_dir = run / "export"
-    names = [str(e.get("file")) for e in manifest["artifacts"]]
+    names = [str(e.get("file")) for e in _plain(manifest)]
     report = read_parity(export_dir)
     parity_path, manifest_path = export_dir / PARITY_NAME, export_dir / "manifest.json"
     stale = (
         report is None
-        or [r.artifact for r in report.results] != names
+        or [r.artifact for r in report.results if r.runtime not in _BROWSER] != names
         or parity_path.stat().st_mtime < manifest_path.stat().st_mtime
     )
     if stale:
         report = check_parity(run, data_dir=data_dir, progress=progress)
     assert report is not None
-    return {r.artifact: r for r in report.results}
+    return {r.artifact: r for r in report.results if r.runtime not in _BROWSER}
+
+
+_BROWSER = ("litert.js (chromium)", "onnxruntime-web (chromium)")  # export/browser.py's rows
+
+
+def _plain(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifest entries the Python runtimes measure (not the app models)."""
+    return [e for e in manifest["artifacts"] if e.get("family", "plain") == "plain"]
 
 
 def _measure(spec: dict[str, Any]) -> dict[str, float]:

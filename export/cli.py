@@ -8,7 +8,9 @@ Usage::
     edgeport export RUN [--formats all|float32,float16,dynamic_int8,int8,onnx] [--opset 17]
                         [--calibration-samples 500] [--force]
     edgeport parity RUN [--json FILE] [--junit FILE] [--markdown FILE] [--thresholds FILE]
+                        [--browser]
     edgeport bench  RUN [--runs 1000] [--batch 256] [--json FILE] [--markdown FILE] [--plot FILE]
+                        [--browser]
     edgeport verify RUN/export [--key PUBLIC_KEY | --chain CA_CERT]
     edgeport sign   RUN/export --key PRIVATE_KEY [--certificate CERT [--chain CA_CERT]]
 
@@ -82,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run", help="run directory with an export/ folder")
     _add_parity_arguments(sp)
     sp.add_argument("--data-dir", help="dataset folder, if not where the run found it")
+    sp.add_argument("--browser", action="store_true",
+                    help="also run the phone page in headless Chromium (LiteRT.js, "
+                    "onnxruntime-web) on 1,000 test images")
 
     sp = command("run", "train, export and check parity in one go (the Quickstart)")
     add_train_arguments(sp)
@@ -95,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", dest="json_out", help="also write the JSON here")
     sp.add_argument("--markdown", help="write a Markdown table")
     sp.add_argument("--plot", help="write a PNG: latency against size")
+    sp.add_argument("--browser", action="store_true",
+                    help="also time the phone page's runtimes in headless Chromium")
 
     sp = command("verify", "re-hash artifacts against manifest.json and replay golden vectors")
     sp.add_argument("export_dir", help="an export folder (RUN/export)")
@@ -172,7 +179,8 @@ def _parity(args: argparse.Namespace, run: Path) -> int:
 
     thresholds = load_thresholds(args.thresholds) if args.thresholds else None
     report = check_parity(run, thresholds=thresholds, data_dir=getattr(args, "data_dir", None),
-                          progress=not getattr(args, "quiet", False))
+                          progress=not getattr(args, "quiet", False),
+                          browser=getattr(args, "browser", False))
     print(format_parity_table(report))
     if args.json_out:
         atomic_write_json(args.json_out, report.to_dict())
@@ -248,6 +256,12 @@ def _dispatch_command(args: argparse.Namespace) -> int:
                         json_path=args.json_out, markdown_path=args.markdown,
                         plot_path=args.plot)
         print(format_bench_table(rep))
+        if args.browser:
+            from edgeport.export.browser import browser_bench_report
+
+            print()
+            print(browser_bench_report(args.run, runs=args.runs, json_path=args.json_out,
+                                       markdown_path=args.markdown))
         return 0
     raise AssertionError(args.command)
 

@@ -187,6 +187,8 @@ def check_parity(
     runtime: str = "auto",
     batch_size: int = 1000,
     progress: bool = True,
+    browser: bool = False,
+    browser_samples: int = 1000,
 ) -> ParityReport:
     """Check every file of ``RUN/export`` against ``RUN/reference.npz`` on the test split.
 
@@ -204,6 +206,10 @@ def check_parity(
             uses ``auto``.
         batch_size: test images per runtime call.
         progress: show a progress bar per artifact on stderr.
+        browser: also run the phone page's runtimes in headless Chromium
+            (:func:`export.browser.browser_parity`: rows ``litert.js (chromium)`` and
+            ``onnxruntime-web (chromium)``) on ``browser_samples`` test images.
+        browser_samples: test images per browser row (the first ones of the split).
 
     Returns:
         The verdict, one result per artifact in manifest order.
@@ -217,6 +223,7 @@ def check_parity(
         ModelFileError: a file whose hash matches the manifest cannot be loaded.
         RuntimeNotFoundError: the runtime for a file is not installed.
         ThresholdsError: ``thresholds`` is a path to a bad file.
+        BrowserError: ``browser`` and Chromium or Playwright is missing.
     """
     from tqdm import tqdm
 
@@ -278,6 +285,11 @@ def check_parity(
         from .app_checks import check_app_parity
 
         results += check_app_parity(info, export_dir, app_entries, x=x, labels=labels)
+    if browser:
+        from .browser import browser_parity
+
+        results += browser_parity(info.path, thresholds=table, samples=browser_samples,
+                                  split=(x, labels))
     report = ParityReport(
         passed=bool(results) and all(r.passed for r in results), results=tuple(results),
         manifest_sha256=file_sha256(export_dir / "manifest.json"),

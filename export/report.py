@@ -203,9 +203,12 @@ def write_junit(report: ParityReport | VerifyReport, path: str | os.PathLike[str
                       errors="0")
     suite = ET.SubElement(root, "testsuite", name=suite_name, tests=str(tests),
                           failures=str(failures), errors="0", skipped=str(len(not_produced)))
+    seen = [r.artifact for r in results]
     for r in results:
+        # One file checked by several runtimes (e.g. model.onnx in the browser too).
+        name = r.artifact if seen.count(r.artifact) == 1 else f"{r.artifact} [{r.runtime}]"
         case = ET.SubElement(suite, "testcase", classname=f"{suite_name}.{r.format.value}",
-                             name=r.artifact)
+                             name=name)
         if not r.passed:
             failure = ET.SubElement(case, "failure", message="; ".join(r.failures),
                                     type="ParityFailure" if suite_name.endswith("parity")

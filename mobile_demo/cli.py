@@ -7,6 +7,7 @@ tflite-runtime or ONNX Runtime; TensorFlow only as the last resort).
     edgeport-demo RUN/export/model_int8.tflite --eval samples/        # accuracy + confusion matrix
     edgeport-demo RUN/export/model_int8.tflite --bench --runs 200     # load, first run, p50/p99
     edgeport-demo --export-samples 100 samples/ [--data-dir D]        # MNIST test PNGs to try
+    edgeport-demo serve RUN/export [--host 0.0.0.0] [--https]          # the phone page (serve.py)
 
 Labels come from the model's embedded metadata, else ``manifest.json`` or
 ``labels.txt`` beside the model; ``--labels`` overrides them. ``--eval DIR``
@@ -186,6 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: the arguments after the program name (default: ``sys.argv[1:]``).
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        from .serve import main as serve_main
+
+        return serve_main(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -66,7 +66,7 @@ _INSTALL = {
     "litert": "pip install ai-edge-litert",
     "tflite-runtime": "pip install tflite-runtime",
     "tensorflow": "pip install tensorflow",
-    "onnxruntime": "pip install onnxruntime (or edgeport[onnx])",
+    "onnxruntime": "pip install onnxruntime (part of `pip install edgeport`)",
 }
 # The contract lists outputs in this order; other names follow in model order.
 _OUTPUT_ORDER = ("probabilities", "logits")

@@ -27,7 +27,12 @@ from edgeport.export.app import (
 from edgeport.export.thresholds import APP_THRESHOLDS
 from edgeport.mobile_demo.tflite_meta import list_ops, read_edgeport_metadata, read_task_metadata
 
-mediapipe = pytest.importorskip("mediapipe")
+try:
+    import mediapipe
+
+    assert mediapipe.tasks  # the client under test (MediaPipe Tasks), not a convenience
+except ImportError:  # never a skip: the app rows are what this file proves
+    pytest.fail("mediapipe is not installed; fix: pip install 'edgeport[app]'", pytrace=False)
 
 pytestmark = pytest.mark.slow
 APP_FILES = [k.file for k in APP_KINDS]
@@ -219,7 +224,8 @@ def test_task_library_loads_app_models_in_legacy_venv(export_dir: Path, device_p
         capture_output=True, text=True, timeout=300,
     )
     if "No module named 'tflite_support'" in run.stderr:
-        pytest.skip("tflite-support is not in the device venv (make device-venv)")
+        pytest.fail("tflite-support is not in the device venv; fix: make device-venv "
+                    "(mobile_demo/requirements-device-legacy.txt)", pytrace=False)
     assert run.returncode == 0, run.stderr[-2000:]
     with np.load(export_dir / "golden.npz") as golden:
         tops = [golden[f"{k.stem}__probabilities"].argmax(1) for k in APP_KINDS]
@@ -265,3 +271,33 @@ def test_render_pictures_are_dark_ink_on_white(mnist) -> None:
     pics = render_pictures(mnist.x_test[:2].astype(np.float32) / 255.0, desc)
     assert pics.shape == (2, 112, 112, 3) and pics.dtype == np.uint8
     assert np.median(pics) == 255  # paper
+
+
+def test_gate_fails_an_app_model_with_the_wrong_normalization(app_run: Path,
+                                                               tmp_path: Path) -> None:
+    """std 255 (the usual 0-1 habit) makes MediaPipe divide the picture the graph expects 0-255."""
+    import zipfile
+
+    from edgeport.export.app_checks import check_app_parity
+    from edgeport.export.task_metadata import add_task_metadata
+    from edgeport.train.run_dir import load_run, load_split
+
+    info = load_run(app_run)
+    export_dir = app_run / "export"
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    entry = next(e for e in manifest["artifacts"] if e["file"] == APP_FILES[0])
+    src = export_dir / entry["file"]
+    with zipfile.ZipFile(src) as archive:  # the flatbuffer without its packed labels
+        start = min(i.header_offset for i in archive.infolist())
+    data = add_task_metadata(src.read_bytes()[:start], name="broken", labels=manifest["labels"],
+                             uint8_input=False, mean=0.0, std=255.0)
+    broken = tmp_path / "export"
+    broken.mkdir()
+    (broken / entry["file"]).write_bytes(data)
+    assert read_task_metadata(broken / entry["file"]).std == (255.0,)
+    entry = {**entry, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    x, labels = load_split(info, "test")
+    rows = check_app_parity(info, broken, [entry], x=x[:300], labels=labels[:300])
+    by_runtime = {r.runtime: r for r in rows}
+    assert not by_runtime["mediapipe"].passed
+    assert any("agreement" in f or "accuracy" in f for f in by_runtime["mediapipe"].failures)

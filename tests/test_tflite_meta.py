@@ -92,7 +92,10 @@ def test_ops_match_tensorflow_reader(export_dir: Path, name: str) -> None:
 
 def test_vendored_metadata_schema_is_mediapipes() -> None:
     """The device copy of the generated metadata schema is byte-for-byte flatc's output."""
-    mediapipe_schema = pytest.importorskip("mediapipe.tasks.metadata.metadata_schema_py_generated")
+    try:
+        from mediapipe.tasks.metadata import metadata_schema_py_generated as mediapipe_schema
+    except ImportError:
+        pytest.fail("mediapipe is not installed; fix: pip install 'edgeport[app]'", pytrace=False)
     from edgeport.mobile_demo import metadata_schema_py_generated as ours
 
     theirs = Path(mediapipe_schema.__file__).read_text()

@@ -1,0 +1,499 @@
+"""Browser runtimes in the parity gate and the benchmark: the phone page, in headless Chromium.
+
+Usage::
+
+    edgeport parity RUN --browser          # adds the rows below to the parity table
+    edgeport bench RUN --browser           # adds batch-1 p50/p99 and load time in the page
+
+    from edgeport.export.browser import browser_parity
+    rows = browser_parity("runs/mnist")    # -> list[ParityResult]
+
+The page the user opens on a phone (``mobile_demo/web``, served by
+:func:`edgeport.mobile_demo.serve.start_server`) runs in Chromium, driven by Playwright
+with the system browser (``/usr/bin/chromium``; Playwright downloads nothing). Two rows:
+
+- ``litert.js (chromium)``: every app model (``"family": "app"`` in the manifest,
+  input ``[1, S, S, 3]`` RGB 0-255, preprocessing in the graph) in LiteRT.js;
+- ``onnxruntime-web (chromium)``: ``model.onnx`` in onnxruntime-web.
+
+Each row goes through the parity gate's own steps: the file's hash against the manifest;
+the golden vectors (``golden.npz``, when it holds the file's outputs) within the
+precision's ``golden_atol``; then the first ``samples`` test images (default 1,000),
+batch 1, against the precision's row of :data:`export.thresholds.THRESHOLDS`:
+
+- ``model.onnx`` gets ``pixel / 255``, exactly what the Python rows feed it, and is
+  compared with ``RUN/reference.npz``;
+- an app model gets the pictures an app hands in (the digit as dark ink on white
+  paper, RGB, enlarged to S x S, as ``export.app`` renders them) and is compared with
+  the same file run by Python's LiteRT on the same pictures: the gate's app rows tie
+  that to the reference, this row ties the browser to it (the in-graph crop and
+  resampling are float math, so the browser must match the native run, not the
+  numpy preprocessing).
+
+Accuracy figures of a browser row are on those ``samples`` images, and the
+reference accuracy beside them is the oracle's on the same images.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import shutil
+import statistics
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeport.errors import EdgeportError
+
+from .formats import ArtifactFormat, Precision
+from .manifest import artifact_file_problems, read_manifest
+from .thresholds import THRESHOLDS, Thresholds
+
+__all__ = [
+    "BROWSER_RUNTIMES",
+    "CHROMIUM_FLAGS",
+    "BrowserError",
+    "BrowserRun",
+    "browser_bench",
+    "browser_bench_report",
+    "browser_parity",
+    "browser_targets",
+    "find_chromium",
+    "open_demo_page",
+]
+
+LITERT_JS = "litert.js (chromium)"
+ORT_WEB = "onnxruntime-web (chromium)"
+BROWSER_RUNTIMES = (LITERT_JS, ORT_WEB)
+INSTALL_CHROMIUM = "apt-get update && apt-get install -y chromium"
+# Flags that make a headless Chromium quiet and self-contained on a build machine.
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+)
+_CHUNK_BYTES = 4_000_000  # pixels per page call: a few MB per message
+_TIMEOUT_MS = 120_000
+
+
+class BrowserError(EdgeportError, RuntimeError):
+    """Chromium or Playwright is missing, or the page could not start in the browser."""
+
+
+@dataclass(frozen=True)
+class BrowserRun:
+    """One model run in the page on a batch of images.
+
+    Attributes:
+        probabilities: float32 ``[N, K]``.
+        times_ms: each batch-1 call's time inside the worker (``performance.now``).
+        load_ms: fetching, compiling and warming up the model in the page.
+        backend: ``wasm`` or ``webgpu``.
+    """
+
+    probabilities: np.ndarray
+    times_ms: np.ndarray
+    load_ms: float
+    backend: str
+
+
+def find_chromium() -> str:
+    """The Chromium executable: ``$EDGEPORT_CHROMIUM``, else ``chromium`` on the PATH.
+
+    Raises:
+        BrowserError: none found, with the line that installs it.
+    """
+    env = os.environ.get("EDGEPORT_CHROMIUM")
+    found = env if env and Path(env).is_file() else shutil.which("chromium")
+    if not found:
+        raise BrowserError(
+            f"no Chromium found ({'EDGEPORT_CHROMIUM=' + env if env else 'chromium not on PATH'}); "
+            f"expected a Chromium browser for the browser runtimes; fix: {INSTALL_CHROMIUM}"
+        )
+    return found
+
+
+def browser_targets(manifest: Mapping[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """``(manifest entry, runtime)`` for every file the page runs, in manifest order."""
+    targets = []
+    for entry in manifest["artifacts"]:
+        if entry.get("family") == "app" and entry.get("format") == ArtifactFormat.TFLITE.value:
+            targets.append((entry, LITERT_JS))
+        elif entry.get("format") == ArtifactFormat.ONNX.value and str(entry["file"]).endswith(
+            ".onnx"
+        ):
+            targets.append((entry, ORT_WEB))
+    return targets
+
+
+@contextlib.contextmanager
+def open_demo_page(export_dir: str | os.PathLike[str]) -> Generator[Any, None, None]:
+    """The phone page for ``export_dir`` open in headless Chromium (a Playwright ``Page``).
+
+    Serves the page on a free local port for the duration of the ``with`` block.
+
+    Raises:
+        BrowserError: Playwright or Chromium is missing, or the page does not start.
+        ServeError: ``export_dir`` is not an export, or the JavaScript runtimes are
+            not installed (``npm ci``).
+    """
+    from edgeport.mobile_demo.serve import start_server
+
+    chromium = find_chromium()
+    try:
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise BrowserError(
+            "the Python package playwright is not installed; expected it to drive Chromium; "
+            'fix: pip install "edgeport[web]"'
+        ) from None
+    server = start_server(export_dir, port=0)
+    try:
+        with sync_playwright() as p:
+            try:
+                browser = p.chromium.launch(executable_path=chromium, args=list(CHROMIUM_FLAGS))
+            except PlaywrightError as e:
+                raise BrowserError(
+                    f"{chromium}: does not start ({str(e).splitlines()[0]}); "
+                    f"expected a working Chromium; fix: {INSTALL_CHROMIUM}"
+                ) from None
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(_TIMEOUT_MS)
+                page.goto(server.url)
+                page.evaluate("window.edgeport.ready")
+                yield page
+            finally:
+                browser.close()
+    finally:
+        server.close()
+
+
+def run_images(page: Any, file: str, images: np.ndarray) -> BrowserRun:
+    """Run uint8 model inputs through ``file`` in the page, batch 1 each.
+
+    Args:
+        page: a page from :func:`open_demo_page`.
+        file: a model file of the export (the page loads it when it is not loaded yet).
+        images: RGB pictures ``[N, S, S, 3]`` (0-255) for an app model; MNIST-style
+            ``[N, 28, 28]`` (light ink on black) for ``model.onnx``, fed as ``pixel / 255``.
+
+    Raises:
+        BrowserError: the page could not load or run the model (the page's own message).
+    """
+    from playwright.sync_api import Error as PlaywrightError
+
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    chunk = max(1, _CHUNK_BYTES // max(1, images[0].size))
+    probs: list[list[float]] = []
+    times: list[float] = []
+    load_ms, backend = 0.0, "?"
+    for start in range(0, len(images), chunk):
+        part = images[start:start + chunk]
+        b64 = base64.b64encode(part.tobytes()).decode("ascii")
+        try:
+            out = page.evaluate("([f, b, n]) => window.edgeport.runMany(f, b, n)",
+                                [file, b64, len(part)])
+        except PlaywrightError as e:
+            raise BrowserError(_page_error(e, file)) from None
+        probs += out["probs"]
+        times += out["times"]
+        load_ms, backend = float(out["loadMs"]), str(out["backend"])
+    return BrowserRun(np.asarray(probs, dtype=np.float32), np.asarray(times), load_ms, backend)
+
+
+def _page_error(e: Exception, file: str) -> str:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return f"{file}: the page could not run it in Chromium ({text})"
+
+
+def _as_images(x: np.ndarray, input_desc: Mapping[str, Any]) -> np.ndarray:
+    """Model inputs in [0, 1] (flat or NHWC, one channel) as uint8 ``[N, H, W]``."""
+    h, w = int(input_desc.get("height", 28)), int(input_desc.get("width", 28))
+    channels = int(input_desc.get("channels", 1))
+    if channels != 1 or h != w:
+        from .parity import ParityError
+
+        raise ParityError(
+            f"model input {h}x{w}x{channels}; the browser rows expected square grayscale "
+            "digits (the MNIST family); fix: run `edgeport parity RUN` without --browser"
+        )
+    return np.rint(np.asarray(x, dtype=np.float64).reshape(len(x), h, w) * 255).astype(np.uint8)
+
+
+def app_pictures(images: np.ndarray, size: int) -> np.ndarray:
+    """MNIST-style uint8 ``[N, H, W]`` as the pictures an app hands in: RGB ``[N, S, S, 3]``,
+    dark ink on white paper, enlarged to ``size`` (bilinear), as ``export.app`` renders them."""
+    from PIL import Image
+
+    out = np.empty((len(images), size, size, 3), np.uint8)
+    for i, image in enumerate(images):
+        big = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
+        out[i] = (255 - big)[..., None]
+    return out
+
+
+def _app_size(entry: Mapping[str, Any]) -> int:
+    shape = ((entry.get("inputs") or [{}])[0]).get("shape") or []
+    if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
+        from .parity import ParityError
+
+        raise ParityError(
+            f"{entry.get('file')}: input shape {shape} in manifest.json; expected an app "
+            "model's [1, S, S, 3]; fix: re-run `edgeport export RUN --force`"
+        )
+    return int(shape[1])
+
+
+def litert_probabilities(path: Path, pictures: np.ndarray) -> np.ndarray:
+    """An app model's dequantized ``probabilities`` from Python's LiteRT, batch 1 each."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    inp = interpreter.get_input_details()[0]
+    outs = interpreter.get_output_details()
+    out = next((o for o in outs if "probabilities" in o["name"]), outs[0])
+    scale, zero_point = out["quantization"]
+    rows = []
+    for picture in pictures:
+        interpreter.set_tensor(inp["index"], picture[None].astype(inp["dtype"]))
+        interpreter.invoke()
+        raw = interpreter.get_tensor(out["index"])[0]
+        rows.append((raw.astype(np.float32) - zero_point) * scale if scale else raw)
+    return np.asarray(rows, dtype=np.float32)
+
+
+def browser_parity(
+    run_dir: str | os.PathLike[str],
+    *,
+    thresholds: Thresholds | None = None,
+    samples: int = 1000,
+    data_dir: str | os.PathLike[str] | None = None,
+    split: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[Any]:
+    """The browser rows of the parity gate (see the module docstring).
+
+    Args:
+        run_dir: the run directory, with ``reference.npz`` and ``export/``.
+        thresholds: the tolerance table (default :data:`~export.thresholds.THRESHOLDS`).
+        samples: test images per row (the first ones of the test split).
+        data_dir: where the dataset lives, if not where the run found it.
+        split: the test split ``(x, labels)`` when the caller has loaded it already.
+
+    Returns:
+        One :class:`~export.parity.ParityResult` per browser target, in manifest order.
+
+    Raises:
+        ParityError: no ``model.onnx`` and no app model to run, or a non-digit model.
+        BrowserError: Chromium or Playwright is missing, or the page does not start.
+    """
+    from edgeport.train.run_dir import load_run, load_split
+
+    from .parity import ParityError
+
+    if samples < 1:
+        raise ValueError(f"samples={samples}; expected a positive number of test images")
+    table = thresholds or THRESHOLDS
+    info = load_run(run_dir)
+    export_dir = info.path / "export"
+    manifest = read_manifest(export_dir)
+    targets = browser_targets(manifest)
+    if not targets:
+        raise ParityError(
+            f"{export_dir / 'manifest.json'}: no file the browser runs (model.onnx, or an app "
+            "model with \"family\": \"app\"); fix: re-run `edgeport export RUN --force`"
+        )
+    x, labels = split if split is not None else load_split(info, "test", data_dir=data_dir)
+    n = min(samples, len(x))
+    images = _as_images(x[:n], manifest.get("input") or {})
+    labels = np.asarray(labels[:n], dtype=np.int64)
+    golden = _golden(export_dir, manifest.get("input") or {})
+    cases = []
+    for entry, runtime in targets:
+        name = str(entry["file"])
+        golden_probs = golden.get(f"{name.rsplit('.', 1)[0]}__probabilities")
+        if runtime == ORT_WEB:
+            case = (images, info.reference_probabilities[:n], golden.get("images"))
+        else:
+            # The same file in Python's LiteRT on the same pictures is the oracle: it is
+            # what the app rows of the gate check against the reference.
+            pictures = app_pictures(images, _app_size(entry))
+            path = export_dir / name
+            oracle = litert_probabilities(path, pictures) if path.is_file() else None
+            case = (pictures, oracle, golden.get("app_pictures"))
+        cases.append((entry, runtime, *case, golden_probs))
+    with open_demo_page(export_dir) as page:
+        return [
+            _check(page, export_dir, entry, runtime, inputs=inputs, oracle=oracle,
+                   labels=labels, golden_inputs=golden_inputs, golden_probs=golden_probs,
+                   table=table)
+            for entry, runtime, inputs, oracle, golden_inputs, golden_probs in cases
+        ]
+
+
+def _golden(export_dir: Path, input_desc: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    path = export_dir / "golden.npz"
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    if "inputs" in arrays:
+        arrays["images"] = _as_images(arrays["inputs"], input_desc)
+    return arrays
+
+
+def _check(
+    page: Any,
+    export_dir: Path,
+    entry: Mapping[str, Any],
+    runtime: str,
+    *,
+    inputs: np.ndarray,
+    oracle: np.ndarray | None,
+    labels: np.ndarray,
+    golden_inputs: np.ndarray | None,
+    golden_probs: np.ndarray | None,
+    table: Thresholds,
+) -> Any:
+    from .parity import ParityResult, _gate
+
+    name = str(entry["file"])
+    precision = Precision(entry.get("precision"))
+    tol = table.get(precision, THRESHOLDS[precision])
+    path = export_dir / name
+    failures = [f"{runtime}: {p}" for p in artifact_file_problems(path, entry)]
+    figures: dict[str, Any] = {"runtime": runtime, "accuracy": None, "agreement": None,
+                               "max_abs_diff": None, "mean_abs_diff": None}
+    ref_top = None if oracle is None else oracle.argmax(axis=1)
+    reference_accuracy = 0.0 if ref_top is None else float(np.mean(ref_top == labels))
+
+    def result() -> ParityResult:
+        return ParityResult(
+            artifact=name, format=ArtifactFormat(entry["format"]), precision=precision,
+            reference_accuracy=reference_accuracy, passed=not failures,
+            failures=tuple(failures), bytes=path.stat().st_size if path.is_file() else 0,
+            **figures,
+        )
+
+    if not path.is_file() or oracle is None or ref_top is None:
+        return result()
+    try:
+        if golden_inputs is not None and golden_probs is not None:
+            replay = run_images(page, name, golden_inputs).probabilities
+            gdiff = float(np.max(np.abs(replay.astype(np.float64) - golden_probs)))
+            if gdiff > tol.golden_atol:
+                failures.append(f"{runtime}: golden max |Δp| {gdiff:.1e} > {tol.golden_atol:.1e}")
+        probs = run_images(page, name, inputs).probabilities
+    except BrowserError as e:
+        failures.append(f"{runtime}: cannot run: {e}")
+        return result()
+    if probs.shape != oracle.shape:
+        failures.append(f"{runtime}: probabilities shape {list(probs.shape)} != reference "
+                        f"{list(oracle.shape)}")
+        return result()
+    top = probs.argmax(axis=1)
+    flips = int(np.count_nonzero(top != ref_top))
+    accuracy = float(np.mean(top == labels))
+    agreement = 1.0 - flips / len(top)
+    diff = np.abs(probs.astype(np.float64) - oracle.astype(np.float64))
+    max_diff = float(diff.max()) if np.isfinite(probs).all() else None
+    if max_diff is None:
+        failures.append(f"{runtime}: probabilities hold non-finite values (NaN or inf)")
+    figures.update(accuracy=accuracy, agreement=agreement, max_abs_diff=max_diff,
+                   mean_abs_diff=None if max_diff is None else float(diff.mean()))
+    failures.extend(
+        f"{runtime}: {f}" for f in _gate(
+            tol, accuracy=accuracy, reference_accuracy=reference_accuracy,
+            agreement=agreement, flips=flips, n=len(top), max_diff=max_diff)
+    )
+    return result()
+
+
+def browser_bench(
+    run_dir: str | os.PathLike[str],
+    *,
+    runs: int = 1000,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Batch-1 latency inside the page (p50/p99 over ``runs`` calls) and load time per target.
+
+    Returns:
+        One dict per browser target: ``artifact``, ``precision``, ``runtime``, ``backend``,
+        ``bytes``, ``load_ms``, ``latency_p50_ms``, ``latency_p99_ms``, ``runs``.
+    """
+    from edgeport.train.run_dir import load_run, load_split
+
+    info = load_run(run_dir)
+    export_dir = info.path / "export"
+    manifest = read_manifest(export_dir)
+    x, _ = load_split(info, "test", data_dir=data_dir)
+    images = _as_images(x[:runs], manifest.get("input") or {})
+    images = np.resize(images, (runs, *images.shape[1:]))  # repeat when the split is smaller
+    rows = []
+    with open_demo_page(export_dir) as page:
+        for entry, runtime in browser_targets(manifest):
+            name = str(entry["file"])
+            inputs = images if runtime == ORT_WEB else app_pictures(images, _app_size(entry))
+            page.evaluate("(f) => window.edgeport.selectModel(f)", name)  # a cold load
+            run = run_images(page, name, inputs)
+            rows.append({
+                "artifact": name, "precision": str(entry.get("precision")), "runtime": runtime,
+                "backend": run.backend, "bytes": int(entry.get("bytes") or 0),
+                "load_ms": run.load_ms,
+                "latency_p50_ms": float(statistics.median(run.times_ms)),
+                "latency_p99_ms": float(np.percentile(run.times_ms, 99)),
+                "runs": len(run.times_ms),
+            })
+    return rows
+
+
+_BENCH_HEADERS = ("artifact", "runtime", "backend", "size KB", "load ms", "p50 ms", "p99 ms")
+
+
+def _bench_cells(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    return [[r["artifact"], r["runtime"], r["backend"].upper(), f"{r['bytes'] / 1024:.1f}",
+             f"{r['load_ms']:.0f}", f"{r['latency_p50_ms']:.3f}", f"{r['latency_p99_ms']:.3f}"]
+            for r in rows]
+
+
+def format_browser_bench(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The browser rows of ``edgeport bench`` as a terminal table."""
+    from .report import render_table
+
+    return render_table(_BENCH_HEADERS, _bench_cells(rows))
+
+
+def browser_bench_report(
+    run_dir: str | os.PathLike[str],
+    *,
+    runs: int = 1000,
+    json_path: str | os.PathLike[str] | None = None,
+    markdown_path: str | os.PathLike[str] | None = None,
+) -> str:
+    """Measure :func:`browser_bench`, record it, and return the terminal table.
+
+    The bench JSON (``RUN/export/bench.json``, and ``json_path`` when given) gains a
+    ``"browser"`` list; ``markdown_path`` gains a second table.
+    """
+    import json
+
+    from edgeport.fileio import atomic_write_json
+
+    from .bench import BENCH_NAME
+    from .report import markdown_table
+
+    rows = browser_bench(run_dir, runs=runs)
+    for path in {Path(run_dir) / "export" / BENCH_NAME, *([Path(json_path)] if json_path else [])}:
+        doc = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        atomic_write_json(path, {**doc, "browser": rows})
+    if markdown_path:
+        with open(markdown_path, "a", encoding="utf-8") as f:
+            f.write("\n### Browser runtimes (headless Chromium, batch 1 inside the page)\n\n")
+            f.write(markdown_table(_BENCH_HEADERS, _bench_cells(rows)) + "\n")
+    return format_browser_bench(rows)

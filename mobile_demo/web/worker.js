@@ -1,0 +1,178 @@
+/* The inference worker: loads one model with its runtime and answers run requests,
+   so a slow phone's page keeps drawing while the model runs.
+
+   A classic (not module) worker: LiteRT.js loads its WebAssembly glue with
+   importScripts(), which module workers lack; the runtimes' ES modules come in with
+   dynamic import(). Every file is served by `edgeport-demo serve` from the local
+   node_modules (no CDN):
+     /vendor/litertjs/core/index.js   @litertjs/core (its bare import of
+                                      @litertjs/wasm-utils is pointed at /vendor/ by the server)
+     /vendor/litertjs/wasm/           LiteRT.js .wasm files
+     /vendor/ort/                     onnxruntime-web's .mjs and .wasm files
+
+   Messages in:  {type: 'load', runtime: 'litert' | 'ort', file, entry, backend, input}
+                 {type: 'classify', pixels, width, height}  RGBA pixels of the picture
+                 {type: 'runMany', images, count}           parity: uint8 model inputs
+   Messages out: {type: 'loaded', backend, loadMs} | {type: 'result', probs, ms}
+                 | {type: 'many', probs, times} | {type: 'error', message, stage}
+*/
+'use strict';
+
+importScripts('preprocess.js');
+
+let model = null; // {runtime, backend, run(tensorData) -> Promise<Float32Array>, size, ...}
+
+function fail(stage, error) {
+  const text = error && error.message ? error.message : String(error);
+  postMessage({ type: 'error', stage, message: text.split('\n')[0] });
+}
+
+async function fetchModel(file) {
+  const response = await fetch(`models/${file}`);
+  if (!response.ok) throw new Error(`HTTP ${response.status} for models/${file}`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+// --- LiteRT.js: the app models, input [1, S, S, 3] RGB pixel values (float32 or uint8).
+let litert = null;
+async function loadLiteRtModel(file, entry, backend) {
+  if (!litert) {
+    litert = await import('/vendor/litertjs/core/index.js');
+    // The Emscripten glue looks for its .wasm next to the worker; the loader passes
+    // self.Module to it, so point locateFile at the served folder.
+    self.Module = { locateFile: (name) => `/vendor/litertjs/wasm/${name}` };
+    await litert.loadLiteRt('/vendor/litertjs/wasm/');
+  }
+  const bytes = await fetchModel(file);
+  let accelerator = backend === 'webgpu' && litert.isWebGPUSupported() ? 'webgpu' : 'wasm';
+  let compiled;
+  try {
+    compiled = await litert.loadAndCompile(bytes, { accelerator });
+  } catch (e) {
+    if (accelerator === 'wasm') throw e;
+    accelerator = 'wasm'; // WebGPU refused this model or device: CPU still works
+    compiled = await litert.loadAndCompile(bytes, { accelerator });
+  }
+  const input = compiled.getInputDetails()[0];
+  const outputs = compiled.getOutputDetails();
+  const shape = Array.from(input.shape);
+  if (shape.length !== 4 || shape[0] !== 1 || shape[3] !== 3) {
+    throw new Error(`input shape [${shape}]; expected an app model's [1, S, S, 3]`);
+  }
+  let out = outputs.findIndex((o) => o.name.includes('probabilities'));
+  if (out < 0) out = 0;
+  // LiteRT.js exposes no quantization parameters: take them from the manifest.
+  const described = entry.outputs || [];
+  const q = described.find((o) => o.name === 'probabilities') || described[0] || {};
+  return {
+    runtime: 'LiteRT.js', backend: accelerator, size: shape[1], dtype: input.dtype,
+    async run(rgb) {
+      const data = input.dtype === 'uint8' ? Uint8Array.from(rgb, (v) => Math.round(v))
+        : Float32Array.from(rgb);
+      const tensor = new litert.Tensor(data, shape);
+      const results = await compiled.run([tensor]);
+      tensor.delete();
+      let t = results[out];
+      if (t.accelerator !== 'wasm') t = await t.moveTo('wasm');
+      const raw = t.toTypedArray();
+      const probs = raw instanceof Float32Array ? Float32Array.from(raw)
+        : Float32Array.from(raw, (v) => (v - (q.zero_point || 0)) * (q.scale ?? 1 / 256));
+      for (const r of results) r.delete();
+      return probs;
+    },
+  };
+}
+
+// --- onnxruntime-web: model.onnx, input [N, 784] or [N, 28, 28, 1] in [0, 1].
+async function loadOrtModel(file, entry, backend, inputDesc) {
+  const webgpu = backend === 'webgpu' && 'gpu' in navigator;
+  const ort = await import(webgpu ? '/vendor/ort/ort.webgpu.min.mjs' : '/vendor/ort/ort.wasm.min.mjs');
+  ort.env.wasm.wasmPaths = '/vendor/ort/';
+  ort.env.wasm.numThreads = 1; // threads need cross-origin isolation; one is plenty here
+  const bytes = await fetchModel(file);
+  const providers = webgpu ? ['webgpu', 'wasm'] : ['wasm'];
+  const session = await ort.InferenceSession.create(bytes, { executionProviders: providers });
+  const dims = ((entry.inputs || [])[0] || {}).shape || [-1, 784];
+  const sample = dims.slice(1);
+  const size = inputDesc.height || 28;
+  const name = session.inputNames[0];
+  const outName = session.outputNames.includes('probabilities') ? 'probabilities'
+    : session.outputNames[0];
+  return {
+    runtime: 'onnxruntime-web', backend: webgpu ? 'webgpu' : 'wasm', size,
+    preprocess: inputDesc.preprocess || 'mnist',
+    async run(x) {
+      const tensor = new ort.Tensor('float32', Float32Array.from(x), [1, ...sample]);
+      const result = await session.run({ [name]: tensor });
+      return Float32Array.from(result[outName].data);
+    },
+  };
+}
+
+// The picture as the model's input: RGB 0-255 at S x S for an app model (the model
+// does the rest), the MNIST pipeline (preprocess.js) in [0, 1] for model.onnx.
+function modelInput(pixels, width, height) {
+  if (model.runtime === 'LiteRT.js') {
+    const rgb = new Float32Array(width * height * 3);
+    for (let i = 0; i < width * height; i++) {
+      rgb[3 * i] = pixels[4 * i];
+      rgb[3 * i + 1] = pixels[4 * i + 1];
+      rgb[3 * i + 2] = pixels[4 * i + 2];
+    }
+    return rgb;
+  }
+  const gray = new Float64Array(width * height);
+  for (let i = 0; i < width * height; i++) { // Pillow's "L": ITU-R 601-2 luma
+    gray[i] = (pixels[4 * i] * 299 + pixels[4 * i + 1] * 587 + pixels[4 * i + 2] * 114) /
+      1000 / 255;
+  }
+  return self.preprocessDigit(gray, width, height, model.size);
+}
+
+onmessage = async (event) => {
+  const msg = event.data;
+  if (msg.type === 'load') {
+    model = null;
+    const t0 = performance.now();
+    try {
+      model = msg.runtime === 'litert'
+        ? await loadLiteRtModel(msg.file, msg.entry, msg.backend)
+        : await loadOrtModel(msg.file, msg.entry, msg.backend, msg.input || {});
+      // One warm-up call, so the first answer's latency is the model's, not the JIT's.
+      await model.run(new Float32Array(model.runtime === 'LiteRT.js'
+        ? model.size * model.size * 3 : model.size * model.size));
+      postMessage({ type: 'loaded', runtime: model.runtime, backend: model.backend,
+        size: model.size, loadMs: performance.now() - t0 });
+    } catch (e) {
+      fail('load', e);
+    }
+  } else if (msg.type === 'classify') {
+    if (!model) { fail('classify', new Error('no model loaded')); return; }
+    try {
+      const x = modelInput(msg.pixels, msg.width, msg.height);
+      const t0 = performance.now();
+      const probs = await model.run(x);
+      postMessage({ type: 'result', probs, ms: performance.now() - t0 });
+    } catch (e) {
+      fail('classify', e);
+    }
+  } else if (msg.type === 'runMany') {
+    // The parity gate, batch 1 each: RGB pictures [S, S, 3] (0-255) for an app model,
+    // MNIST-style images [28, 28] for model.onnx (fed as pixel / 255, as Python does).
+    try {
+      const n = msg.images.length / msg.count;
+      const probs = [], times = new Float64Array(msg.count);
+      for (let i = 0; i < msg.count; i++) {
+        const img = msg.images.subarray(i * n, (i + 1) * n);
+        const x = model.runtime === 'LiteRT.js' ? Float32Array.from(img)
+          : Float32Array.from(img, (v) => v / 255);
+        const t0 = performance.now();
+        probs.push(await model.run(x));
+        times[i] = performance.now() - t0;
+      }
+      postMessage({ type: 'many', probs, times });
+    } catch (e) {
+      fail('runMany', e);
+    }
+  }
+};

@@ -1,0 +1,348 @@
+"""The phone page (mobile_demo/web, edgeport-demo serve) in a real headless Chromium.
+
+Playwright drives the system Chromium (``/usr/bin/chromium``, or ``$EDGEPORT_CHROMIUM``);
+it downloads no browser. A missing browser or missing ``npm ci`` fails these tests with
+the line that installs it, never skips them. Digits are drawn with pointer events along
+the ink of real MNIST test digits; photos are made at test time (no digit files are
+committed). Each test's screenshot lands in its tmp folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _runs import load_mnist
+from _webmodels import APP_FILE, APP_INT8_FILE, ensure_app_model
+from PIL import Image
+
+from edgeport.export.browser import CHROMIUM_FLAGS, INSTALL_CHROMIUM, LITERT_JS, ORT_WEB
+from edgeport.mobile_demo.serve import WEB_DIR
+
+BIN = Path(sys.executable).parent
+PHONE = {"width": 390, "height": 844}  # an iPhone 12-15's CSS viewport
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    from edgeport.export.browser import BrowserError, find_chromium
+
+    try:
+        path = find_chromium()
+    except BrowserError as e:
+        pytest.fail(f"{e}\nfix: {INSTALL_CHROMIUM}", pytrace=False)
+    if not (WEB_DIR / "node_modules" / "@litertjs" / "core").is_dir() and not os.environ.get(
+        "EDGEPORT_WEB_MODULES"
+    ):
+        pytest.fail(f"the page's runtimes are missing; fix: npm ci --prefix {WEB_DIR}",
+                    pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def web_run(tmp_path_factory, exported_run) -> Path:
+    """The session's exported MNIST run, copied, with an app model (stand-in until issue 10)."""
+    run = tmp_path_factory.mktemp("web") / "run"
+    shutil.copytree(exported_run, run)
+    ensure_app_model(run)
+    return run
+
+
+@contextlib.contextmanager
+def _serve(export_dir: Path, *extra: str):
+    """``edgeport-demo serve EXPORT --port 0``, as a user starts it; yields its URL."""
+    proc = subprocess.Popen(
+        [str(BIN / "edgeport-demo"), "serve", str(export_dir), "--port", "0", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("serving "), first + proc.stderr.read()
+        yield first.split(" at ")[-1].strip()  # "serving EXPORT at URL"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(web_run, chromium):
+    with _serve(web_run / "export") as url:
+        yield url
+
+
+@pytest.fixture
+def page(server, chromium, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=chromium, args=list(CHROMIUM_FLAGS),
+            viewport=PHONE, device_scale_factor=2, has_touch=True,
+        )
+        pg = context.pages[0] if context.pages else context.new_page()
+        pg.set_default_timeout(60_000)
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.goto(server)
+        pg.evaluate("window.edgeport.ready")
+        yield pg
+        assert not errors, errors
+        context.close()
+
+
+@pytest.fixture(scope="session")
+def digit(web_run):
+    """``digit(label)``: the first MNIST test digit of ``label`` the reference gets right."""
+    x, y = load_mnist("test")
+    reference = np.load(web_run / "reference.npz", allow_pickle=False)["probabilities"]
+
+    def pick(label: int) -> np.ndarray:
+        ok = np.flatnonzero((y == label) & (reference.argmax(axis=1) == label))
+        return (x[ok[0]].reshape(28, 28) * 255).astype(np.uint8)
+
+    return pick
+
+
+def _draw(page, digit: np.ndarray) -> None:
+    """Trace the ink of a 28x28 digit on the canvas: one pointer stroke per run of ink per row."""
+    box = page.locator("#pad").bounding_box()
+    cell = box["width"] / 28
+    for row in range(28):
+        ink = np.flatnonzero(digit[row] > 100)
+        if not len(ink):
+            continue
+        runs = np.split(ink, np.flatnonzero(np.diff(ink) > 1) + 1)
+        for run in runs:
+            y = box["y"] + (row + 0.5) * cell
+            page.mouse.move(box["x"] + (run[0] + 0.5) * cell, y)
+            page.mouse.down()
+            page.mouse.move(box["x"] + (run[-1] + 0.5) * cell, y, steps=max(1, len(run)))
+            page.mouse.up()
+
+
+def _select(page, file: str) -> str:
+    return page.evaluate("(f) => window.edgeport.selectModel(f).then((c) => c.runtime)", file)
+
+
+def _top1(page) -> str:
+    return page.inner_text("#top1").strip()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("file", [APP_FILE, APP_INT8_FILE, "model.onnx"])
+@pytest.mark.parametrize("label", [7, 3])
+def test_drawn_digit_is_classified_by_both_runtimes(page, digit, file, label, tmp_path):
+    runtime = _select(page, file)
+    assert runtime == ("LiteRT.js" if file.endswith(".tflite") else "onnxruntime-web")
+    _draw(page, digit(label))
+    page.evaluate("window.edgeport.classifyPad()")
+    assert _top1(page) == str(label)
+    status = page.inner_text("#status")
+    assert "ms per inference" in status and "WASM" in status, status
+    assert len(page.locator("#bars li").all()) == 3
+    page.screenshot(path=str(tmp_path / f"phone_{label}_{file}.png"))
+
+
+@pytest.mark.slow
+def test_phone_screenshot_has_big_canvas_and_answer(page, digit, tmp_path):
+    _select(page, APP_FILE)
+    _draw(page, digit(7))
+    page.evaluate("window.edgeport.classifyPad()")
+    shot = tmp_path / "phone_390x844.png"
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+    pad = page.locator("#pad").bounding_box()
+    assert pad["width"] >= 0.85 * PHONE["width"], pad  # the canvas spans the phone
+    top1_px = float(page.eval_on_selector("#top1", "e => parseFloat(getComputedStyle(e).fontSize)"))
+    assert top1_px >= 64
+    bars = page.locator("#bars li").first.bounding_box()
+    assert bars["y"] + bars["height"] <= PHONE["height"], "the answer is below the fold"
+
+
+def _photo(digit: np.ndarray, path: Path) -> Path:
+    """A digit 'on paper': dark ink on uneven light paper with sensor noise, as a JPEG."""
+    rng = np.random.default_rng(0)
+    big = np.asarray(Image.fromarray(digit).resize((300, 300), Image.Resampling.BILINEAR),
+                     dtype=np.float64) / 255
+    paper = np.full((480, 360), 215.0) + np.linspace(-15, 15, 360)[None, :]
+    paper[90:390, 30:330] -= big * 170
+    paper += rng.normal(0, 4, paper.shape)
+    rgb = np.stack([paper, paper * 0.98, paper * 0.93], axis=-1)
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path, quality=90)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("label", [7, 2, 4])
+def test_uploaded_photo_is_classified_like_edgeport_demo(page, digit, web_run, label, tmp_path):
+    photo = _photo(digit(label), tmp_path / f"paper_{label}.jpg")
+    out = subprocess.run(
+        [str(BIN / "edgeport-demo"), str(web_run / "export" / "model.onnx"), str(photo),
+         "--json"], capture_output=True, text=True, check=True,
+    )
+    expected = json.loads(out.stdout)["predictions"][0]["label"]
+    _select(page, "model.onnx")
+    page.set_input_files("#photo", str(photo))
+    page.wait_for_function("document.body.dataset.state === 'done'")
+    assert _top1(page) == expected == str(label)
+
+
+@pytest.mark.slow
+def test_bad_input_shows_a_message(page, web_run, tmp_path):
+    _select(page, "model.onnx")
+    page.evaluate("window.edgeport.classifyPad().catch(() => {})")
+    assert "canvas is empty" in page.inner_text("#message")
+
+    text = tmp_path / "notes.png"
+    text.write_text("this is not a picture\n")
+    page.set_input_files("#photo", str(text))
+    page.wait_for_function("document.getElementById('message').textContent.includes('notes')")
+    assert "is not a picture" in page.inner_text("#message")
+
+    broken = tmp_path / "broken"
+    shutil.copytree(web_run / "export", broken)
+    (broken / "model.onnx").write_bytes(b"not an onnx model")
+    with _serve(broken) as url:
+        page.goto(url)
+        page.evaluate("window.edgeport.ready")
+        page.evaluate("window.edgeport.selectModel('model.onnx').catch(() => {})")
+        message = page.inner_text("#message")
+    assert "Could not load model.onnx with onnxruntime-web" in message, message
+    assert page.inner_text("#status") == "no model loaded"
+
+
+@pytest.mark.slow
+def test_page_works_offline_once_loaded(page, digit):
+    page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+    page.reload()  # now the service worker answers every fetch, and keeps a copy
+    page.evaluate("window.edgeport.ready")
+    assert page.evaluate("navigator.serviceWorker.controller !== null")
+    _select(page, "model.onnx")
+    page.context.set_offline(True)
+    page.reload()
+    page.evaluate("window.edgeport.ready")
+    _select(page, "model.onnx")
+    _draw(page, digit(7))
+    page.evaluate("window.edgeport.classifyPad()")
+    assert _top1(page) == "7"
+
+
+def test_serve_refuses_a_folder_that_is_not_an_export(tmp_path):
+    out = subprocess.run([str(BIN / "edgeport-demo"), "serve", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no manifest.json" in lines[0] and "edgeport export" in lines[0]
+
+
+@pytest.mark.slow
+def test_serve_https_answers_with_a_self_signed_certificate(web_run, chromium):
+    import ssl
+    import urllib.request
+
+    with _serve(web_run / "export", "--https") as url:
+        assert url.startswith("https://localhost:")
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        with urllib.request.urlopen(url + "models/manifest.json", context=ctx) as r:
+            assert json.loads(r.read())["artifacts"]
+        with urllib.request.urlopen(url + "vendor/ort/ort-wasm-simd-threaded.wasm",
+                                    context=ctx) as r:
+            assert r.headers["Content-Type"] == "application/wasm"
+
+
+def _parity(run: Path, tmp_path: Path) -> tuple[int, dict]:
+    out = subprocess.run(
+        [str(BIN / "edgeport"), "parity", str(run), "--browser", "--json",
+         str(tmp_path / "parity.json"), "--junit", str(tmp_path / "parity.xml")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode in (0, 1), out.stderr
+    return out.returncode, json.loads((tmp_path / "parity.json").read_text())
+
+
+@pytest.mark.slow
+def test_browser_parity_rows_pass(web_run, chromium, tmp_path):
+    code, doc = _parity(web_run, tmp_path)
+    rows = {(r["artifact"], r["runtime"]): r for r in doc["results"]}
+    for key in [(APP_FILE, LITERT_JS), ("model.onnx", ORT_WEB)]:
+        assert rows[key]["passed"], rows[key]["failures"]
+        assert rows[key]["max_abs_diff"] <= 1e-5  # float32 row of export/thresholds.py
+    int8 = rows[APP_INT8_FILE, LITERT_JS]  # uint8 in, uint8 out dequantized by the page
+    assert int8["passed"] and int8["agreement"] >= 0.99, int8["failures"]
+    assert code == 0
+    junit = (tmp_path / "parity.xml").read_text()
+    assert f'name="model.onnx [{ORT_WEB}]"' in junit
+
+
+@pytest.mark.slow
+def test_tampered_app_model_fails_the_browser_row(web_run, chromium, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(web_run, run)
+    model = run / "export" / APP_FILE
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit of a weight: still loads, no longer the export
+    model.write_bytes(bytes(data))
+    code, doc = _parity(run, tmp_path)
+    assert code == 1
+    row = next(r for r in doc["results"] if r["runtime"] == LITERT_JS)
+    assert not row["passed"]
+    assert any("sha256" in f for f in row["failures"]), row["failures"]
+
+
+def test_missing_chromium_fails_with_the_install_line(monkeypatch, tmp_path):
+    from edgeport.export.browser import BrowserError, find_chromium
+
+    monkeypatch.setenv("EDGEPORT_CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(BrowserError, match="apt-get update && apt-get install -y chromium"):
+        find_chromium()
+
+
+def test_page_files_are_packaged():
+    import tomllib
+
+    data = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    patterns = data["tool"]["setuptools"]["package-data"]["edgeport.mobile_demo"]
+    for name in ("index.html", "app.js", "worker.js", "sw.js", "style.css", "package-lock.json"):
+        assert any(Path(f"web/{name}").match(p) for p in patterns), name
+    lock = json.loads((WEB_DIR / "package-lock.json").read_text())
+    assert lock["packages"]["node_modules/@litertjs/core"]["version"] == "2.5.3"
+    assert lock["packages"]["node_modules/onnxruntime-web"]["version"] == "1.30.0"
+
+
+@pytest.mark.slow
+def test_bench_has_browser_rows(web_run, chromium):
+    from edgeport.export.browser import browser_bench
+
+    rows = browser_bench(web_run, runs=50)
+    assert {(r["artifact"], r["runtime"]) for r in rows} == {
+        (APP_FILE, LITERT_JS), (APP_INT8_FILE, LITERT_JS), ("model.onnx", ORT_WEB)}
+    for r in rows:
+        assert r["runs"] == 50 and r["backend"] == "wasm"
+        assert 0 < r["latency_p50_ms"] <= r["latency_p99_ms"] and r["load_ms"] > 0
+
+
+def test_serve_prints_the_url_a_qr_code_and_how_to_reach_it_from_a_phone(web_run, chromium):
+    proc = subprocess.Popen(
+        [str(BIN / "edgeport-demo"), "serve", str(web_run / "export"), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    lines = []
+    try:
+        while not lines or not lines[-1].startswith("press Ctrl+C"):
+            lines.append(proc.stdout.readline().rstrip("\n"))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    text = "\n".join(lines)
+    assert lines[0].startswith("serving ") and "http://localhost:" in lines[0]
+    assert "█" in text  # the QR code, drawn with block characters (segno)
+    assert "--host 0.0.0.0 --https" in text

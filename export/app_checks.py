@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 from .app import GOLDEN_PICTURES, predict_app, render_pictures
 from .formats import ArtifactFormat, Precision
 from .manifest import artifact_file_problems
-from .thresholds import APP_THRESHOLDS
+from .thresholds import APP_THRESHOLDS, Tolerance
 
 __all__ = ["app_oracle", "check_app_parity", "classify_mediapipe", "verify_app_artifact"]
 
@@ -93,19 +94,12 @@ def check_app_parity(
     labels: np.ndarray,
 ) -> list[Any]:
     """One :class:`~export.parity.ParityResult` per (app file, runtime)."""
-    from .parity import ParityResult, _gate
-
     pictures = render_pictures(x, info.input)
     oracle = app_oracle(info.saved_model, info.input, pictures)
     ref_top = oracle.argmax(axis=1)
-    reference_accuracy = float(np.mean(ref_top == labels))
-    runtimes = ["litert"]
-    try:
-        import mediapipe  # ruff: ignore[unused-import]
-
-        runtimes.append("mediapipe")
-    except ImportError:
-        pass
+    ref = _AppReference(pictures=pictures, probabilities=oracle, top=ref_top, labels=labels,
+                        accuracy=float(np.mean(ref_top == labels)), class_names=info.labels)
+    runtimes = _app_runtimes()
     rows = []
     for entry in entries:
         name = str(entry["file"])
@@ -113,57 +107,87 @@ def check_app_parity(
         tol = APP_THRESHOLDS[precision]
         path = export_dir / name
         problems = artifact_file_problems(path, entry)
-        for runtime in runtimes:
-            failures = list(problems)
-            probs = None
-            if path.is_file():
-                try:
-                    probs = (
-                        predict_app(path.read_bytes(), pictures)
-                        if runtime == "litert"
-                        else classify_mediapipe(path, pictures, info.labels)
-                    )
-                except Exception as e:  # the clients raise RuntimeError, ValueError, KeyError...
-                    failures.append(f"{runtime} cannot run it: {_one_line(e)}")
-            figures: dict[str, Any] = {
-                "accuracy": None,
-                "agreement": None,
-                "max_abs_diff": None,
-                "mean_abs_diff": None,
-            }
-            if probs is not None:
-                top = probs.argmax(axis=1)
-                flips = int(np.count_nonzero(top != ref_top))
-                diff = np.abs(probs.astype(np.float64) - oracle)
-                figures = {
-                    "accuracy": float(np.mean(top == labels)),
-                    "agreement": 1.0 - flips / len(top),
-                    "max_abs_diff": float(diff.max()),
-                    "mean_abs_diff": float(diff.mean()),
-                }
-                failures += _gate(
-                    tol,
-                    accuracy=figures["accuracy"],
-                    reference_accuracy=reference_accuracy,
-                    agreement=figures["agreement"],
-                    flips=flips,
-                    n=len(top),
-                    max_diff=figures["max_abs_diff"],
-                )
-            rows.append(
-                ParityResult(
-                    artifact=name,
-                    format=ArtifactFormat.TFLITE,
-                    precision=precision,
-                    runtime=runtime,
-                    reference_accuracy=reference_accuracy,
-                    passed=not failures,
-                    failures=tuple(failures),
-                    bytes=path.stat().st_size if path.is_file() else 0,
-                    **figures,
-                )
-            )
+        rows += [_app_row(name, path, precision, tol, runtime, problems, ref)
+                 for runtime in runtimes]
     return rows
+
+
+@dataclass(frozen=True)
+class _AppReference:
+    """The pictures the app files are scored on and the SavedModel's answers for them."""
+
+    pictures: np.ndarray
+    probabilities: np.ndarray  # the oracle's, float64 [N, K]
+    top: np.ndarray  # the oracle's top class per picture
+    labels: np.ndarray  # the true class per picture
+    accuracy: float  # the oracle's accuracy
+    class_names: Any  # the run's labels (MediaPipe answers in names)
+
+
+def _app_runtimes() -> list[str]:
+    """LiteRT always; MediaPipe's Image Classifier when it is installed."""
+    runtimes = ["litert"]
+    try:
+        import mediapipe  # ruff: ignore[unused-import]
+
+        runtimes.append("mediapipe")
+    except ImportError:
+        pass
+    return runtimes
+
+
+def _app_row(name: str, path: Path, precision: Precision, tol: Tolerance, runtime: str,
+             problems: list[str], ref: _AppReference) -> Any:
+    """Run one app file on one runtime and gate it against the oracle."""
+    from .parity import ParityResult, _gate
+
+    failures = list(problems)
+    probs = None
+    if path.is_file():
+        try:
+            probs = (
+                predict_app(path.read_bytes(), ref.pictures)
+                if runtime == "litert"
+                else classify_mediapipe(path, ref.pictures, ref.class_names)
+            )
+        except Exception as e:  # the clients raise RuntimeError, ValueError, KeyError...
+            failures.append(f"{runtime} cannot run it: {_one_line(e)}")
+    figures: dict[str, Any] = {
+        "accuracy": None,
+        "agreement": None,
+        "max_abs_diff": None,
+        "mean_abs_diff": None,
+    }
+    if probs is not None:
+        top = probs.argmax(axis=1)
+        flips = int(np.count_nonzero(top != ref.top))
+        diff = np.abs(probs.astype(np.float64) - ref.probabilities)
+        figures = {
+            "accuracy": float(np.mean(top == ref.labels)),
+            "agreement": 1.0 - flips / len(top),
+            "max_abs_diff": float(diff.max()),
+            "mean_abs_diff": float(diff.mean()),
+        }
+        failures += _gate(
+            tol,
+            accuracy=figures["accuracy"],
+            reference_accuracy=ref.accuracy,
+            agreement=figures["agreement"],
+            flips=flips,
+            n=len(top),
+            max_diff=figures["max_abs_diff"],
+        )
+    return ParityResult(
+        artifact=name,
+        format=ArtifactFormat.TFLITE,
+        precision=precision,
+        runtime=runtime,
+        reference_accuracy=ref.accuracy,
+        passed=not failures,
+        failures=tuple(failures),
+        bytes=path.stat().st_size if path.is_file() else 0,
+        **figures,
+    )
 
 
 def verify_app_artifact(

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from .manifest import (
 )
 from .metadata import build_metadata
 from .onnx import DEFAULT_OPSET
+from .serving import Serving
 
 __all__ = [
     "DEFAULT_CALIBRATION_SAMPLES",
@@ -169,11 +170,7 @@ def export_model(
     """
     from tqdm import tqdm
 
-    from .app import write_app_models
-    from .onnx import convert_onnx
-    from .ort import write_ort
     from .serving import load_serving
-    from .tflite import convert_tflite
 
     started = time.perf_counter()
     kinds = parse_formats(formats)
@@ -181,19 +178,9 @@ def export_model(
         app_models = isinstance(formats, str) and formats.strip().lower() == "all"
     run = load_run(run_dir, need_reference=False)
     export_dir = run.path / EXPORT_DIR_NAME
-    if (export_dir.exists() or export_dir.is_symlink()) and not force:
-        raise _exists(export_dir)
-    if force:  # only a folder edgeport exported is ever replaced
-        check_replaceable(export_dir, kind="export", flag=f"--force {EXPORT_DIR_NAME}")
-    probe_writable(run.path, flag="RUN")
     needs_calibration = app_models or any(k.precision is Precision.INT8 for k in kinds)
-    if needs_calibration and calibration_samples <= 0:
-        raise ExportError(
-            f"calibration_samples={calibration_samples}, expected > 0 for the int8 model; "
-            "fix: pass --calibration-samples 500 or leave int8 out of --formats"
-        )
-    if golden_samples <= 0:
-        raise ExportError(f"golden_samples={golden_samples}, expected > 0; fix: pass e.g. 32")
+    _check_request(run, export_dir, force=force, needs_calibration=needs_calibration,
+                   calibration_samples=calibration_samples, golden_samples=golden_samples)
     seed = run.seed if seed is None else int(seed)
     loader = load_split or _default_loader(run.path, data_dir,
                                            calibration_samples=calibration_samples, seed=seed,
@@ -201,19 +188,11 @@ def export_model(
 
     serving = load_serving(run.saved_model)
     _check_input(run, serving.input_shape, serving.num_classes)
-    calibration = None
-    if needs_calibration:
-        x_train, y_train = _load(loader, "train", serving.input_shape, len(run.labels))
-        calibration = x_train[balanced_sample(y_train, calibration_samples, seed=seed)]
-        del x_train, y_train
-    x_test, y_test = _load(loader, "test", serving.input_shape, len(run.labels))
-    golden_idx = balanced_sample(y_test, golden_samples, seed=seed)
-    golden_x, golden_y = x_test[golden_idx], y_test[golden_idx]
-    del x_test, y_test
-
-    infos: list[ArtifactInfo] = []
-    not_produced: list[dict[str, str]] = []  # imported models only: format -> why not
-    entries: list[dict[str, Any]] = []  # manifest entries, read back from the written files
+    images = _load_images(loader, run, serving.input_shape, needs_calibration=needs_calibration,
+                          calibration_samples=calibration_samples,
+                          golden_samples=golden_samples, seed=seed)
+    job = _ExportJob(run=run, serving=serving, images=images, opset=opset, seed=seed)
+    written = _Written()
     bar = tqdm(
         total=len(kinds) + 1,
         desc="export",
@@ -224,97 +203,10 @@ def export_model(
     )
     try:
         with atomic_dir(export_dir, overwrite=force, marker="export") as tmp:
-            for kind in kinds:
-                bar.set_description(f"export {kind.file}")
-                t0 = time.perf_counter()
-                doc = build_metadata(
-                    labels=run.labels,
-                    input=run.input,
-                    precision=kind.precision,
-                    dataset=run.dataset,
-                    model=run.model,
-                )
-                try:
-                    if kind.format is ArtifactFormat.TFLITE:
-                        data = convert_tflite(
-                            serving,
-                            precision=kind.precision,
-                            metadata=doc,
-                            calibration_images=calibration,
-                        )
-                    else:
-                        data = convert_onnx(serving, metadata=doc, opset=opset)
-                except ExportError as e:
-                    # A trained run converts to every format (a failure is a bug); an
-                    # imported model may hold an op a format lacks (e.g. no int8 kernel):
-                    # the other files are still made and the reason is recorded.
-                    if "import" not in run.metrics:
-                        raise
-                    not_produced.append({"file": kind.file, "format": kind.format.value,
-                                         "precision": kind.precision.value,
-                                         "reason": _why_not(kind, e)})
-                    bar.update(1)
-                    continue
-                atomic_write_bytes(tmp / kind.file, data)
-                entry = artifact_entry(tmp / kind.file, kind)
-                infos.append(
-                    ArtifactInfo(
-                        file=kind.file,
-                        format=kind.format,
-                        precision=kind.precision,
-                        bytes=entry["bytes"],
-                        sha256=entry["sha256"],
-                        seconds=time.perf_counter() - t0,
-                    )
-                )
-                entries.append(entry)
-                bar.update(1)
-            if not infos:
-                raise ExportError(
-                    "no format could be produced: "
-                    + "; ".join(f"{n['file']}: {n['reason']}" for n in not_produced)
-                )
-            made = {a.file for a in infos}
-            kinds = [k for k in kinds if k.file in made]
-            onnx_entry = next((e for e in entries if e["file"] == "model.onnx"), None)
-            if app_models and onnx_entry is not None:  # ONNX Runtime Mobile: model.ort + ops
-                bar.set_description("export model.ort")
-                t0 = time.perf_counter()
-                entries.append(write_ort(tmp, onnx_entry))
-                infos.append(_app_info(entries[-1], 2 * (time.perf_counter() - t0)))
-            app_golden: dict[str, np.ndarray] = {}
-            if app_models:
-                bar.set_description("export app models")
-                t0 = time.perf_counter()
-                try:
-                    app_entries, app_golden = write_app_models(
-                        tmp, serving, run, golden_inputs=golden_x, calibration=calibration
-                    )
-                except ExportError as e:  # as above: only an imported model may lack them
-                    if "import" not in run.metrics:
-                        raise
-                    app_entries = []
-                    not_produced.append({"file": "model_app_*.tflite", "format": "tflite",
-                                         "precision": "float32, int8", "reason": str(e)})
-                entries += app_entries
-                infos += [_app_info(e, time.perf_counter() - t0) for e in app_entries]
+            kinds = _write_artifacts(tmp, job, kinds, written, bar)
+            app_golden = _write_app_files(tmp, job, written, bar) if app_models else {}
             bar.set_description(f"export {GOLDEN_NAME}, manifest.json")
-            atomic_write_text(tmp / "labels.txt", "".join(f"{label}\n" for label in run.labels))
-            golden = make_golden(tmp, kinds, inputs=golden_x, labels=golden_y,
-                                 probes=structured_probes(serving.input_shape, seed=seed))
-            write_golden(tmp / GOLDEN_NAME, {**golden, **app_golden})
-            manifest = build_manifest(
-                run_dir=run.path, labels=run.labels, input=run.input, artifacts=entries
-            )
-            manifest.update(support_files_entry(tmp))
-            if not_produced:
-                manifest["not_produced"] = not_produced
-            write_manifest(tmp, manifest)
-            problems = verify_manifest(tmp)
-            if problems:
-                raise ExportError(
-                    f"the export failed its own manifest check: {'; '.join(problems)}"
-                )
+            _write_support_files(tmp, job, kinds, written, app_golden)
             bar.update(1)
     except FileExistsError as e:  # another export landed while this one ran
         if isinstance(e, ExportExistsError):
@@ -323,9 +215,195 @@ def export_model(
     finally:
         bar.close()
     return ExportResult(
-        export_dir=export_dir, artifacts=tuple(infos), seconds=time.perf_counter() - started,
-        not_produced=tuple(not_produced),
+        export_dir=export_dir, artifacts=tuple(written.infos),
+        seconds=time.perf_counter() - started, not_produced=tuple(written.not_produced),
     )
+
+
+@dataclass(frozen=True)
+class _Images:
+    """The images an export needs, in the model input layout, pixels in [0, 1]."""
+
+    calibration: np.ndarray | None  # None when no int8 model is made
+    golden_x: np.ndarray
+    golden_y: np.ndarray
+
+
+@dataclass(frozen=True)
+class _ExportJob:
+    """What every step of one export reads: the run, its serving model and the images."""
+
+    run: RunInfo
+    serving: Serving
+    images: _Images
+    opset: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What an export has written so far; the steps append to these lists."""
+
+    infos: list[ArtifactInfo] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)  # manifest entries, read back
+    not_produced: list[dict[str, str]] = field(default_factory=list)  # imported models only
+
+
+def _check_request(
+    run: RunInfo, export_dir: Path, *, force: bool, needs_calibration: bool,
+    calibration_samples: int, golden_samples: int,
+) -> None:
+    """Refuse an export that cannot land: existing folder, unwritable run, bad sample counts."""
+    if (export_dir.exists() or export_dir.is_symlink()) and not force:
+        raise _exists(export_dir)
+    if force:  # only a folder edgeport exported is ever replaced
+        check_replaceable(export_dir, kind="export", flag=f"--force {EXPORT_DIR_NAME}")
+    probe_writable(run.path, flag="RUN")
+    if needs_calibration and calibration_samples <= 0:
+        raise ExportError(
+            f"calibration_samples={calibration_samples}, expected > 0 for the int8 model; "
+            "fix: pass --calibration-samples 500 or leave int8 out of --formats"
+        )
+    if golden_samples <= 0:
+        raise ExportError(f"golden_samples={golden_samples}, expected > 0; fix: pass e.g. 32")
+
+
+def _load_images(
+    loader: SplitLoader, run: RunInfo, input_shape: tuple[int, ...], *, needs_calibration: bool,
+    calibration_samples: int, golden_samples: int, seed: int,
+) -> _Images:
+    """The class-balanced calibration (training) and golden (test) samples."""
+    calibration = None
+    if needs_calibration:
+        x_train, y_train = _load(loader, "train", input_shape, len(run.labels))
+        calibration = x_train[balanced_sample(y_train, calibration_samples, seed=seed)]
+        del x_train, y_train
+    x_test, y_test = _load(loader, "test", input_shape, len(run.labels))
+    golden_idx = balanced_sample(y_test, golden_samples, seed=seed)
+    return _Images(calibration=calibration, golden_x=x_test[golden_idx],
+                   golden_y=y_test[golden_idx])
+
+
+def _write_artifacts(
+    tmp: Path, job: _ExportJob, kinds: list[ArtifactKind], written: _Written, bar: Any
+) -> list[ArtifactKind]:
+    """Convert and write each file of the artifact table; return the kinds that were made."""
+    for kind in kinds:
+        bar.set_description(f"export {kind.file}")
+        t0 = time.perf_counter()
+        try:
+            data = _convert(job, kind)
+        except ExportError as e:
+            # A trained run converts to every format (a failure is a bug); an
+            # imported model may hold an op a format lacks (e.g. no int8 kernel):
+            # the other files are still made and the reason is recorded.
+            if "import" not in job.run.metrics:
+                raise
+            written.not_produced.append({"file": kind.file, "format": kind.format.value,
+                                         "precision": kind.precision.value,
+                                         "reason": _why_not(kind, e)})
+            bar.update(1)
+            continue
+        atomic_write_bytes(tmp / kind.file, data)
+        entry = artifact_entry(tmp / kind.file, kind)
+        written.infos.append(
+            ArtifactInfo(
+                file=kind.file,
+                format=kind.format,
+                precision=kind.precision,
+                bytes=entry["bytes"],
+                sha256=entry["sha256"],
+                seconds=time.perf_counter() - t0,
+            )
+        )
+        written.entries.append(entry)
+        bar.update(1)
+    if not written.infos:
+        raise ExportError(
+            "no format could be produced: "
+            + "; ".join(f"{n['file']}: {n['reason']}" for n in written.not_produced)
+        )
+    made = {a.file for a in written.infos}
+    return [k for k in kinds if k.file in made]
+
+
+def _convert(job: _ExportJob, kind: ArtifactKind) -> bytes:
+    """One file of the artifact table, as bytes, its metadata embedded."""
+    from .onnx import convert_onnx
+    from .tflite import convert_tflite
+
+    run = job.run
+    doc = build_metadata(
+        labels=run.labels,
+        input=run.input,
+        precision=kind.precision,
+        dataset=run.dataset,
+        model=run.model,
+    )
+    if kind.format is ArtifactFormat.TFLITE:
+        return convert_tflite(
+            job.serving,
+            precision=kind.precision,
+            metadata=doc,
+            calibration_images=job.images.calibration,
+        )
+    return convert_onnx(job.serving, metadata=doc, opset=job.opset)
+
+
+def _write_app_files(
+    tmp: Path, job: _ExportJob, written: _Written, bar: Any
+) -> dict[str, np.ndarray]:
+    """``model.ort`` (with ONNX) and the two app models; return the app models' golden arrays."""
+    from .app import write_app_models
+    from .ort import write_ort
+
+    onnx_entry = next((e for e in written.entries if e["file"] == "model.onnx"), None)
+    if onnx_entry is not None:  # ONNX Runtime Mobile: model.ort + ops
+        bar.set_description("export model.ort")
+        t0 = time.perf_counter()
+        written.entries.append(write_ort(tmp, onnx_entry))
+        written.infos.append(_app_info(written.entries[-1], 2 * (time.perf_counter() - t0)))
+    app_golden: dict[str, np.ndarray] = {}
+    bar.set_description("export app models")
+    t0 = time.perf_counter()
+    try:
+        app_entries, app_golden = write_app_models(
+            tmp, job.serving, job.run, golden_inputs=job.images.golden_x,
+            calibration=job.images.calibration,
+        )
+    except ExportError as e:  # as above: only an imported model may lack them
+        if "import" not in job.run.metrics:
+            raise
+        app_entries = []
+        written.not_produced.append({"file": "model_app_*.tflite", "format": "tflite",
+                                     "precision": "float32, int8", "reason": str(e)})
+    written.entries.extend(app_entries)
+    written.infos.extend(_app_info(e, time.perf_counter() - t0) for e in app_entries)
+    return app_golden
+
+
+def _write_support_files(
+    tmp: Path, job: _ExportJob, kinds: list[ArtifactKind], written: _Written,
+    app_golden: dict[str, np.ndarray],
+) -> None:
+    """``labels.txt``, ``golden.npz`` and ``manifest.json``, then the manifest self-check."""
+    run = job.run
+    atomic_write_text(tmp / "labels.txt", "".join(f"{label}\n" for label in run.labels))
+    golden = make_golden(tmp, kinds, inputs=job.images.golden_x, labels=job.images.golden_y,
+                         probes=structured_probes(job.serving.input_shape, seed=job.seed))
+    write_golden(tmp / GOLDEN_NAME, {**golden, **app_golden})
+    manifest = build_manifest(
+        run_dir=run.path, labels=run.labels, input=run.input, artifacts=written.entries
+    )
+    manifest.update(support_files_entry(tmp))
+    if written.not_produced:
+        manifest["not_produced"] = written.not_produced
+    write_manifest(tmp, manifest)
+    problems = verify_manifest(tmp)
+    if problems:
+        raise ExportError(
+            f"the export failed its own manifest check: {'; '.join(problems)}"
+        )
 
 
 def _app_info(entry: dict[str, Any], seconds: float) -> ArtifactInfo:

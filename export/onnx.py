@@ -55,7 +55,6 @@ def convert_onnx(
     Raises:
         ExportError: tf2onnx failed or the result breaks the contract.
     """
-    import onnx
     import tensorflow as tf
     import tf2onnx
 
@@ -69,6 +68,18 @@ def convert_onnx(
             f"ONNX conversion (opset {opset}) failed: {type(e).__name__}: {e}; expected a model "
             "of ops tf2onnx supports; fix: try another --opset or export without onnx"
         ) from e
+    _finish_proto(proto, metadata, producer_version=f"tf2onnx {tf2onnx.__version__}")
+    data = proto.SerializeToString(deterministic=True)
+    problems = check_onnx(data, input_shape=serving.input_shape)
+    if problems:
+        raise ExportError(f"model.onnx breaks the export contract: {'; '.join(problems)}")
+    return data
+
+
+def _finish_proto(proto: Any, metadata: Mapping[str, Any], *, producer_version: str) -> None:
+    """Check the I/O names, order the outputs, name the batch dimension, embed the metadata."""
+    import onnx
+
     graph = proto.graph
     graph.name = "edgeport"
     # tf2onnx writes "converted from b'__inference_serve_<counter>'": the counter
@@ -93,16 +104,11 @@ def convert_onnx(
         dim.Clear()
         dim.dim_param = BATCH_DIM
     proto.producer_name = "edgeport"
-    proto.producer_version = f"tf2onnx {tf2onnx.__version__}"
+    proto.producer_version = producer_version
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key = METADATA_KEY
     entry.value = encode_metadata(metadata).decode("utf-8")
-    data = proto.SerializeToString(deterministic=True)
-    problems = check_onnx(data, input_shape=serving.input_shape)
-    if problems:
-        raise ExportError(f"model.onnx breaks the export contract: {'; '.join(problems)}")
-    return data
 
 
 def read_onnx_metadata(model: bytes) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from edgeport.errors import EdgeportError
 
@@ -96,20 +97,7 @@ def sign_export(
     if certificate is not None and not chain:
         raise SignatureError("--certificate without --chain; expected the CA certificate(s) "
                              "that issued it; fix: add --chain CA_CERT")
-    config = ms.signing.Config().set_hashing_config(_hashing_config(ms))
-    try:
-        if certificate is None:
-            config.use_elliptic_key_signer(private_key=key, password=password)
-        else:
-            config.use_certificate_signer(
-                private_key=key,
-                signing_certificate=_existing(certificate, "signing certificate",
-                                              "--certificate"),
-                certificate_chain=[_existing(c, "CA certificate", "--chain") for c in chain])
-    except (ValueError, TypeError) as e:
-        raise SignatureError(f"--key {key}: unusable ({' '.join(str(e).split())}); expected "
-                             "an elliptic-curve private key in PEM; fix: check the key file "
-                             "and its password") from None
+    config = _signing_config(ms, key, certificate=certificate, chain=chain, password=password)
     from edgeport.fileio import remove_stale_temps
 
     remove_stale_temps(root, SIGNATURE_NAME)
@@ -128,6 +116,28 @@ def sign_export(
     finally:
         tmp.unlink(missing_ok=True)
     return root / SIGNATURE_NAME
+
+
+def _signing_config(
+    ms: Any, key: Path, *, certificate: str | os.PathLike[str] | None,
+    chain: tuple[str | os.PathLike[str], ...], password: str | None,
+) -> Any:
+    """model-signing's ``signing.Config`` for the bare key or the certificate form."""
+    config = ms.signing.Config().set_hashing_config(_hashing_config(ms))
+    try:
+        if certificate is None:
+            config.use_elliptic_key_signer(private_key=key, password=password)
+        else:
+            config.use_certificate_signer(
+                private_key=key,
+                signing_certificate=_existing(certificate, "signing certificate",
+                                              "--certificate"),
+                certificate_chain=[_existing(c, "CA certificate", "--chain") for c in chain])
+    except (ValueError, TypeError) as e:
+        raise SignatureError(f"--key {key}: unusable ({' '.join(str(e).split())}); expected "
+                             "an elliptic-curve private key in PEM; fix: check the key file "
+                             "and its password") from None
+    return config
 
 
 def verify_signature(

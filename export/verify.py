@@ -168,16 +168,7 @@ def verify_export(
         ThresholdsError: ``thresholds`` is a path to a bad file.
     """
     export_dir = Path(export_dir)
-    if not export_dir.is_dir():
-        raise VerifyError(
-            f"{export_dir}: not a folder; expected an export folder (RUN/export) from "
-            "`edgeport export`; fix: check the path"
-        )
-    if not (export_dir / "manifest.json").exists() and (export_dir / "export").is_dir():
-        raise VerifyError(
-            f"{export_dir} is a run directory; expected its export folder; "
-            f"fix: `edgeport verify {export_dir / 'export'}`"
-        )
+    _check_export_dir(export_dir)
     table = (load_thresholds(thresholds) if isinstance(thresholds, (str, os.PathLike))
              else thresholds or THRESHOLDS)
     manifest = read_manifest(export_dir)
@@ -190,27 +181,11 @@ def verify_export(
     )
     problems = folder_problems(export_dir, manifest) + parity_problems(export_dir, manifest,
                                                                        table)
-    guarantee = GUARANTEE_UNSIGNED
-    if public_key is not None or certificate_chain is not None:
-        from .signing import verify_signature
-
-        problems += verify_signature(export_dir, public_key=public_key,
-                                     certificate_chain=certificate_chain)
-        guarantee = GUARANTEE_SIGNED if not problems else "signature check failed"
-    elif (export_dir / SIGNATURE_NAME).exists():
-        guarantee = (f"{SIGNATURE_NAME} present but not checked: " + GUARANTEE_UNSIGNED
-                     .replace("sign with `edgeport sign RUN/export --key KEY`",
-                              "pass --key PUBLIC_KEY to check the signature"))
+    guarantee = _check_signature(export_dir, problems, public_key=public_key,
+                                 certificate_chain=certificate_chain)
     if not results:
         problems.append("manifest.json lists no artifacts; expected at least one model file")
-    run = manifest.get("run")
-    saved_model = Path(str(run)) / "saved_model" if run else None
-    if saved_model is not None and saved_model.is_dir():
-        if _saved_model_changed(saved_model, manifest):
-            problems.append(
-                f"{saved_model}: changed since the export (saved_model_sha256 differs); "
-                "fix: re-run `edgeport export RUN --force`"
-            )
+    problems += _saved_model_problems(manifest)
     return VerifyReport(
         passed=all(r.passed for r in results) and not problems,
         export_dir=export_dir,
@@ -219,6 +194,52 @@ def verify_export(
         problems=tuple(problems),
         guarantee=guarantee,
     )
+
+
+def _check_export_dir(export_dir: Path) -> None:
+    """Refuse a path that is not an export folder (a run directory gets its own fix)."""
+    if not export_dir.is_dir():
+        raise VerifyError(
+            f"{export_dir}: not a folder; expected an export folder (RUN/export) from "
+            "`edgeport export`; fix: check the path"
+        )
+    if not (export_dir / "manifest.json").exists() and (export_dir / "export").is_dir():
+        raise VerifyError(
+            f"{export_dir} is a run directory; expected its export folder; "
+            f"fix: `edgeport verify {export_dir / 'export'}`"
+        )
+
+
+def _check_signature(
+    export_dir: Path, problems: list[str], *, public_key: str | os.PathLike[str] | None,
+    certificate_chain: tuple[str | os.PathLike[str], ...] | None,
+) -> str:
+    """Check ``model.sig`` when a key or chain is given (its problems go to ``problems``);
+    return the guarantee sentence of the report."""
+    if public_key is not None or certificate_chain is not None:
+        from .signing import verify_signature
+
+        problems += verify_signature(export_dir, public_key=public_key,
+                                     certificate_chain=certificate_chain)
+        return GUARANTEE_SIGNED if not problems else "signature check failed"
+    if (export_dir / SIGNATURE_NAME).exists():
+        return (f"{SIGNATURE_NAME} present but not checked: " + GUARANTEE_UNSIGNED
+                .replace("sign with `edgeport sign RUN/export --key KEY`",
+                         "pass --key PUBLIC_KEY to check the signature"))
+    return GUARANTEE_UNSIGNED
+
+
+def _saved_model_problems(manifest: Mapping[str, Any]) -> list[str]:
+    """A problem when the run's SavedModel, if still there, changed since the export."""
+    run = manifest.get("run")
+    saved_model = Path(str(run)) / "saved_model" if run else None
+    if saved_model is not None and saved_model.is_dir():
+        if _saved_model_changed(saved_model, manifest):
+            return [
+                f"{saved_model}: changed since the export (saved_model_sha256 differs); "
+                "fix: re-run `edgeport export RUN --force`"
+            ]
+    return []
 
 
 def _saved_model_changed(saved_model: Path, manifest: Mapping[str, Any]) -> bool:
@@ -279,15 +300,7 @@ def _verify_artifact(
 
         return verify_app_artifact(export_dir, entry, golden)
     name = str(entry.get("file", ""))
-    try:
-        fmt, precision = ArtifactFormat(entry.get("format")), Precision(entry.get("precision"))
-    except ValueError:
-        raise VerifyError(
-            f"{export_dir / 'manifest.json'}: entry {name!r} has format {entry.get('format')!r} "
-            f"and precision {entry.get('precision')!r}; expected one of "
-            f"{[f.value for f in ArtifactFormat]} and {[p.value for p in Precision]}; "
-            "fix: re-run `edgeport export RUN --force`"
-        ) from None
+    fmt, precision = _entry_kind(export_dir, entry, name)
     atol = table.get(precision, THRESHOLDS[precision]).golden_atol
     path = export_dir / name
     failures: list[str] = []
@@ -310,50 +323,87 @@ def _verify_artifact(
         failures.append(f"cannot load: {e}")
         return result()
     figures["runtime"] = model.runtime
+    plain = entry.get("family", "plain") == "plain"
+    failures += _metadata_failures(model, precision, manifest if plain else None)
+    stem = name.rsplit('.', 1)[0]
+    if plain:
+        failures += _probe_failures(model, golden, stem, atol=atol)
+    golden_failures, figures["max_abs_diff"] = _golden_failures(model, golden, stem, atol=atol)
+    failures += golden_failures
+    return result()
+
+
+def _entry_kind(
+    export_dir: Path, entry: Mapping[str, Any], name: str
+) -> tuple[ArtifactFormat, Precision]:
+    """The manifest entry's format and precision, or a VerifyError naming the allowed ones."""
+    try:
+        return ArtifactFormat(entry.get("format")), Precision(entry.get("precision"))
+    except ValueError:
+        raise VerifyError(
+            f"{export_dir / 'manifest.json'}: entry {name!r} has format {entry.get('format')!r} "
+            f"and precision {entry.get('precision')!r}; expected one of "
+            f"{[f.value for f in ArtifactFormat]} and {[p.value for p in Precision]}; "
+            "fix: re-run `edgeport export RUN --force`"
+        ) from None
+
+
+def _metadata_failures(
+    model: Any, precision: Precision, manifest: Mapping[str, Any] | None
+) -> list[str]:
+    """The embedded metadata against the manifest entry (precision) and, for a plain
+    file, against ``manifest`` (labels, input)."""
+    failures = []
     meta_precision = model.metadata.get("precision")
     if meta_precision != precision.value:
         failures.append(
             f"embedded metadata precision {meta_precision!r} != manifest {precision.value!r}"
         )
-    plain = entry.get("family", "plain") == "plain"
-    if plain and manifest is not None:
+    if manifest is not None:
         # The model files are hashed: their embedded labels and input description are the
         # truth an edited manifest.json (labels, normalization) is measured against.
         for field in ("labels", "input"):
             if field in model.metadata and model.metadata[field] != manifest.get(field):
                 failures.append(f"manifest.json {field!r} differs from the model's embedded "
                                 "metadata (manifest.json was edited)")
-    stem = name.rsplit('.', 1)[0]
-    if plain and "probes" in golden:
-        failures += _replay(model, golden["probes"], golden.get(f"{stem}__probe_probabilities"),
-                            atol=atol, what="probe")
-    elif plain:
-        failures.append(f"{GOLDEN_NAME} has no structured probes (an older export): weights "
-                        "on pixels the golden images never light are unchecked; fix: re-run "
-                        "`edgeport export RUN --force`")
+    return failures
+
+
+def _probe_failures(
+    model: Any, golden: Mapping[str, np.ndarray], stem: str, *, atol: float
+) -> list[str]:
+    """Replay the structured probes, or say that an older export has none."""
+    if "probes" in golden:
+        return _replay(model, golden["probes"], golden.get(f"{stem}__probe_probabilities"),
+                       atol=atol, what="probe")
+    return [f"{GOLDEN_NAME} has no structured probes (an older export): weights "
+            "on pixels the golden images never light are unchecked; fix: re-run "
+            "`edgeport export RUN --force`"]
+
+
+def _golden_failures(
+    model: Any, golden: Mapping[str, np.ndarray], stem: str, *, atol: float
+) -> tuple[list[str], float | None]:
+    """Replay the golden images: the failures and the largest |Δp| (``None`` if not compared)."""
     key = f"{stem}__probabilities"
     expected = golden.get(key)
     if expected is None:
-        failures.append(f"{GOLDEN_NAME} has no {key!r}; expected one array per artifact")
-        return result()
+        return [f"{GOLDEN_NAME} has no {key!r}; expected one array per artifact"], None
     if "probabilities" not in [o.name for o in model.outputs]:
-        failures.append(
+        return [
             f"no 'probabilities' output (outputs: {', '.join(o.name for o in model.outputs)})"
-        )
-        return result()
+        ], None
     probs = model.predict(golden["inputs"])["probabilities"]
     if probs.shape != expected.shape:
-        failures.append(f"probabilities shape {list(probs.shape)} != golden {list(expected.shape)}")
-        return result()
+        return [f"probabilities shape {list(probs.shape)} != golden "
+                f"{list(expected.shape)}"], None
     if not (np.isfinite(probs).all() and np.isfinite(expected).all()):
-        failures.append("non-finite values (NaN or inf) in the output or the golden array")
-        return result()
+        return ["non-finite values (NaN or inf) in the output or the golden array"], None
     diff = float(np.max(np.abs(probs.astype(np.float64) - expected.astype(np.float64))))
-    figures["max_abs_diff"] = diff
     if diff > atol:
         worst = int(np.argmax(np.abs(probs - expected).max(axis=1)))
-        failures.append(f"golden max |Δp| {diff:.1e} > {atol:.1e} (worst: golden vector {worst})")
-    return result()
+        return [f"golden max |Δp| {diff:.1e} > {atol:.1e} (worst: golden vector {worst})"], diff
+    return [], diff
 
 
 def _replay(model, inputs: np.ndarray, expected: np.ndarray | None, *, atol: float,

@@ -379,13 +379,7 @@ def load_folder_dataset(
 
     # 1. Headers (cheap): drop what is not a picture before the split is drawn, so the
     # split depends only on the folder's contents and the seed, streamed or not.
-    reasons = _map_quietly(lambda t: _check_header(t[0]), files, desc="scan", progress=progress)
-    good: list[tuple[Path, int]] = []
-    for (path, label), why in zip(files, reasons, strict=True):
-        if why is None:
-            good.append((path, label))
-        else:
-            skipped.append({"file": _rel(path, root), "reason": why})
+    good = _scan_headers(root, files, skipped, progress=progress)
     labels = np.array([lab for _, lab in good], dtype=np.int64)
     _require_images(root, classes, labels, skipped)
     parts = dict(zip(("train", "validation", "test"),
@@ -397,19 +391,9 @@ def load_folder_dataset(
     for name, idx in parts.items():
         if stream and name == "train":
             continue
-        decoded = _map_quietly(lambda i: _decode_or_none(good[i][0], image_size, channels),
-                               list(idx), desc=f"decode {name}", progress=progress)
-        ok = []
-        for i, (x, why) in zip(idx, decoded, strict=True):
-            if x is None:
-                skipped.append({"file": _rel(good[i][0], root), "reason": why})
-            else:
-                ok.append(i)
-        ok_idx = np.array(ok, dtype=np.int64)
-        x = np.stack([d[0] for d in decoded if d[0] is not None]) if ok else np.zeros(
-            (0, image_size, image_size, channels), np.uint8)
-        arrays[name] = (x, labels[ok_idx])
-        kept[name] = ok_idx
+        x, kept[name] = _decode_split(root, good, idx, skipped, name=name, image_size=image_size,
+                                      channels=channels, progress=progress)
+        arrays[name] = (x, labels[kept[name]])
     source = None
     if stream:
         idx = parts["train"]
@@ -434,24 +418,72 @@ def load_folder_dataset(
         x_val=arrays["validation"][0], y_val=arrays["validation"][1],
         x_test=arrays["test"][0], y_test=arrays["test"][1],
         preprocess="resize",
-        split={
-            **n,
-            "rule": "stratified per class: files sorted by path, shuffled with the seed, "
-                    "cut by the fractions",
-            "fractions": [float(f) for f in split],
-            "seed": int(seed),
-            "root": str(root),
-            "image_size": image_size,
-            "channels": channels,
-            "stream": bool(stream),
-            "counts": counts,
-            "skipped": skipped,
-            # The test files, relative to root: `edgeport-demo --eval` can score exactly
-            # the pictures the parity gate scored.
-            "test_files": [_rel(good[i][0], root) for i in kept["test"]],
-        },
+        split=_split_record(
+            root, n, counts, skipped, [_rel(good[i][0], root) for i in kept["test"]],
+            fractions=split, seed=seed, image_size=image_size, channels=channels, stream=stream,
+        ),
         train_source=source,
     )
+
+
+def _split_record(
+    root: Path, n: dict[str, int], counts: dict[str, dict[str, int]],
+    skipped: list[dict[str, str]], test_files: list[str], *, fractions: Sequence[float],
+    seed: int, image_size: int, channels: int, stream: bool,
+) -> dict[str, Any]:
+    """``Dataset.split`` of a folder dataset: the rule, its inputs and what it produced."""
+    return {
+        **n,
+        "rule": "stratified per class: files sorted by path, shuffled with the seed, "
+                "cut by the fractions",
+        "fractions": [float(f) for f in fractions],
+        "seed": int(seed),
+        "root": str(root),
+        "image_size": image_size,
+        "channels": channels,
+        "stream": bool(stream),
+        "counts": counts,
+        "skipped": skipped,
+        # The test files, relative to root: `edgeport-demo --eval` can score exactly
+        # the pictures the parity gate scored.
+        "test_files": test_files,
+    }
+
+
+def _scan_headers(
+    root: Path, files: list[tuple[Path, int]], skipped: list[dict[str, str]], *, progress: bool
+) -> list[tuple[Path, int]]:
+    """The ``(path, label)`` pairs whose header is a picture; the others go to ``skipped``."""
+    reasons = _map_quietly(lambda t: _check_header(t[0]), files, desc="scan", progress=progress)
+    good: list[tuple[Path, int]] = []
+    for (path, label), why in zip(files, reasons, strict=True):
+        if why is None:
+            good.append((path, label))
+        else:
+            skipped.append({"file": _rel(path, root), "reason": why})
+    return good
+
+
+def _decode_split(
+    root: Path, good: list[tuple[Path, int]], idx: np.ndarray, skipped: list[dict[str, str]],
+    *, name: str, image_size: int, channels: int, progress: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode ``good[idx]``: uint8 ``[N, S, S, C]`` pixels and the indices that decoded.
+
+    Files that fail to decode go to ``skipped``.
+    """
+    decoded = _map_quietly(lambda i: _decode_or_none(good[i][0], image_size, channels),
+                           list(idx), desc=f"decode {name}", progress=progress)
+    ok = []
+    for i, (x, why) in zip(idx, decoded, strict=True):
+        if x is None:
+            skipped.append({"file": _rel(good[i][0], root), "reason": why})
+        else:
+            ok.append(i)
+    ok_idx = np.array(ok, dtype=np.int64)
+    x = np.stack([d[0] for d in decoded if d[0] is not None]) if ok else np.zeros(
+        (0, image_size, image_size, channels), np.uint8)
+    return x, ok_idx
 
 
 def decode_sample(source: StreamSource, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -272,13 +272,7 @@ def import_model(
     h, w, c, layout = _image_geometry(inp, model_path, image_size)
     ds = _load_data(dataset, data_dir=data_dir, size=(h, w, c), seed=seed, split=split,
                     progress=progress)
-    if len(user.outputs) > 1 and output_name is None:
-        # Several outputs: the one as wide as the class count is the classifier.
-        wide = [t for t in user.outputs if len(t.shape) == 2 and t.shape[1] == ds.num_classes]
-        out = wide[0] if len(wide) == 1 else _choose(user.outputs, None, "output",
-                                                     _output_score, model_path)
-    else:
-        out = _choose(user.outputs, output_name, "output", _output_score, model_path)
+    out = _choose_output(user, output_name, ds.num_classes, model_path)
     num_classes = _check_output(out, model_path)
     names = _class_names(ds, labels_file, num_classes, model_path)
 
@@ -289,9 +283,8 @@ def import_model(
     forward = _forward(user, out.name, (h, w, c), inp.shape, inp.dtype)
     warnings: list[str] = []
     sample = _sample(ds.y_test, seed)
-    by_norm = {n.name: _accuracy(forward, n, x_test[sample], ds.y_test[sample])
-               for n in (*NORMALIZATIONS.values(),
-                         *([normalization] if normalization.name == "custom" else []))}
+    by_norm = _accuracy_by_normalization(forward, normalization, x_test[sample],
+                                         ds.y_test[sample])
     warnings += _normalization_warnings(by_norm, normalization, num_classes, norm_source)
     probe = np.asarray(forward(x_test[sample[:64]], normalization))
     kind = _output_kind(probe)
@@ -304,15 +297,9 @@ def import_model(
         out_dir, force=force, user=user, forward=forward, normalization=normalization,
         kind=kind, layout=layout, ds=ds, names=names, x_test=x_test,
         input_shape=tuple(x_test.shape[1:]),
-        record={
-            "source": str(Path(model_path).resolve()), "format": user.format,
-            "signature": user.signature, "input": inp.name,
-            "input_shape": [d for d in inp.shape[1:]], "output": out.name,
-            "output_kind": kind, "normalization": normalization.to_dict(),
-            "normalization_source": norm_source,
-            "accuracy_by_normalization": {"sample": len(sample), **by_norm},
-            "warnings": warnings,
-        },
+        record=_import_record(model_path, user, inp, out, kind=kind,
+                              normalization=normalization, norm_source=norm_source,
+                              by_norm=by_norm, sample_size=len(sample), warnings=warnings),
         config={"dataset": str(dataset), "data_dir": None if data_dir is None else str(data_dir),
                 "seed": int(seed), "image_size": h, "channels": c,
                 "split": [float(s) for s in split], "stream": False},
@@ -326,6 +313,41 @@ def import_model(
         accuracy_by_normalization=by_norm, calibration_split=calibration,
         warnings=tuple(warnings),
     )
+
+
+def _choose_output(user: _UserModel, output_name: str | None, num_classes: int,
+                   model_path: Any) -> _Tensor:
+    """The classifier output: by name, else the only one as wide as the class count, else
+    the best-scoring one."""
+    if len(user.outputs) > 1 and output_name is None:
+        # Several outputs: the one as wide as the class count is the classifier.
+        wide = [t for t in user.outputs if len(t.shape) == 2 and t.shape[1] == num_classes]
+        return wide[0] if len(wide) == 1 else _choose(user.outputs, None, "output",
+                                                      _output_score, model_path)
+    return _choose(user.outputs, output_name, "output", _output_score, model_path)
+
+
+def _accuracy_by_normalization(forward: Callable, normalization: Normalization,
+                               x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Accuracy on the sample under every preset (and ``normalization`` when custom)."""
+    return {n.name: _accuracy(forward, n, x, y)
+            for n in (*NORMALIZATIONS.values(),
+                      *([normalization] if normalization.name == "custom" else []))}
+
+
+def _import_record(model_path: Any, user: _UserModel, inp: _Tensor, out: _Tensor, *, kind: str,
+                   normalization: Normalization, norm_source: str, by_norm: dict[str, float],
+                   sample_size: int, warnings: list[str]) -> dict[str, Any]:
+    """``metrics.json["import"]`` (without the test accuracy): what was chosen and measured."""
+    return {
+        "source": str(Path(model_path).resolve()), "format": user.format,
+        "signature": user.signature, "input": inp.name,
+        "input_shape": [d for d in inp.shape[1:]], "output": out.name,
+        "output_kind": kind, "normalization": normalization.to_dict(),
+        "normalization_source": norm_source,
+        "accuracy_by_normalization": {"sample": sample_size, **by_norm},
+        "warnings": warnings,
+    }
 
 
 # --- 1. Reading the model -------------------------------------------------------------
@@ -722,13 +744,34 @@ def _write(out_dir: Any, *, force: bool, user: _UserModel, forward: Callable,
            normalization: Normalization, kind: str, layout: str, ds, names: tuple[str, ...],
            x_test: np.ndarray, input_shape: tuple[int, ...], record: dict[str, Any],
            config: dict[str, Any], calibration: str) -> tuple[Path, float]:
-    import tensorflow as tf
-
     from edgeport.fileio import atomic_dir
 
     from . import plots
-    from .data import to_model_input
-    from .run_dir import input_desc, write_labels, write_metrics, write_reference
+    from .run_dir import write_labels, write_metrics, write_reference
+
+    module = _serving_module(user, forward, normalization, kind, input_shape)
+    out = Path(out_dir)
+    with atomic_dir(out, overwrite=force, marker="run") as tmp:
+        probs = write_reference(tmp, module, module.serve, x_test=x_test, y_test=ds.y_test)
+        pred = probs.argmax(1)
+        accuracy = float(np.mean(pred == ds.y_test))
+        val_acc = _validation_accuracy(module.serve, ds, layout)
+        cm = np.zeros((len(names), len(names)), dtype=np.int64)
+        np.add.at(cm, (ds.y_test, pred), 1)
+        write_labels(tmp, names)
+        write_metrics(tmp, _import_metrics(ds, layout, accuracy=accuracy, val_acc=val_acc,
+                                           cm=cm, record=record, config=config,
+                                           calibration=calibration))
+        (tmp / "plots").mkdir()
+        plots.samples(tmp / "plots" / "samples.png", ds.x_test, ds.y_test, pred, list(names))
+        plots.confusion(tmp / "plots" / "confusion_matrix.png", cm, list(names))
+    return out, accuracy
+
+
+def _serving_module(user: _UserModel, forward: Callable, normalization: Normalization,
+                    kind: str, input_shape: tuple[int, ...]) -> Any:
+    """The ``tf.Module`` saved as the run's SavedModel, owning the user's variables."""
+    import tensorflow as tf
 
     class Imported(tf.Module):
         """serving_default(image in [0, 1]) -> probabilities, logits; the model's own
@@ -746,47 +789,52 @@ def _write(out_dir: Any, *, force: bool, user: _UserModel, forward: Callable,
                 return {"probabilities": y, "logits": tf.math.log(tf.maximum(y, PROB_EPS))}
             return {"probabilities": tf.nn.softmax(y), "logits": y}
 
-    module = Imported(user.owner)
-    out = Path(out_dir)
-    with atomic_dir(out, overwrite=force, marker="run") as tmp:
-        probs = write_reference(tmp, module, module.serve, x_test=x_test, y_test=ds.y_test)
-        pred = probs.argmax(1)
-        accuracy = float(np.mean(pred == ds.y_test))
-        val_acc = None
-        if len(ds.y_val):
-            fn = module.serve
-            val = np.concatenate([fn(tf.constant(v))["probabilities"].numpy() for v in
-                                  np.array_split(to_model_input(ds.x_val, layout),
-                                                 max(1, len(ds.y_val) // 1000))])
-            val_acc = float(np.mean(val.argmax(1) == ds.y_val))
-        cm = np.zeros((len(names), len(names)), dtype=np.int64)
-        np.add.at(cm, (ds.y_test, pred), 1)
-        write_labels(tmp, names)
-        write_metrics(tmp, {
-            "dataset": ds.name,
-            "model": f"imported:{Path(record['source']).name}",
-            "recipe": None,
-            "seed": config["seed"],
-            "test_accuracy": accuracy,
-            "reference_accuracy": accuracy,
-            "validation_accuracy": val_acc,
-            "train_seconds": 0.0,
-            "iterations": 0,
-            "best_iteration": 0,
-            "history": [],
-            "confusion_matrix": cm.tolist(),
-            "input": input_desc(layout, ds.image_shape, ds.preprocess),
-            "split": ds.split,
-            "checkpoint": None,
-            "calibration_split": calibration,
-            "config": config,
-            "import": {**record, "test_accuracy": accuracy},
-            "versions": {"tensorflow": tf.__version__, "numpy": np.__version__},
-        })
-        (tmp / "plots").mkdir()
-        plots.samples(tmp / "plots" / "samples.png", ds.x_test, ds.y_test, pred, list(names))
-        plots.confusion(tmp / "plots" / "confusion_matrix.png", cm, list(names))
-    return out, accuracy
+    return Imported(user.owner)
+
+
+def _validation_accuracy(fn: Callable, ds, layout: str) -> float | None:
+    """Accuracy of the serving function on the validation split; ``None`` without one."""
+    import tensorflow as tf
+
+    from .data import to_model_input
+
+    if not len(ds.y_val):
+        return None
+    val = np.concatenate([fn(tf.constant(v))["probabilities"].numpy() for v in
+                          np.array_split(to_model_input(ds.x_val, layout),
+                                         max(1, len(ds.y_val) // 1000))])
+    return float(np.mean(val.argmax(1) == ds.y_val))
+
+
+def _import_metrics(ds, layout: str, *, accuracy: float, val_acc: float | None, cm: np.ndarray,
+                    record: dict[str, Any], config: dict[str, Any],
+                    calibration: str) -> dict[str, Any]:
+    """``metrics.json`` of an imported model: no training, the import record inside."""
+    import tensorflow as tf
+
+    from .run_dir import input_desc
+
+    return {
+        "dataset": ds.name,
+        "model": f"imported:{Path(record['source']).name}",
+        "recipe": None,
+        "seed": config["seed"],
+        "test_accuracy": accuracy,
+        "reference_accuracy": accuracy,
+        "validation_accuracy": val_acc,
+        "train_seconds": 0.0,
+        "iterations": 0,
+        "best_iteration": 0,
+        "history": [],
+        "confusion_matrix": cm.tolist(),
+        "input": input_desc(layout, ds.image_shape, ds.preprocess),
+        "split": ds.split,
+        "checkpoint": None,
+        "calibration_split": calibration,
+        "config": config,
+        "import": {**record, "test_accuracy": accuracy},
+        "versions": {"tensorflow": tf.__version__, "numpy": np.__version__},
+    }
 
 
 # --- Command line ---------------------------------------------------------------------------

@@ -21,12 +21,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeport.errors import EdgeportError, LabelsFileError
 from edgeport.fileio import atomic_dir, check_replaceable, read_labels
+
+if TYPE_CHECKING:
+    from .data import Dataset
 
 __all__ = ["RunDirError", "RunInfo", "check_writable", "input_desc", "load_run", "load_split",
            "probe_writable", "saved_model_content_sha256", "write_labels", "write_metrics",
@@ -396,15 +399,31 @@ def load_split(
     Returns:
         ``(x float32 in [0, 1], labels int64)``.
     """
-    from .data import balanced_sample, load_dataset, to_model_input
+    from .data import to_model_input
 
     info = run_dir if isinstance(run_dir, RunInfo) else load_run(run_dir)
+    ds = _reload_dataset(info, split, data_dir=data_dir, progress=progress)
+    x, y = _split_arrays(ds, split, sample=sample, sample_seed=sample_seed)
+    if split == "test" and not np.array_equal(y, info.reference_labels):
+        raise RunDirError(
+            f"{info.path}: the test labels of dataset {ds.name!r} differ from reference.npz; "
+            "expected the data the run was trained on. Fix: pass the same data_dir"
+        )
+    return to_model_input(x, info.input["layout"]), y
+
+
+def _reload_dataset(
+    info: RunInfo, split: str, *, data_dir: str | os.PathLike[str] | None, progress: bool
+) -> Dataset:
+    """The run's dataset, loaded with the options in ``metrics.json["config"]``."""
+    from .data import load_dataset
+
     cfg = info.metrics.get("config", {})
     name = info.metrics["dataset"] if not cfg.get("dataset") else cfg["dataset"]
     root = (info.metrics.get("split") or {}).get("root")
     if root and Path(root).is_dir() and not Path(name).is_dir():
         name = root  # a folder dataset given as a relative path, read from elsewhere
-    ds = load_dataset(
+    return load_dataset(
         name,
         data_dir=data_dir if data_dir is not None else cfg.get("data_dir"),
         seed=int(cfg.get("seed", 0)),
@@ -415,6 +434,14 @@ def load_split(
         stream=bool(cfg.get("stream", False)) and split == "train",
         verbose=False,
     )
+
+
+def _split_arrays(
+    ds: Dataset, split: str, *, sample: int | None, sample_seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(uint8 pixels, labels)`` of one split, or of its class-balanced sample."""
+    from .data import balanced_sample
+
     arrays = {"train": (ds.x_train, ds.y_train), "validation": (ds.x_val, ds.y_val),
               "test": (ds.x_test, ds.y_test)}
     if split not in arrays:
@@ -424,13 +451,8 @@ def load_split(
         from .folder import decode_sample
 
         idx = balanced_sample(y, sample if sample is not None else len(y), seed=sample_seed)
-        x, y = decode_sample(ds.train_source, idx)
-    elif sample is not None:
+        return decode_sample(ds.train_source, idx)
+    if sample is not None:
         idx = balanced_sample(y, sample, seed=sample_seed)
-        x, y = x[idx], y[idx]
-    if split == "test" and not np.array_equal(y, info.reference_labels):
-        raise RunDirError(
-            f"{info.path}: the test labels of dataset {ds.name!r} differ from reference.npz; "
-            "expected the data the run was trained on. Fix: pass the same data_dir"
-        )
-    return to_model_input(x, info.input["layout"]), y
+        return x[idx], y[idx]
+    return x, y

@@ -123,7 +123,6 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True) -> Trai
     steps_per_epoch = max(1, n_train // cfg.batch_size)
     total = cfg.steps_for(n_train)
     points = _eval_points(cfg, total, steps_per_epoch)
-    indices = None if cfg.stream else _batch_indices(n_train, cfg.batch_size, total, cfg.seed)
 
     with strategy.scope():
         model = build_model(spec, seed=cfg.seed)
@@ -135,6 +134,66 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True) -> Trai
     x_val = tf.constant(to_model_input(ds.x_val, layout))
     x_test = tf.constant(to_model_input(ds.x_test, layout))
     input_shape = x_test.shape[1:]
+    training = _Training(cfg=cfg, ds=ds, strategy=strategy, model=model, opt=opt,
+                         input_shape=tuple(input_shape))
+    advance, cache_dir = _make_advance(training, x_train, y_train, total)
+    skipped_before = len(ds.split.get("skipped", ())) if isinstance(ds.split, dict) else 0
+    predict = _predictor(model)
+    try:
+        schedule = _run_schedule(
+            training, advance, points, lambda: _accuracies(predict, x_test, x_val, ds)[:2],
+            steps_per_epoch=steps_per_epoch, total=total, progress=progress)
+    finally:
+        if cache_dir is not None:
+            cache_dir.cleanup()
+    _warn_skipped(ds, skipped_before)
+
+    best_iteration = _restore_best(cfg, model, schedule)
+    test_acc, val_acc, test_pred = _accuracies(predict, x_test, x_val, ds)
+    cm = _confusion(ds.y_test, test_pred, ds.num_classes)
+    result = TrainResult(
+        run_dir=None, dataset=ds.name, model=cfg.model, test_accuracy=test_acc,
+        validation_accuracy=val_acc, train_seconds=round(schedule.train_seconds, 4),
+        iterations=schedule.done, best_iteration=best_iteration,
+        history=tuple(schedule.history),
+        confusion_matrix=tuple(tuple(int(v) for v in r) for r in cm),
+    )
+    return TrainedModel(model=model, result=result, layout=layout,
+                        input_shape=tuple(input_shape), test_pred=test_pred)
+
+
+@dataclass(frozen=True)
+class _Training:
+    """The model being trained and what its optimizer steps read."""
+
+    cfg: TrainConfig
+    ds: Dataset
+    strategy: Any  # a tf.distribute.Strategy
+    model: Any  # the Keras model
+    opt: Any  # its optimizer
+    input_shape: tuple[int, ...]  # one sample in the model input layout
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """Where the evaluation schedule stopped, and the best validation checkpoint on it."""
+
+    history: list[dict[str, float]]
+    done: int  # optimizer steps run
+    train_seconds: float  # time inside the optimizer steps only
+    best_iteration: int
+    best_weights: list[np.ndarray]
+
+
+def _make_advance(training: _Training, x_train: Any, y_train: Any, total: int):
+    """``advance(start, stop)`` running optimizer steps ``start .. stop - 1``, and the cache
+    folder of a streamed dataset (``None`` in memory)."""
+    import tensorflow as tf
+
+    cfg, model, opt = training.cfg, training.model, training.opt
+    input_shape = training.input_shape
+    indices = None if cfg.stream else _batch_indices(len(training.ds.y_train), cfg.batch_size,
+                                                     total, cfg.seed)
     seed = tf.constant(cfg.seed, tf.int64)
 
     def loss_fn(xb, yb, step):
@@ -147,6 +206,9 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True) -> Trai
         xb = tf.cast(xb_uint8, tf.float32) / 255.0
         return tf.reshape(xb, [-1, *input_shape])
 
+    if cfg.stream:
+        return _stream_steps(cfg, training.ds, training.strategy, model, opt, loss_fn,
+                             batch_input)
     if cfg.strategy == "default":
 
         @tf.function(reduce_retracing=True)
@@ -166,16 +228,18 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True) -> Trai
         from .distribute import make_distributed_steps
 
         run_steps = make_distributed_steps(
-            strategy, model, opt, loss_fn, x_train, y_train, batch_input)
+            training.strategy, model, opt, loss_fn, x_train, y_train, batch_input)
 
     def advance(start: int, stop: int):
         """Run optimizer steps ``start .. stop - 1`` (in-memory batches); the last loss."""
         return run_steps(tf.constant(indices[start:stop]), tf.constant(start, tf.int64))
 
-    cache_dir = None
-    if cfg.stream:
-        advance, cache_dir = _stream_steps(cfg, ds, strategy, model, opt, loss_fn, batch_input)
-    skipped_before = len(ds.split.get("skipped", ())) if isinstance(ds.split, dict) else 0
+    return advance, None
+
+
+def _predictor(model: Any):
+    """``predict(x) -> logits`` in inference mode, 2,000 images at a time."""
+    import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
     def logits_of(x):
@@ -185,6 +249,23 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True) -> Trai
         return np.concatenate([logits_of(x[i : i + batch]).numpy()
                                for i in range(0, int(x.shape[0]), batch)])
 
+    return predict
+
+
+def _accuracies(predict, x_test: Any, x_val: Any, ds: Dataset) -> tuple[float, float, np.ndarray]:
+    """Test accuracy, validation accuracy (0 without a validation split), test predictions."""
+    test_pred = predict(x_test).argmax(1)
+    test_acc = float(np.mean(test_pred == ds.y_test))
+    val_acc = float(np.mean(predict(x_val).argmax(1) == ds.y_val)) if len(ds.y_val) else 0.0
+    return test_acc, val_acc, test_pred
+
+
+def _run_schedule(
+    training: _Training, advance, points: list[int], evaluate, *, steps_per_epoch: int,
+    total: int, progress: bool,
+) -> _Schedule:
+    """Train up to each point of ``points`` and evaluate there; stop early on ``patience``."""
+    cfg, model = training.cfg, training.model
     history: list[dict[str, float]] = []
     best = (-1.0, 0, [v.numpy() for v in model.weights])
     since_best = 0
@@ -206,8 +287,7 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True) -> Trai
                 if bar is not None:
                     bar.update(p - done)
                 done = p
-            test_acc = float(np.mean(predict(x_test).argmax(1) == ds.y_test))
-            val_acc = float(np.mean(predict(x_val).argmax(1) == ds.y_val)) if len(ds.y_val) else 0.0
+            test_acc, val_acc = evaluate()
             history.append({"iteration": p, "epoch": round(p / steps_per_epoch, 3),
                             "test_accuracy": test_acc, "validation_accuracy": val_acc})
             if bar is not None:
@@ -226,34 +306,30 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True) -> Trai
     finally:
         if bar is not None:
             bar.close()
-        if cache_dir is not None:
-            cache_dir.cleanup()
+    return _Schedule(history=history, done=done, train_seconds=train_seconds,
+                     best_iteration=best[1], best_weights=best[2])
+
+
+def _restore_best(cfg: TrainConfig, model: Any, schedule: _Schedule) -> int:
+    """Give ``model`` its best-validation weights when ``patience`` is set; their iteration.
+
+    Deeper models keep their best checkpoint (by validation accuracy, never test);
+    the seed's softmax recipe is reported exactly as trained, like the tutorial.
+    """
+    if cfg.patience and schedule.best_iteration != schedule.done:
+        for v, value in zip(model.weights, schedule.best_weights, strict=True):
+            v.assign(value)
+        return schedule.best_iteration
+    return schedule.done
+
+
+def _warn_skipped(ds: Dataset, skipped_before: int) -> None:
+    """Name on stderr the training files a streamed dataset failed to decode while training."""
     dropped = ds.split.get("skipped", ())[skipped_before:] if isinstance(ds.split, dict) else ()
     if dropped:
         print(f"warning: {len(dropped)} training files could not be decoded and were left "
               "out: " + "; ".join(f"{d['file']}: {d['reason']}" for d in dropped[:5]),
               file=sys.stderr)
-
-    # Deeper models keep their best checkpoint (by validation accuracy, never test);
-    # the seed's softmax recipe is reported exactly as trained, like the tutorial.
-    best_iteration = done
-    if cfg.patience and best[1] != done:
-        for v, value in zip(model.weights, best[2], strict=True):
-            v.assign(value)
-        best_iteration = best[1]
-    test_logits = predict(x_test)
-    test_pred = test_logits.argmax(1)
-    test_acc = float(np.mean(test_pred == ds.y_test))
-    val_acc = float(np.mean(predict(x_val).argmax(1) == ds.y_val)) if len(ds.y_val) else 0.0
-    cm = _confusion(ds.y_test, test_pred, ds.num_classes)
-    result = TrainResult(
-        run_dir=None, dataset=ds.name, model=cfg.model, test_accuracy=test_acc,
-        validation_accuracy=val_acc, train_seconds=round(train_seconds, 4), iterations=done,
-        best_iteration=best_iteration, history=tuple(history),
-        confusion_matrix=tuple(tuple(int(v) for v in r) for r in cm),
-    )
-    return TrainedModel(model=model, result=result, layout=layout,
-                        input_shape=tuple(input_shape), test_pred=test_pred)
 
 
 class DivergedError(EdgeportError, ArithmeticError):

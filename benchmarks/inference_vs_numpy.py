@@ -28,7 +28,7 @@ are against the numpy floor measured in the same rounds.
 Then :func:`export.bench.benchmark` (``edgeport bench``) measures the same
 files again, each in a fresh process, and its table (load, first inference,
 p50/p99, throughput, memory) is printed too, unless ``--no-bench``; it also
-writes ``RUN/export/bench.json`` and needs the test split (``EDGEPORT_DATA``).
+writes ``RUN/bench.json`` and needs the test split (``EDGEPORT_DATA``).
 
 Target (the issue): LiteRT batch-1 latency within 2x of the numpy floor.
 """

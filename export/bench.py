@@ -3,7 +3,7 @@
 Usage::
 
     from edgeport.export.bench import benchmark
-    report = benchmark("runs/mnist", runs=1000, batch=256)   # writes runs/mnist/export/bench.json
+    report = benchmark("runs/mnist", runs=1000, batch=256)   # writes runs/mnist/bench.json
     print(report.recommendation)
 
 One row per artifact and runtime (LiteRT; tflite-runtime where installed;
@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -230,7 +230,8 @@ def benchmark(
 ) -> BenchReport:
     """Measure every artifact of ``RUN/export`` (and the SavedModel baseline).
 
-    Always writes ``RUN/export/bench.json``.
+    Always writes ``RUN/bench.json`` (beside the export, not in it: the export folder holds
+    exactly what its manifest lists, and a measurement of this machine is not part of it).
 
     Args:
         run_dir: the run directory holding ``export/``.
@@ -256,20 +257,54 @@ def benchmark(
             a measuring process that failed.
         RunDirError, ParityError, ManifestError: the run or export is missing or broken.
     """
-    from tqdm import tqdm
+    _check_options(runs=runs, batch=batch, warmup=warmup, repeats=repeats,
+                   num_threads=num_threads)
+    chosen, skipped = _select_runtimes(runtimes)
+    info, export_dir, manifest = _load_export(run_dir)
+    parity = _parity_results(info.path, manifest, data_dir=data_dir, progress=progress)
+    jobs = _model_jobs(manifest, export_dir, parity, chosen)
+    if baseline:
+        jobs.append(_baseline_job(info))
+    if not jobs:
+        raise BenchError(
+            f"nothing to measure: runtimes {list(chosen)} run none of the files in {export_dir} "
+            f"and baseline=False; expected e.g. runtimes=['litert', 'onnxruntime']"
+        )
+    from edgeport.train.run_dir import load_split
 
-    from edgeport.train.run_dir import load_run, load_split
+    x, _ = load_split(info, "test", data_dir=data_dir)
+    settings = {"runs": runs, "batch": batch, "warmup": warmup, "repeats": repeats,
+                "num_threads": num_threads}
+    rows = _measure_jobs(jobs, x[: max(batch, min(runs, len(x)))], settings, skipped,
+                         progress=progress)
+    report = BenchReport(
+        rows=tuple(rows), runs=runs, batch=batch, warmup=warmup, repeats=repeats,
+        num_threads=num_threads, skipped=tuple(skipped), environment=_environment(),
+    )
+    _write_reports(report, info.path / BENCH_NAME, json_path=json_path,
+                   markdown_path=markdown_path, plot_path=plot_path)
+    return report
 
-    from .manifest import read_manifest
-    from .parity import ParityResult
 
+_Job = tuple[dict[str, Any], dict[str, Any]]  # (worker spec, row fields)
+
+
+def _check_options(*, runs: int, batch: int, warmup: int, repeats: int,
+                   num_threads: int | None) -> None:
     for name, value, low in (("runs", runs, 1), ("batch", batch, 1), ("warmup", warmup, 0),
                              ("repeats", repeats, 1)):
         if not isinstance(value, int) or value < low:
             raise BenchError(f"{name}={value!r}; expected an integer >= {low}")
     if num_threads is not None and num_threads < 1:
         raise BenchError(f"num_threads={num_threads}; expected a positive integer or None")
-    chosen, skipped = _select_runtimes(runtimes)
+
+
+def _load_export(run_dir: str | os.PathLike[str]) -> tuple[Any, Path, dict[str, Any]]:
+    """The run, its export folder and the export's manifest (a clear error without one)."""
+    from edgeport.train.run_dir import load_run
+
+    from .manifest import read_manifest
+
     info = load_run(run_dir)
     export_dir = info.path / "export"
     manifest = read_manifest(export_dir) if export_dir.is_dir() else None
@@ -280,16 +315,20 @@ def benchmark(
             f"{export_dir}: no export folder; expected the output of `edgeport export`; "
             f"fix: run `edgeport export {info.path}` first"
         )
-    parity = _parity_results(info.path, manifest, data_dir=data_dir, progress=progress)
+    return info, export_dir, manifest
 
+
+def _model_jobs(manifest: Mapping[str, Any], export_dir: Path, parity: Mapping[str, Any],
+                chosen: Sequence[str]) -> list[_Job]:
+    """One job per (plain artifact, runtime that runs its format)."""
     from edgeport.mobile_demo.runtime import available_runtimes
 
     # tflite-runtime rows run in the device venv when it is not importable here.
     legacy_python = None if "tflite-runtime" in available_runtimes() else device_python()
-    jobs: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (worker spec, row fields)
+    jobs: list[_Job] = []
     for entry in _plain(manifest):  # app models: the browser rows (export/browser.py)
         name = str(entry["file"])
-        result: ParityResult | None = parity.get(name)
+        result = parity.get(name)
         fmt = str(entry["format"])
         for rt in chosen:
             if (fmt == "onnx") != (rt == "onnxruntime"):
@@ -303,30 +342,32 @@ def benchmark(
                  "agreement": None if result is None else result.agreement,
                  "parity_passed": None if result is None else result.passed},
             ))
-    if baseline:
-        ref = info.reference_probabilities.argmax(axis=1)
-        saved = info.saved_model
-        jobs.append((
-            {"kind": "saved_model", "path": str(saved), "runtime": "tensorflow"},
-            {"artifact": _SAVED_MODEL, "format": _SAVED_MODEL, "precision": "float32",
-             "runtime": "tensorflow",
-             "bytes": sum(p.stat().st_size for p in saved.rglob("*") if p.is_file()),
-             "accuracy": float(np.mean(ref == info.reference_labels)), "agreement": 1.0,
-             "parity_passed": None, "baseline": True},
-        ))
-    if not jobs:
-        raise BenchError(
-            f"nothing to measure: runtimes {list(chosen)} run none of the files in {export_dir} "
-            f"and baseline=False; expected e.g. runtimes=['litert', 'onnxruntime']"
-        )
+    return jobs
 
-    x, _ = load_split(info, "test", data_dir=data_dir)
+
+def _baseline_job(info: Any) -> _Job:
+    """The TensorFlow SavedModel row every file is compared with."""
+    ref = info.reference_probabilities.argmax(axis=1)
+    saved = info.saved_model
+    return (
+        {"kind": "saved_model", "path": str(saved), "runtime": "tensorflow"},
+        {"artifact": _SAVED_MODEL, "format": _SAVED_MODEL, "precision": "float32",
+         "runtime": "tensorflow",
+         "bytes": sum(p.stat().st_size for p in saved.rglob("*") if p.is_file()),
+         "accuracy": float(np.mean(ref == info.reference_labels)), "agreement": 1.0,
+         "parity_passed": None, "baseline": True},
+    )
+
+
+def _measure_jobs(jobs: Sequence[_Job], x: np.ndarray, settings: Mapping[str, Any],
+                  skipped: list[str], *, progress: bool) -> list[BenchRow]:
+    """Each job in a fresh worker process; a file tflite-runtime cannot load is skipped."""
+    from tqdm import tqdm
+
     rows: list[BenchRow] = []
     with tempfile.TemporaryDirectory(prefix="edgeport-bench-") as tmp:
         inputs = Path(tmp) / "inputs.npy"
-        np.save(inputs, np.ascontiguousarray(x[: max(batch, min(runs, len(x)))]))
-        settings = {"inputs": str(inputs), "runs": runs, "batch": batch, "warmup": warmup,
-                    "repeats": repeats, "num_threads": num_threads}
+        np.save(inputs, np.ascontiguousarray(x))
         bar = tqdm(jobs, desc="bench", unit="row", file=sys.stderr, disable=not progress,
                    leave=False)
         try:
@@ -334,7 +375,8 @@ def benchmark(
                 bar.set_description(f"bench {fields_['artifact']} ({fields_['runtime']})")
                 out = Path(tmp) / f"row{i}.json"
                 try:
-                    measured = _measure({**spec, **settings, "out": str(out)})
+                    measured = _measure({**spec, **settings, "inputs": str(inputs),
+                                         "out": str(out)})
                 except BenchError as e:
                     if spec["runtime"] != "tflite-runtime":
                         raise
@@ -347,12 +389,14 @@ def benchmark(
                 rows.append(BenchRow(**fields_, **measured))
         finally:
             bar.close()
+    return rows
 
-    report = BenchReport(
-        rows=tuple(rows), runs=runs, batch=batch, warmup=warmup, repeats=repeats,
-        num_threads=num_threads, skipped=tuple(skipped), environment=_environment(),
-    )
-    atomic_write_json(export_dir / BENCH_NAME, report.to_dict())
+
+def _write_reports(report: BenchReport, bench_json: Path, *,
+                   json_path: str | os.PathLike[str] | None,
+                   markdown_path: str | os.PathLike[str] | None,
+                   plot_path: str | os.PathLike[str] | None) -> None:
+    atomic_write_json(bench_json, report.to_dict())
     if json_path is not None:
         atomic_write_json(json_path, report.to_dict())
     if markdown_path is not None:
@@ -361,7 +405,6 @@ def benchmark(
         write_markdown(report, markdown_path)
     if plot_path is not None:
         write_plot(report, plot_path)
-    return report
 
 
 def write_plot(report: BenchReport, path: str | os.PathLike[str]) -> Path:

@@ -478,7 +478,7 @@ def browser_bench_report(
 ) -> str:
     """Measure :func:`browser_bench`, record it, and return the terminal table.
 
-    The bench JSON (``RUN/export/bench.json``, and ``json_path`` when given) gains a
+    The bench JSON (``RUN/bench.json``, and ``json_path`` when given) gains a
     ``"browser"`` list; ``markdown_path`` gains a second table.
     """
     import json
@@ -489,7 +489,7 @@ def browser_bench_report(
     from .report import markdown_table
 
     rows = browser_bench(run_dir, runs=runs)
-    for path in {Path(run_dir) / "export" / BENCH_NAME, *([Path(json_path)] if json_path else [])}:
+    for path in {Path(run_dir) / BENCH_NAME, *([Path(json_path)] if json_path else [])}:
         doc = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         atomic_write_json(path, {**doc, "browser": rows})
     if markdown_path:

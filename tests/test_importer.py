@@ -216,7 +216,8 @@ def test_architecture_imports_exports_and_passes_parity(name, model_file, colors
     code, out, parity = _import_export_parity(model_file(name), colors, run, capfd)
     assert code == 0, out
     assert parity["passed"]
-    assert len(parity["results"]) == 5
+    # 5 plain files + model.ort + the two app models through LiteRT and MediaPipe
+    assert len(parity["results"]) == 10
     metrics = json.loads((run / "metrics.json").read_text())
     record = metrics["import"]
     assert record["output_kind"] == ("logits" if name == "logits" else "probabilities")
@@ -256,7 +257,7 @@ def test_mobilenet_v3_small_imports_exports_and_passes_parity(model_file, colors
                                               capfd)
     print(out)  # the parity table, for the log
     assert code == 0, out
-    assert parity["passed"] and len(parity["results"]) == 5
+    assert parity["passed"] and len(parity["results"]) == 10  # as above
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["input"]["height"] == 96 and metrics["input"]["channels"] == 3
     assert metrics["import"]["output"] == "predictions"
@@ -348,7 +349,7 @@ def test_a_format_the_model_cannot_take_is_explained_in_the_parity_table(tmp_pat
     run = tmp_path / "run"
     code, out, parity = _import_export_parity(tmp_path / "sine", colors, run, capfd)
     assert code == 0, out
-    assert parity["passed"] and len(parity["results"]) == 4
+    assert parity["passed"] and len(parity["results"]) == 9  # 4 plain, .ort, 2 app x 2 runtimes
     assert [n["file"] for n in parity["not_produced"]] == ["model_int8.tflite"]
     assert "no int8 kernel for SIN" in parity["not_produced"][0]["reason"]
     row = next(line for line in out.splitlines() if line.startswith("model_int8.tflite"))

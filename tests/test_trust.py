@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from edgeport.errors import EXIT_INTERNAL, run_cli
+from edgeport.export.integrity import manifest_sha256
 from edgeport.export.verify import verify_export
 from edgeport.fileio import MARKER_NAME, UnsafeReplaceError, atomic_dir, check_replaceable
 
@@ -353,9 +354,17 @@ def test_sign_then_verify_with_key_and_every_tamper_fails(exported_run, tmp_path
     assert rep.guarantee.startswith("signed")
     assert not verify_export(export, public_key=keys / "other.pem").passed
     # A consistent rewrite of the whole manifest passes without a key, never with one.
+    # (parity.json names the manifest's hash, so a consistent rewrite updates it too; the
+    # session's parity tests may or may not have written one into the shared run.)
     m = json.loads((export / "manifest.json").read_text())
     m["edgeport_version"] = "9.9.9"
     (export / "manifest.json").write_text(json.dumps(m))
+    parity = export / "parity.json"
+    if parity.exists():
+        assert not verify_export(export).passed  # a stale parity.json is noticed
+        doc = json.loads(parity.read_text())
+        doc["manifest_sha256"] = manifest_sha256(export)
+        parity.write_text(json.dumps(doc))
     assert verify_export(export).passed
     text = _failures(export, public_key=keys / "public.pem")
     assert "model.sig: does not verify" in text

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _apps import photo_agreement
 from PIL import Image, ImageFilter
 
 from edgeport.export.app import (
@@ -24,7 +25,6 @@ from edgeport.export.app import (
     predict_app,
     render_pictures,
 )
-from edgeport.export.thresholds import APP_THRESHOLDS
 from edgeport.mobile_demo.tflite_meta import list_ops, read_edgeport_metadata, read_task_metadata
 
 try:
@@ -36,9 +36,6 @@ except ImportError:  # never a skip: the app rows are what this file proves
 
 pytestmark = pytest.mark.slow
 APP_FILES = [k.file for k in APP_KINDS]
-# Issue 10's bar for pictures on paper: accuracy within 2 points of edgeport-demo's; the
-# top-1 agreement bar is the gate's own (APP_THRESHOLDS: 98 % float, 97 % int8).
-MAX_PAPER_ACCURACY_GAP = 0.02
 
 
 def _classify(path: Path, pictures: np.ndarray, labels: list[str]) -> np.ndarray:
@@ -84,6 +81,13 @@ def export_dir(app_run: Path) -> Path:
     return app_run / "export"
 
 
+@pytest.fixture(scope="module", params=["softmax", "cnn"])
+def app_export(request: pytest.FixtureRequest) -> Path:
+    """The export folder of the softmax (``app_run``) or of `edgeport run --model cnn`."""
+    run = request.getfixturevalue("app_run" if request.param == "softmax" else "cnn_run")
+    return run / "export"
+
+
 def test_verify_replays_app_models_and_ort(export_dir: Path) -> None:
     from edgeport.export.verify import verify_export
 
@@ -116,7 +120,9 @@ def test_app_model_is_in_the_manifest_with_its_picture_input(manifest: dict, nam
 
 
 @pytest.mark.parametrize("name", APP_FILES)
-def test_standard_metadata_and_packed_labels(export_dir: Path, manifest: dict, name: str) -> None:
+def test_standard_metadata_and_packed_labels(app_export: Path, name: str) -> None:
+    export_dir = app_export
+    manifest = json.loads((export_dir / "manifest.json").read_text())
     task = read_task_metadata(export_dir / name)
     assert task is not None
     assert task.labels == tuple(manifest["labels"])
@@ -129,35 +135,30 @@ def test_standard_metadata_and_packed_labels(export_dir: Path, manifest: dict, n
 
 
 @pytest.mark.parametrize("name", APP_FILES)
-def test_mediapipe_loads_and_matches_litert(export_dir: Path, manifest: dict, name: str) -> None:
+def test_mediapipe_loads_and_matches_litert(app_export: Path, name: str) -> None:
+    export_dir = app_export
+    manifest = json.loads((export_dir / "manifest.json").read_text())
     with np.load(export_dir / "golden.npz") as golden:
         pictures = golden[GOLDEN_PICTURES]
         expected = golden[f"{name.removesuffix('.tflite')}__probabilities"]
     got = _classify(export_dir / name, pictures, manifest["labels"])
     lite = predict_app((export_dir / name).read_bytes(), pictures)
     np.testing.assert_allclose(lite, expected, atol=1e-6)  # same file, same machine
-    # MediaPipe returns the same scores (float32 passed through its tensor converter).
-    np.testing.assert_allclose(got, lite, atol=1e-5)
+    # MediaPipe returns the same scores (float32 passed through its tensor converter). Its
+    # kernels may sum the float preprocessing in another order, so an int8 activation on a
+    # rounding boundary can land one step (1/256 of the output) away; never another class.
+    np.testing.assert_allclose(got, lite, atol=1e-5 if "float32" in name else 1 / 256 + 1e-6)
+    assert (got.argmax(1) == lite.argmax(1)).all()
 
 
-def test_digits_on_paper_agree_with_edgeport_demo(export_dir: Path, mnist) -> None:
-    """MediaPipe + app model vs edgeport-demo (numpy preprocessing + plain model)."""
-    from edgeport.mobile_demo import load_model
-    from edgeport.mobile_demo.preprocess import preprocess_digit
-
-    manifest = json.loads((export_dir / "manifest.json").read_text())
-    n = 400
-    x, y = mnist.x_test[:n].astype(np.float32) / 255.0, mnist.y_test[:n]  # Dataset holds uint8
-    pictures = _paper_digits(x, n, app_size(manifest["input"]))
-    plain = load_model(export_dir / "model_float32.tflite")
-    demo = plain.predict(np.stack([preprocess_digit(p) for p in pictures]))["probabilities"]
-    for kind in APP_KINDS:
-        app = _classify(export_dir / kind.file, pictures, manifest["labels"])
-        agreement = float(np.mean(app.argmax(1) == demo.argmax(1)))
-        gap = abs(float(np.mean(app.argmax(1) == y)) - float(np.mean(demo.argmax(1) == y)))
-        name = kind.file
-        assert agreement >= APP_THRESHOLDS[kind.precision].min_agreement, (name, agreement)
-        assert gap <= MAX_PAPER_ACCURACY_GAP, (name, gap)
+def test_digits_on_paper_agree_with_edgeport_demo(app_export: Path, mnist) -> None:
+    """MediaPipe + app model vs edgeport-demo (numpy preprocessing + plain model), on 1,000
+    pictures of real MNIST test digits written on paper: issue 10's bar (98 %, 2 points)."""
+    n = 1000
+    s = app_size(json.loads((app_export / "manifest.json").read_text())["input"])
+    pictures = _paper_digits(mnist.x_test[:n].astype(np.float32) / 255.0, n, s)
+    rows = photo_agreement(app_export, list(pictures), mnist.y_test[:n])
+    assert len(rows) == 2 and all(r.passed for r in rows), rows
 
 
 def test_device_side_reads_labels_and_normalization(export_dir: Path, tmp_path: Path) -> None:
@@ -199,9 +200,11 @@ def test_legacy_device_venv_runs_app_models(export_dir: Path, device_python: str
 
 
 @pytest.mark.device
-def test_task_library_loads_app_models_in_legacy_venv(export_dir: Path, device_python: str) -> None:
+def test_task_library_loads_app_models_in_legacy_venv(app_export: Path,
+                                                      device_python: str) -> None:
     """tflite-support 0.4.4 (the C++ behind Android's Task Library) reads the metadata and
     gives the golden top-1 classes."""
+    export_dir = app_export
     code = (
         "import json, sys, numpy as np\n"
         "from tflite_support import metadata\n"
@@ -301,3 +304,79 @@ def test_gate_fails_an_app_model_with_the_wrong_normalization(app_run: Path,
     by_runtime = {r.runtime: r for r in rows}
     assert not by_runtime["mediapipe"].passed
     assert any("agreement" in f or "accuracy" in f for f in by_runtime["mediapipe"].failures)
+
+
+def test_cnn_run_writes_and_gates_the_app_models(cnn_run: Path) -> None:
+    """`edgeport run --model cnn` writes the app models and model.ort, and its gate has the
+    app rows through LiteRT and MediaPipe (on all 10,000 MNIST test pictures), passed."""
+    export = cnn_run / "export"
+    written = {p.name for p in export.iterdir()}
+    assert {*APP_FILES, "model.ort", "required_operators.config"} <= written
+    parity = json.loads((export / "parity.json").read_text())
+    rows = [(r["artifact"], r["runtime"]) for r in parity["results"] if r["artifact"] in APP_FILES]
+    assert sorted(rows) == sorted((f, rt) for f in APP_FILES for rt in ("litert", "mediapipe"))
+    assert parity["passed"] and all(r["passed"] for r in parity["results"])
+    assert "CONV_2D" in list_ops(export / APP_FILES[1])  # the int8 file holds the cnn itself
+
+
+# ---- the resize path: Fashion-MNIST-layout files ----------------------------------------------
+
+def _photos(x: np.ndarray, seed: int) -> list[np.ndarray]:
+    """28 x 28 images as photos: light object on a dark tinted ground (Fashion-MNIST's
+    polarity), 40-300 px on a side, blur, colour tint and sensor noise."""
+    rng = np.random.default_rng(seed)
+    photos = []
+    for image in x.reshape(-1, 28, 28):
+        side = int(rng.integers(40, 300))
+        big = Image.fromarray(image).resize((side, side), Image.Resampling.BILINEAR)
+        big = big.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.0, 1.0))))
+        light = np.asarray(big, np.float32)[:, :, None] / 255.0
+        ground, tint = rng.uniform(0, 40, size=3), rng.uniform(0.6, 1.0, size=3)
+        noise = rng.normal(0, 3, size=(side, side, 3))
+        photos.append(np.clip(ground + light * tint * 255 + noise, 0, 255).astype(np.uint8))
+    return photos
+
+
+@pytest.fixture(scope="module")
+def fashion_run(tmp_path_factory: pytest.TempPathFactory, mnist) -> Path:
+    """`edgeport run --dataset fashion-mnist --model cnn` on files in Fashion-MNIST's exact
+    IDX layout, under its name, class names and (replaced) md5 values.
+
+    There is no copy of Fashion-MNIST here and nothing may be downloaded, so the files hold
+    real MNIST strokes (6,000 training, 1,000 test images): the run takes the resize path
+    (``preprocess: resize``, as every Fashion-MNIST model does) on real pictures.
+    """
+    import dataclasses
+
+    from _idxfiles import write_idx_dataset
+
+    from edgeport.export.cli import main
+    from edgeport.train.data import DATASETS
+
+    root = tmp_path_factory.mktemp("fashion")
+    folder = root / "fashion-mnist"
+    md5 = write_idx_dataset(folder, mnist.x_train[:6000].reshape(-1, 28, 28),
+                            mnist.y_train[:6000], mnist.x_test[:1000].reshape(-1, 28, 28),
+                            mnist.y_test[:1000])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(DATASETS, "fashion-mnist",
+                      dataclasses.replace(DATASETS["fashion-mnist"], mirrors=(), md5=md5))
+        code = main(["run", "--dataset", "fashion-mnist", "--data-dir", str(folder),
+                     "--model", "cnn", "--iterations", "200", "--calibration-samples", "200",
+                     "--out", str(root / "run"), "--quiet"])
+        assert code == 0
+        assert main(["verify", str(root / "run" / "export")]) == 0
+    return root / "run"
+
+
+def test_fashion_layout_photos_agree_with_edgeport_demo(fashion_run: Path, mnist) -> None:
+    export = fashion_run / "export"
+    manifest = json.loads((export / "manifest.json").read_text())
+    assert manifest["input"]["preprocess"] == "resize"
+    assert manifest["input"]["layout"] == "nhwc" and manifest["labels"][0] == "T-shirt/top"
+    assert "TOPK_V2" not in list_ops(export / APP_FILES[0])  # a plain resize in the graph
+    parity = json.loads((export / "parity.json").read_text())
+    assert parity["passed"] and len(parity["results"]) == 10
+    n = 1000
+    rows = photo_agreement(export, _photos(mnist.x_test[:n], seed=1), mnist.y_test[:n])
+    assert len(rows) == 2 and all(r.passed for r in rows), rows

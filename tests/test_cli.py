@@ -205,7 +205,9 @@ def fashion_files(tmp_path, monkeypatch):
     return folder
 
 
-@pytest.mark.parametrize("model", ["softmax", "mlp", "cnn"])
+# --model cnn on Fashion-MNIST-layout files runs in tests/test_app.py (fashion_run), with
+# real strokes and its app models checked on photos.
+@pytest.mark.parametrize("model", ["softmax", "mlp"])
 def test_run_fashion_mnist_end_to_end(fashion_files, tmp_path, capsys, model):
     out = tmp_path / "run"
     code = main(["run", "--dataset", "fashion-mnist", "--model", model, "--iterations", "60",

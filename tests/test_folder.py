@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from edgeport.errors import DatasetError
 from edgeport.train.data import load_dataset
@@ -274,13 +274,10 @@ def test_train_cli_on_a_folder_end_to_end(shapes, tmp_path):
         np.testing.assert_allclose(probs, z["probabilities"], atol=1e-5)
 
 
-def test_run_export_parity_and_demo_eval_agree_on_a_folder(shapes, tmp_path):
-    """`edgeport run --dataset DIR --model cnn`, then `edgeport-demo --eval` on its test split.
-
-    The demo decodes each test picture with the same `preprocess_resize` the trainer
-    used, so every artifact must score exactly the accuracy the parity gate measured.
-    """
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def folder_run(shapes, tmp_path_factory) -> Path:
+    """`edgeport run --dataset DIR --model cnn` on the generated shapes."""
+    out = tmp_path_factory.mktemp("folder") / "run"
     res = subprocess.run(
         [sys.executable, "-m", "edgeport", "run", "--dataset", str(shapes), "--model", "cnn",
          "--epochs", "10", "--batch-size", "16", "--patience", "10", "--out", str(out),
@@ -288,6 +285,16 @@ def test_run_export_parity_and_demo_eval_agree_on_a_folder(shapes, tmp_path):
         capture_output=True, text=True, timeout=600,
     )
     assert res.returncode == 0, res.stderr + res.stdout
+    return out
+
+
+def test_run_export_parity_and_demo_eval_agree_on_a_folder(shapes, folder_run, tmp_path):
+    """`edgeport run --dataset DIR --model cnn`, then `edgeport-demo --eval` on its test split.
+
+    The demo decodes each test picture with the same `preprocess_resize` the trainer
+    used, so every artifact must score exactly the accuracy the parity gate measured.
+    """
+    out = folder_run
     parity = json.loads((out / "export" / "parity.json").read_text())
     # five files, model.ort, and the app models (resize path) through LiteRT and MediaPipe
     assert parity["passed"] and len(parity["results"]) == 10, parity
@@ -310,6 +317,23 @@ def test_run_export_parity_and_demo_eval_agree_on_a_folder(shapes, tmp_path):
         assert ev["count"] == 18
         # Same pixels, same model file, same runtime: identical accuracy, no tolerance.
         assert ev["accuracy"] == pytest.approx(r["accuracy"], abs=1e-9), r["artifact"]
+
+
+def test_app_models_on_photos_agree_with_edgeport_demo(folder_run):
+    """MediaPipe with the folder run's app models (resize path) vs edgeport-demo, on 300
+    new photos of the shapes: 40-300 px, RGB, blurred, with sensor noise (issue 10's bar)."""
+    from _apps import photo_agreement
+
+    rng = np.random.default_rng(1)
+    kinds = rng.integers(0, len(CLASSES), 300)
+    photos = []
+    for k in kinds:
+        im = _shape(CLASSES[k], int(rng.integers(40, 300)), "RGB", rng)
+        im = im.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.0, 1.5))))
+        noisy = np.asarray(im, np.float32) + rng.normal(0, 4, size=(im.height, im.width, 3))
+        photos.append(np.clip(noisy, 0, 255).astype(np.uint8))
+    rows = photo_agreement(folder_run / "export", photos, kinds)
+    assert len(rows) == 2 and all(r.passed for r in rows), rows
 
 
 def test_streamed_run_exports_from_a_calibration_sample(shapes, tmp_path):

@@ -97,21 +97,31 @@ def check_app_parity(
     *,
     x: np.ndarray,
     labels: np.ndarray,
+    progress: bool = False,
 ) -> list[Any]:
     """One :class:`~export.parity.ParityResult` per (app file, runtime).
 
     LiteRT's ``invoke`` and MediaPipe's task graph run outside Python's lock, so the
     (file, runtime) runs go side by side in threads, beside the oracle's numpy
-    preprocessing: 1.9x faster on 2 cores, the same rows.
+    preprocessing: 1.9x faster on 2 cores, the same rows. ``progress`` shows a bar on
+    stderr that moves as each run (and the oracle) finishes.
     """
+    import sys
     from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
 
     pictures = render_pictures(x, info.input)
     jobs = [(entry, runtime) for entry in entries for runtime in _app_runtimes()]
-    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), _cores()))) as pool:
+    bar = tqdm(total=len(jobs) + 1, desc=f"parity app models ({len(pictures)} pictures)",
+               unit="run", file=sys.stderr, disable=not progress, leave=False)
+    with bar, ThreadPoolExecutor(max_workers=max(1, min(len(jobs), _cores()))) as pool:
         runs = [pool.submit(_run_app, export_dir / str(entry["file"]), runtime, pictures,
                             info.labels) for entry, runtime in jobs]
+        for run in runs:
+            run.add_done_callback(lambda _: bar.update())
         oracle = app_oracle(info.saved_model, info.input, pictures)
+        bar.update()
         outputs = [run.result() for run in runs]
     ref_top = oracle.argmax(axis=1)
     ref = _AppReference(pictures=pictures, probabilities=oracle, top=ref_top, labels=labels,

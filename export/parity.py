@@ -227,34 +227,18 @@ def check_parity(
     """
     from tqdm import tqdm
 
-    from edgeport.train.run_dir import load_run, load_split
+    from edgeport.train.run_dir import load_run
 
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}; expected a positive integer")
     table = _resolve_thresholds(thresholds)
     info = load_run(run_dir)
     export_dir = info.path / "export"
-    if not export_dir.is_dir():
-        raise ParityError(
-            f"{export_dir}: no export folder; expected the output of `edgeport export`; "
-            f"fix: run `edgeport export {info.path}` first"
-        )
-    manifest = read_manifest(export_dir)
+    manifest = _read_export(info.path, export_dir)
     app_entries = [e for e in manifest["artifacts"] if e.get("family") == "app"]
     entries = [e for e in manifest["artifacts"] if e.get("family") != "app"]
-    if not entries:
-        raise ParityError(
-            f"{export_dir / 'manifest.json'}: lists no artifacts; expected at least one model "
-            f"file; fix: run `edgeport export {info.path} --force`"
-        )
     reference = info.reference_probabilities
-    x, labels = load_split(info, "test", data_dir=data_dir)
-    if len(x) != len(reference):
-        raise ParityError(
-            f"{info.path / 'reference.npz'}: {len(reference)} reference rows for {len(x)} test "
-            "images; expected one row per test image; fix: re-run `edgeport train`"
-        )
-    labels = np.asarray(labels, dtype=np.int64)
+    x, labels = _test_split(info, data_dir, len(reference))
     check_oracle(info, manifest, x=x, labels=labels)  # the oracle itself is checked first
     ref_top = reference.argmax(axis=1)
     reference_accuracy = float(np.mean(ref_top == labels))
@@ -284,7 +268,8 @@ def check_parity(
     if app_entries:  # picture-in models: the oracle is the numpy preprocessing (app_checks)
         from .app_checks import check_app_parity
 
-        results += check_app_parity(info, export_dir, app_entries, x=x, labels=labels)
+        results += check_app_parity(info, export_dir, app_entries, x=x, labels=labels,
+                                    progress=progress)
     if browser:
         from .browser import browser_parity
 
@@ -297,6 +282,36 @@ def check_parity(
     )
     atomic_write_json(export_dir / PARITY_NAME, report.to_dict())
     return report
+
+
+def _read_export(run: Path, export_dir: Path) -> dict[str, Any]:
+    """The export's manifest, which must list at least one plain model file."""
+    if not export_dir.is_dir():
+        raise ParityError(
+            f"{export_dir}: no export folder; expected the output of `edgeport export`; "
+            f"fix: run `edgeport export {run}` first"
+        )
+    manifest = read_manifest(export_dir)
+    if not [e for e in manifest["artifacts"] if e.get("family") != "app"]:
+        raise ParityError(
+            f"{export_dir / 'manifest.json'}: lists no artifacts; expected at least one model "
+            f"file; fix: run `edgeport export {run} --force`"
+        )
+    return manifest
+
+
+def _test_split(info: Any, data_dir: str | os.PathLike[str] | None,
+                rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The test images and labels, which ``reference.npz`` (``rows`` rows) must cover."""
+    from edgeport.train.run_dir import load_split
+
+    x, labels = load_split(info, "test", data_dir=data_dir)
+    if len(x) != rows:
+        raise ParityError(
+            f"{info.path / 'reference.npz'}: {rows} reference rows for {len(x)} test "
+            "images; expected one row per test image; fix: re-run `edgeport train`"
+        )
+    return x, np.asarray(labels, dtype=np.int64)
 
 
 def read_parity(export_dir: str | os.PathLike[str]) -> ParityReport | None:

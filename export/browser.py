@@ -318,23 +318,35 @@ def browser_parity(
     for entry, runtime in targets:
         name = str(entry["file"])
         golden_probs = golden.get(f"{name.rsplit('.', 1)[0]}__probabilities")
+        problem = None
         if runtime == ORT_WEB:
             case = (images, info.reference_probabilities[:n], golden.get("images"))
         else:
             # The same file in Python's LiteRT on the same pictures is the oracle: it is
             # what the app rows of the gate check against the reference.
             pictures = app_pictures(images, _app_size(entry))
-            path = export_dir / name
-            oracle = litert_probabilities(path, pictures) if path.is_file() else None
+            oracle, problem = _litert_oracle(export_dir / name, pictures, runtime)
             case = (pictures, oracle, golden.get("app_pictures"))
-        cases.append((entry, runtime, *case, golden_probs))
+        cases.append((entry, runtime, *case, golden_probs, problem))
     with open_demo_page(export_dir) as page:
         return [
             _check(page, export_dir, entry, runtime, inputs=inputs, oracle=oracle,
                    labels=labels, golden_inputs=golden_inputs, golden_probs=golden_probs,
-                   table=table)
-            for entry, runtime, inputs, oracle, golden_inputs, golden_probs in cases
+                   table=table, problems=[problem] if problem else [])
+            for entry, runtime, inputs, oracle, golden_inputs, golden_probs, problem in cases
         ]
+
+
+def _litert_oracle(path: Path, pictures: np.ndarray,
+                   runtime: str) -> tuple[np.ndarray | None, str | None]:
+    """The app file's answers in Python's LiteRT (the browser row's oracle), or why not."""
+    if not path.is_file():
+        return None, None  # artifact_file_problems names the missing file
+    try:
+        return litert_probabilities(path, pictures), None
+    except (RuntimeError, ValueError) as e:  # LiteRT's answer to a damaged flatbuffer
+        text = " ".join(str(e).split())[:300]
+        return None, f"{runtime}: Python's LiteRT cannot run the file either: {text}"
 
 
 def _golden(export_dir: Path, input_desc: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -360,6 +372,7 @@ def _check(
     golden_inputs: np.ndarray | None,
     golden_probs: np.ndarray | None,
     table: Thresholds,
+    problems: Sequence[str] = (),
 ) -> Any:
     from .parity import ParityResult, _gate
 
@@ -368,6 +381,7 @@ def _check(
     tol = table.get(precision, THRESHOLDS[precision])
     path = export_dir / name
     failures = [f"{runtime}: {p}" for p in artifact_file_problems(path, entry)]
+    failures += problems
     figures: dict[str, Any] = {"runtime": runtime, "accuracy": None, "agreement": None,
                                "max_abs_diff": None, "mean_abs_diff": None}
     ref_top = None if oracle is None else oracle.argmax(axis=1)

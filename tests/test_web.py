@@ -288,7 +288,9 @@ def test_tampered_app_model_fails_the_browser_row(web_run, chromium, tmp_path):
     shutil.copytree(web_run, run)
     model = run / "export" / APP_FILE
     data = bytearray(model.read_bytes())
-    data[len(data) // 2] ^= 0x01  # one bit of a weight: still loads, no longer the export
+    # One bit in the middle of the file: a weight or, in the larger app graph, the graph's
+    # structure (LiteRT then refuses it). Either way the row fails, naming the sha256.
+    data[len(data) // 2] ^= 0x01
     model.write_bytes(bytes(data))
     code, doc = _parity(run, tmp_path)
     assert code == 1

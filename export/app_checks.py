@@ -126,13 +126,13 @@ def check_app_parity(
     ref_top = oracle.argmax(axis=1)
     ref = _AppReference(pictures=pictures, probabilities=oracle, top=ref_top, labels=labels,
                         accuracy=float(np.mean(ref_top == labels)), class_names=info.labels)
+    file_problems = {str(e["file"]): artifact_file_problems(export_dir / str(e["file"]), e)
+                     for e in entries}  # hashed once per file, shared by its runtimes
     rows = []
     for (entry, runtime), (probs, error) in zip(jobs, outputs, strict=True):
         name = str(entry["file"])
         precision = Precision(entry["precision"])
-        problems = artifact_file_problems(export_dir / name, entry)
-        if error:
-            problems.append(error)
+        problems = file_problems[name] + ([error] if error else [])
         rows.append(_app_row(name, export_dir / name, precision, APP_THRESHOLDS[precision],
                              runtime, problems, ref, probs))
     return rows

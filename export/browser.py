@@ -50,6 +50,7 @@ import numpy as np
 
 from edgeport.errors import EdgeportError
 
+from .app import predict_app
 from .formats import ArtifactFormat, Precision
 from .manifest import artifact_file_problems, read_manifest
 from .thresholds import THRESHOLDS, Thresholds
@@ -250,25 +251,6 @@ def _app_size(entry: Mapping[str, Any]) -> int:
     return int(shape[1])
 
 
-def litert_probabilities(path: Path, pictures: np.ndarray) -> np.ndarray:
-    """An app model's dequantized ``probabilities`` from Python's LiteRT, batch 1 each."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    inp = interpreter.get_input_details()[0]
-    outs = interpreter.get_output_details()
-    out = next((o for o in outs if "probabilities" in o["name"]), outs[0])
-    scale, zero_point = out["quantization"]
-    rows = []
-    for picture in pictures:
-        interpreter.set_tensor(inp["index"], picture[None].astype(inp["dtype"]))
-        interpreter.invoke()
-        raw = interpreter.get_tensor(out["index"])[0]
-        rows.append((raw.astype(np.float32) - zero_point) * scale if scale else raw)
-    return np.asarray(rows, dtype=np.float32)
-
-
 def browser_parity(
     run_dir: str | os.PathLike[str],
     *,
@@ -343,7 +325,7 @@ def _litert_oracle(path: Path, pictures: np.ndarray,
     if not path.is_file():
         return None, None  # artifact_file_problems names the missing file
     try:
-        return litert_probabilities(path, pictures), None
+        return predict_app(path.read_bytes(), pictures), None
     except (RuntimeError, ValueError) as e:  # LiteRT's answer to a damaged flatbuffer
         text = " ".join(str(e).split())[:300]
         return None, f"{runtime}: Python's LiteRT cannot run the file either: {text}"

@@ -180,6 +180,11 @@ def _check_export(export_dir: Path, given: str | os.PathLike[str] | None = None)
     expected = "an export folder (RUN/export) holding manifest.json from `edgeport export`"
     if not export_dir.is_dir():
         raise ServeError(f"{shown}: not a folder; expected {expected}")
+    if (export_dir / _MANIFEST).is_symlink():
+        raise ServeError(
+            f"{shown / _MANIFEST}: a link; expected a regular file (serve follows no "
+            "links); fix: re-run `edgeport export RUN --force`"
+        )
     try:
         doc = json.loads(_read_regular(export_dir, [_MANIFEST]).decode("utf-8"))
         files = [str(a["file"]) for a in doc["artifacts"]]
@@ -188,11 +193,6 @@ def _check_export(export_dir: Path, given: str | os.PathLike[str] | None = None)
             raise ServeError(
                 f"{shown}: a run folder, not its export; expected {expected}; "
                 f"fix: did you mean `{PROG} {shown / 'export'}`?"
-            ) from None
-        if (export_dir / _MANIFEST).is_symlink():
-            raise ServeError(
-                f"{shown / _MANIFEST}: a link; expected a regular file (serve follows no "
-                "links); fix: re-run `edgeport export RUN --force`"
             ) from None
         raise ServeError(
             f"{shown}: no manifest.json; expected {expected}; "

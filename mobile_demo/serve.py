@@ -27,8 +27,8 @@ What the server guarantees (it may face a whole Wi-Fi with ``--host 0.0.0.0``):
 - at most :data:`MAX_CONNECTIONS` connections, each in its own thread with socket
   timeouts (:data:`HANDSHAKE_TIMEOUT` for the TLS handshake, which runs in that
   thread, :data:`IDLE_TIMEOUT` per read or write); a connection over the cap closes
-  the oldest one still waiting for its request, or is closed when every slot is
-  transferring. A client that disconnects or times out prints nothing;
+  the oldest one still waiting for its request, else the oldest download older than
+  :data:`TRANSFER_GRACE`, else it is closed. A client that disconnects or times out prints nothing;
 - the ``--https`` key lives in a temporary folder only while it is loaded, then the
   folder is removed (before the first request), whatever way the server stops.
 """
@@ -53,6 +53,7 @@ import stat
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -63,14 +64,15 @@ from urllib.parse import unquote, urlsplit
 
 from edgeport.errors import EdgeportError, run_cli
 
-__all__ = ["HANDSHAKE_TIMEOUT", "IDLE_TIMEOUT", "MAX_CONNECTIONS", "WEB_DIR", "DemoServer",
-           "ServeError", "find_node_modules", "main", "start_server"]
+__all__ = ["HANDSHAKE_TIMEOUT", "IDLE_TIMEOUT", "MAX_CONNECTIONS", "TRANSFER_GRACE", "WEB_DIR",
+           "DemoServer", "ServeError", "find_node_modules", "main", "start_server"]
 
 PROG = "edgeport-demo serve"
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_CONNECTIONS = 64  # open connections (= handler threads); a phone's page uses about 6
 HANDSHAKE_TIMEOUT = 5.0  # seconds for a TLS ClientHello and handshake
 IDLE_TIMEOUT = 10.0  # seconds a read or write may wait (a request's bytes, a slow download)
+TRANSFER_GRACE = 10.0  # at the cap, a download this old may be closed for a new client
 _MANIFEST = "manifest.json"
 _EXTRA_MODEL_FILES = ("manifest.json", "labels.txt")  # the page needs nothing else
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -343,10 +345,10 @@ class _Handler(BaseHTTPRequestHandler):
 class _Conn:
     """One open connection: its socket (plain, then TLS) and whether it waits for a request."""
 
-    __slots__ = ("sock", "waiting")
+    __slots__ = ("since", "sock", "waiting")
 
     def __init__(self, sock: socket.socket) -> None:
-        self.sock, self.waiting = sock, True
+        self.sock, self.waiting, self.since = sock, True, time.monotonic()
 
 
 class _PageServer(socketserver.TCPServer):
@@ -377,8 +379,15 @@ class _PageServer(socketserver.TCPServer):
         conn = _Conn(request)
         with self._lock:
             if len(self._open) >= MAX_CONNECTIONS:
+                # The oldest connection waiting for a request (idle, half-sent); else the
+                # oldest download if it is older than TRANSFER_GRACE (a slow reader), so
+                # no set of held connections can lock clients out for good.
                 oldest = next((c for c in self._open if c.waiting), None)
-                if oldest is None:  # every slot is transferring: refuse the newcomer
+                if oldest is None:
+                    first = next(iter(self._open))
+                    if time.monotonic() - first.since >= TRANSFER_GRACE:
+                        oldest = first
+                if oldest is None:  # every slot is a recent download: refuse the newcomer
                     self.shutdown_request(request)
                     return
                 self._drop(oldest)

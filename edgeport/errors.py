@@ -44,6 +44,10 @@ class DatasetError(EdgeportError, ValueError):
     """A dataset file or folder is missing, corrupt, or does not match its checksum."""
 
 
+class LimitError(EdgeportError, ValueError):
+    """An option or a file asks for more than a stated limit (threads, runs, memory)."""
+
+
 # Library messages name parameters (``data_dir``, ``batch_size=0``); the CLIs speak in the
 # flags that set them. One table for both commands, whose flags share these names.
 _FLAGS = (
@@ -56,7 +60,7 @@ _FLAGS = (
     *((f"{name}=", f"--{name.replace('_', '-')} ") for name in (
         "model", "recipe", "dataset", "optimizer", "schedule", "strategy", "batch_size",
         "learning_rate", "iterations", "epochs", "dropout", "channels", "image_size", "split",
-        "runtime", "seed", "eval_every", "patience",
+        "runtime", "seed", "eval_every", "patience", "runs",
     )),
 )
 _FLAG_RE = re.compile(r"(?<![\w./-])(" + "|".join(

@@ -60,7 +60,7 @@ _FLAGS = (
     *((f"{name}=", f"--{name.replace('_', '-')} ") for name in (
         "model", "recipe", "dataset", "optimizer", "schedule", "strategy", "batch_size",
         "learning_rate", "iterations", "epochs", "dropout", "channels", "image_size", "split",
-        "runtime", "seed", "eval_every", "patience", "runs",
+        "runtime", "seed", "eval_every", "patience", "runs", "batch",
     )),
 )
 _FLAG_RE = re.compile(r"(?<![\w./-])(" + "|".join(

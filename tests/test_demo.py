@@ -478,3 +478,28 @@ def test_threads_and_runs_have_upper_limits(
     code, out, _ = _run([export_dir / "model.onnx", "--bench", "--threads", str(4 * cores),
                          "--runs", "5", "--json"], capsys)
     assert code == 0 and json.loads(out)["runs"] == 5  # the limit itself is accepted
+
+
+def test_export_samples_never_overwrites_a_users_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 18: --export-samples DIR overwrote whatever was there under the same names.
+    images = np.random.default_rng(1).integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    _write_idx(tmp_path / "data", images, np.array([3, 1, 4, 1], np.uint8))
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    args = ["--export-samples", "3", out, "--data-dir", tmp_path / "data"]
+    code, _, _ = _run(args, capsys)
+    assert code == 0 and (out / "notes.txt").read_text() == "keep me"  # other files: untouched
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, out_text, _ = _run(args, capsys)  # a rerun: the same bytes, nothing to do
+    assert code == 0 and "wrote 3" in out_text
+    (out / "1_00001.png").write_bytes(b"my own picture")
+    code, _, err = _run(["--export-samples", "4", out, "--data-dir", tmp_path / "data"], capsys)
+    _assert_one_line_error(code, err, f"{out / '1_00001.png'}: already exists with other "
+                           "contents (1 of the 4 names are taken)", "fix: choose a new or "
+                           "empty folder")
+    assert (out / "1_00001.png").read_bytes() == b"my own picture"
+    assert not (out / "1_00003.png").exists()  # nothing written when one name is taken
+    assert {p.name for p in out.iterdir()} == set(before)

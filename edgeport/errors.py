@@ -111,6 +111,13 @@ def environment_error_message(e: BaseException) -> str | None:
     """
     import errno as errno_mod
 
+    if isinstance(e, UnicodeEncodeError) and "surrogates" in e.reason:
+        # A name of bytes that are not UTF-8 (os.fsdecode's surrogate escapes): TensorFlow's
+        # file functions, JSON and XML reports take only UTF-8 text.
+        raw = e.object.encode("utf-8", "surrogateescape")[:200] if isinstance(e.object, str) \
+            else b""
+        return (f"{raw!r}: a path or name with bytes that are not UTF-8; expected UTF-8 "
+                "names; fix: rename it, or choose another path")
     if isinstance(e, OSError) and e.errno is not None:
         name = errno_mod.errorcode.get(e.errno, "")
         if name not in _ENV_ERRNOS:

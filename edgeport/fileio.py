@@ -33,6 +33,7 @@ __all__ = [
     "check_input_file",
     "check_npz_size",
     "check_replaceable",
+    "check_utf8_path",
     "has_marker",
     "npz_headers",
     "read_labels",
@@ -263,6 +264,26 @@ def read_labels(path: str | os.PathLike[str]) -> list[str]:
     if not labels:
         raise LabelsFileError(f"{path}: the labels file is empty; expected one class name a line")
     return labels
+
+
+def check_utf8_path(path: str | os.PathLike[str], error: type[EdgeportError], *,
+                    flag: str) -> None:
+    """Refuse a path whose bytes are not UTF-8, before any work (TensorFlow's file functions
+    encode every path as UTF-8 and fail on the others, whatever the locale).
+
+    Args:
+        path: the path as given (a non-UTF-8 byte arrives as a surrogate escape).
+        error: the error class raised.
+        flag: the option that gave it, for the fix (``--out``).
+    """
+    text = os.fspath(path)
+    raw = text if isinstance(text, bytes) else os.fsencode(text)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{raw!r}: the path has bytes that are not UTF-8; expected a UTF-8 path "
+                    f"(TensorFlow reads and writes only those); fix: pass a {flag} of UTF-8 "
+                    "characters") from None
 
 
 def check_input_file(

@@ -473,9 +473,12 @@ def fit(
         DatasetError: the data cannot be loaded.
         RunDirError: ``out_dir`` exists and ``force`` is false.
     """
-    from .run_dir import check_writable, write_run
+    from edgeport.fileio import check_utf8_path
+
+    from .run_dir import RunDirError, check_writable, write_run
 
     if out_dir is not None:
+        check_utf8_path(out_dir, RunDirError, flag="--out")  # before training, not after
         data_folder = cfg.dataset if os.path.isdir(cfg.dataset) else None
         check_writable(out_dir, force=force, protect=(data_folder, cfg.data_dir))
     ds = dataset if dataset is not None else load_dataset(

@@ -44,6 +44,10 @@ class DatasetError(EdgeportError, ValueError):
     """A dataset file or folder is missing, corrupt, or does not match its checksum."""
 
 
+class LimitError(EdgeportError, ValueError):
+    """An option or a file asks for more than a stated limit (threads, runs, memory)."""
+
+
 # Library messages name parameters (``data_dir``, ``batch_size=0``); the CLIs speak in the
 # flags that set them. One table for both commands, whose flags share these names.
 _FLAGS = (
@@ -56,7 +60,7 @@ _FLAGS = (
     *((f"{name}=", f"--{name.replace('_', '-')} ") for name in (
         "model", "recipe", "dataset", "optimizer", "schedule", "strategy", "batch_size",
         "learning_rate", "iterations", "epochs", "dropout", "channels", "image_size", "split",
-        "runtime", "seed", "eval_every", "patience",
+        "runtime", "seed", "eval_every", "patience", "runs", "batch",
     )),
 )
 _FLAG_RE = re.compile(r"(?<![\w./-])(" + "|".join(
@@ -107,6 +111,13 @@ def environment_error_message(e: BaseException) -> str | None:
     """
     import errno as errno_mod
 
+    if isinstance(e, UnicodeEncodeError) and "surrogates" in e.reason:
+        # A name of bytes that are not UTF-8 (os.fsdecode's surrogate escapes): TensorFlow's
+        # file functions, JSON and XML reports take only UTF-8 text.
+        raw = e.object.encode("utf-8", "surrogateescape")[:200] if isinstance(e.object, str) \
+            else b""
+        return (f"{raw!r}: a path or name with bytes that are not UTF-8; expected UTF-8 "
+                "names; fix: rename it, or choose another path")
     if isinstance(e, OSError) and e.errno is not None:
         name = errno_mod.errorcode.get(e.errno, "")
         if name not in _ENV_ERRNOS:

@@ -1,4 +1,5 @@
-"""Atomic file writes, the one reader of ``labels.txt``, and edgeport's folder marker.
+"""Atomic file writes, the one reader of ``labels.txt`` and of bounded ``.npz`` files, and
+edgeport's folder marker.
 
 Everything edgeport writes goes through here: the data goes to a temporary
 name in the same folder, is flushed to disk, then renamed into place
@@ -30,9 +31,13 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "check_input_file",
+    "check_npz_size",
     "check_replaceable",
+    "check_utf8_path",
     "has_marker",
+    "npz_headers",
     "read_labels",
+    "read_npz",
     "remove_stale_temps",
 ]
 
@@ -261,6 +266,26 @@ def read_labels(path: str | os.PathLike[str]) -> list[str]:
     return labels
 
 
+def check_utf8_path(path: str | os.PathLike[str], error: type[EdgeportError], *,
+                    flag: str) -> None:
+    """Refuse a path whose bytes are not UTF-8, before any work (TensorFlow's file functions
+    encode every path as UTF-8 and fail on the others, whatever the locale).
+
+    Args:
+        path: the path as given (a non-UTF-8 byte arrives as a surrogate escape).
+        error: the error class raised.
+        flag: the option that gave it, for the fix (``--out``).
+    """
+    text = os.fspath(path)
+    raw = text if isinstance(text, bytes) else os.fsencode(text)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{raw!r}: the path has bytes that are not UTF-8; expected a UTF-8 path "
+                    f"(TensorFlow reads and writes only those); fix: pass a {flag} of UTF-8 "
+                    "characters") from None
+
+
 def check_input_file(
     path: Path, error: type[EdgeportError], *, what: str, expected: str, if_empty: str
 ) -> None:
@@ -279,3 +304,106 @@ def check_input_file(
         raise error(f"{path}: is not a file; expected {expected}")
     if path.stat().st_size == 0:
         raise error(f"{path}: empty file (0 bytes); {if_empty}")
+
+
+_NPZ_MAX_MEMBERS = 1000  # golden.npz holds a dozen arrays, reference.npz two
+
+
+def npz_headers(path: str | os.PathLike[str]) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """Each array's shape and dtype in an ``.npz``, read from the ``.npy`` headers only.
+
+    Nothing of the data is read or inflated, so a file whose arrays claim more than
+    memory holds costs nothing to inspect (a zip member's header is its first bytes).
+
+    Raises:
+        OSError: the file cannot be opened.
+        ValueError: not a zip of ``.npy`` arrays (also ``zipfile.BadZipFile``), too many
+            members, or an object array (those need pickle).
+    """
+    import zipfile
+
+    import numpy as np
+
+    fmt = np.lib.format
+    out: dict[str, tuple[tuple[int, ...], Any]] = {}
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        if len(infos) > _NPZ_MAX_MEMBERS:
+            raise ValueError(f"{len(infos)} members; expected at most {_NPZ_MAX_MEMBERS}")
+        for info in infos:
+            name = info.filename.removesuffix(".npy")
+            with zf.open(info) as f:
+                version = fmt.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = fmt.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, _, dtype = fmt.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f"{info.filename}: .npy format {version}; expected 1.0 "
+                                     "or 2.0")
+            if dtype.hasobject:
+                raise ValueError(f"{info.filename}: object array ({dtype}); expected plain "
+                                 "numbers (object arrays need pickle)")
+            out[name] = (tuple(int(d) for d in shape), dtype)
+    return out
+
+
+def check_npz_size(
+    path: str | os.PathLike[str], *, max_bytes: int, error: type[EdgeportError], fix: str
+) -> None:
+    """Refuse an ``.npz`` whose arrays declare more than ``max_bytes``, from the headers only.
+
+    Args:
+        path: the ``.npz`` file.
+        max_bytes: the most all arrays together may take in memory.
+        error: the error class raised (``VerifyError``, ``RunDirError``, ...).
+        fix: the fix named in its message.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        error: unreadable, not plain arrays, or over ``max_bytes``.
+    """
+    import math
+    import zipfile
+
+    try:
+        headers = npz_headers(path)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise error(f"{path}: unreadable without pickle as plain arrays ({reason}); expected "
+                    f"an .npz written by edgeport; {fix}") from None
+    sizes = {k: math.prod(shape) * dtype.itemsize for k, (shape, dtype) in headers.items()}
+    total = sum(sizes.values())
+    if total > max_bytes:
+        big = max(sizes, key=lambda k: sizes[k])
+        raise error(
+            f"{path}: its arrays declare {total / 2**20:,.0f} MB (largest {big!r} "
+            f"{list(headers[big][0])} {headers[big][1]}); expected at most "
+            f"{max_bytes / 2**20:,.0f} MB; nothing was loaded; {fix}")
+
+
+def read_npz(
+    path: str | os.PathLike[str], *, max_bytes: int, error: type[EdgeportError], fix: str
+) -> dict[str, Any]:
+    """Load every array of an ``.npz`` after :func:`check_npz_size` (no pickle).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        error: unreadable, not plain arrays, or over ``max_bytes`` (before any is loaded).
+    """
+    import zipfile
+
+    import numpy as np
+
+    check_npz_size(path, max_bytes=max_bytes, error=error, fix=fix)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise error(f"{path}: unreadable without pickle as plain arrays ({reason}); expected "
+                    f"an .npz written by edgeport; {fix}") from None

@@ -273,6 +273,8 @@ def benchmark(
     from edgeport.train.run_dir import load_split
 
     x, _ = load_split(info, "test", data_dir=data_dir)
+    _check_options(runs=runs, batch=batch, warmup=warmup, repeats=repeats,
+                   num_threads=num_threads, test_images=len(x))  # batch <= the test split
     settings = {"runs": runs, "batch": batch, "warmup": warmup, "repeats": repeats,
                 "num_threads": num_threads}
     rows = _measure_jobs(jobs, x[: max(batch, min(runs, len(x)))], settings, skipped,
@@ -289,14 +291,39 @@ def benchmark(
 _Job = tuple[dict[str, Any], dict[str, Any]]  # (worker spec, row fields)
 
 
+# Upper limits (issue 18), each with its reason. runs and warmup: the one cap of
+# edgeport-demo --bench (mobile_demo.demo.MAX_RUNS). batch: the throughput batch is cut from
+# the test split, so it can be no larger than that (MNIST's holds 10,000 images); a larger
+# one was reported "at batch 1000000000" but measured on 10,000. repeats: each is a whole
+# batch call; the median of 1,000 is as stable as it gets.
+_MAX_BATCH = 10_000
+_MAX_REPEATS = 1000
+
+
 def _check_options(*, runs: int, batch: int, warmup: int, repeats: int,
-                   num_threads: int | None) -> None:
+                   num_threads: int | None, test_images: int | None = None) -> None:
+    from edgeport.mobile_demo.demo import MAX_RUNS
+    from edgeport.mobile_demo.runtime import max_threads
+
     for name, value, low in (("runs", runs, 1), ("batch", batch, 1), ("warmup", warmup, 0),
                              ("repeats", repeats, 1)):
         if not isinstance(value, int) or value < low:
             raise BenchError(f"{name}={value!r}; expected an integer >= {low}")
     if num_threads is not None and num_threads < 1:
         raise BenchError(f"num_threads={num_threads}; expected a positive integer or None")
+    most = min(_MAX_BATCH, test_images) if test_images is not None else _MAX_BATCH
+    for name, value, high, why in (
+        ("runs", runs, MAX_RUNS, "p50/p99 settle within a few hundred runs"),
+        ("warmup", warmup, MAX_RUNS, "a few calls warm a runtime up"),
+        ("repeats", repeats, _MAX_REPEATS, "the median of a few calls is stable"),
+        ("batch", batch, most, f"the batch is cut from the {most}-image test split"
+                               if test_images is not None and test_images < _MAX_BATCH
+                               else "the batch is cut from the test split: MNIST's has 10000"),
+        ("num_threads", num_threads or 1, max_threads(), "4 per CPU core; more only contend"),
+    ):
+        if value > high:
+            raise BenchError(f"{name}={value}; expected at most {high} ({why}); fix: pass "
+                             f"{name}={high} or less")
 
 
 def _load_export(run_dir: str | os.PathLike[str]) -> tuple[Any, Path, dict[str, Any]]:

@@ -30,11 +30,15 @@ from edgeport.mobile_demo.runtime import dequantize, quantize, signature_names
 from .formats import ArtifactFormat, ArtifactKind
 from .serving import INPUT_NAME, OUTPUT_NAMES
 
-__all__ = ["DEFAULT_GOLDEN_SAMPLES", "GOLDEN_NAME", "make_golden", "predict", "structured_probes",
-           "write_golden"]
+__all__ = ["DEFAULT_GOLDEN_SAMPLES", "GOLDEN_MAX_BYTES", "GOLDEN_NAME", "make_golden", "predict",
+           "structured_probes", "write_golden"]
 
 DEFAULT_GOLDEN_SAMPLES = 32
 GOLDEN_NAME = "golden.npz"
+# The most golden.npz's arrays may declare before `edgeport verify` loads them (issue 18: a
+# 2.7 MB file expanded to 2.7 GB). An MNIST export's golden.npz holds about 1 MB: 32 images,
+# the probes, the app pictures and every artifact's outputs.
+GOLDEN_MAX_BYTES = 256 << 20
 
 
 def predict(model: bytes, kind: ArtifactKind, x: np.ndarray) -> dict[str, np.ndarray]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.errors import DatasetError, InputShapeError, ModelFileError
+from edgeport.errors import DatasetError, InputShapeError, LimitError, ModelFileError
 from edgeport.fileio import read_labels
 
 from .preprocess import IMAGE_SUFFIXES, prepare_input
@@ -32,9 +32,11 @@ from .runtime import Model, load_model
 from .timing import latency_ms, time_calls
 
 __all__ = [
+    "MAX_RUNS",
     "EvalResult",
     "ModelTiming",
     "Prediction",
+    "check_runs",
     "classify",
     "evaluate",
     "find_images",
@@ -382,6 +384,23 @@ def evaluate(
     )
 
 
+# Batch-1 percentiles settle within a few hundred runs; 100,000 runs of a 1 ms model take
+# 100 s, and each run keeps one 8-byte time (issue 18: --runs 10**12 ran out of memory).
+MAX_RUNS = 100_000
+
+
+def check_runs(runs: int) -> None:
+    """Refuse more than :data:`MAX_RUNS` timed runs (``edgeport-demo --bench``, ``edgeport bench``).
+
+    Raises:
+        LimitError: ``runs`` is over :data:`MAX_RUNS`.
+    """
+    if runs > MAX_RUNS:
+        raise LimitError(
+            f"runs={runs}; expected at most {MAX_RUNS} (p50/p99 settle within a few hundred "
+            "runs); fix: pass runs=1000")
+
+
 def time_model(
     path: str | os.PathLike[str],
     *,
@@ -410,9 +429,11 @@ def time_model(
         ModelFileError, RuntimeNotFoundError: as :func:`load_model`.
         InputShapeError: the model's input has dynamic sizes besides the batch.
         ValueError: ``runs < 1`` or ``warmup < 0``.
+        LimitError: ``runs`` over :data:`MAX_RUNS`, or as :func:`load_model`.
     """
     if runs < 1 or warmup < 0:
         raise ValueError(f"runs={runs}, warmup={warmup}; expected runs >= 1 and warmup >= 0")
+    check_runs(runs)
     t0 = time.perf_counter_ns()
     model = load_model(path, runtime=runtime, num_threads=num_threads)
     load_ns = time.perf_counter_ns() - t0

@@ -32,25 +32,30 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgeport.errors import InputShapeError, ModelFileError, RuntimeNotFoundError
+from edgeport.errors import InputShapeError, LimitError, ModelFileError, RuntimeNotFoundError
 from edgeport.fileio import check_input_file, read_labels
 from edgeport.quiet import quiet_native_stderr
 
 from .tflite_meta import (
     TaskMetadata,
+    _guarded,
+    _text,
     decode_edgeport_metadata,
     has_tflite_identifier,
     parse_task_metadata,
     read_metadata,
+    tflite_schema,
 )
 
 __all__ = [
+    "MAX_TENSOR_BYTES",
     "RUNTIMES",
     "Model",
     "TensorSpec",
     "available_runtimes",
     "dequantize",
     "load_model",
+    "max_threads",
     "quantize",
 ]
 
@@ -68,6 +73,11 @@ _INSTALL = {
     "tensorflow": "pip install tensorflow",
     "onnxruntime": "pip install onnxruntime (part of `pip install edgeport`)",
 }
+# A model is refused before any runtime allocates it when one of its tensors would need more
+# than this at batch 1 (issue 18: a 1.6 KB file declaring a 30000x30000x3 input made the
+# demo allocate over 5 GB). An MNIST input is 3 KB; a 1024x1024x3 float32 photo 12 MB.
+MAX_TENSOR_BYTES = 256 << 20
+_THREADS_PER_CORE = 4  # more threads than this per core only contend for the cores
 # The contract lists outputs in this order; other names follow in model order.
 _OUTPUT_ORDER = ("probabilities", "logits")
 _ONNX_TYPES = {
@@ -657,6 +667,11 @@ def _model_format(path: Path, runtime: str) -> str:
     )
 
 
+def max_threads() -> int:
+    """The most runtime threads edgeport accepts: 4 per CPU core of this machine."""
+    return _THREADS_PER_CORE * (os.cpu_count() or 1)
+
+
 def _check_arguments(path: Path, runtime: str, num_threads: int | None) -> None:
     if runtime not in RUNTIMES:
         raise RuntimeNotFoundError(
@@ -664,9 +679,57 @@ def _check_arguments(path: Path, runtime: str, num_threads: int | None) -> None:
         )
     if num_threads is not None and num_threads < 1:
         raise ValueError(f"num_threads={num_threads}; expected a positive integer or None")
+    if num_threads is not None and num_threads > max_threads():
+        # 100,000 threads crashed LiteRT (exit 139) and ran ONNX Runtime with 16 GB.
+        raise LimitError(
+            f"num_threads={num_threads}; expected 1..{max_threads()} ({_THREADS_PER_CORE} per "
+            f"CPU core, this machine has {os.cpu_count() or 1}: more threads only contend); "
+            f"fix: pass num_threads={os.cpu_count() or 1} or leave it out")
     check_input_file(path, ModelFileError, what="model file",
                      expected="a .tflite or .onnx model file",
                      if_empty="re-export or re-copy the model")
+
+
+_TFLITE_ITEM_BYTES = {"FLOAT16": 2, "INT16": 2, "UINT16": 2, "BFLOAT16": 2, "FLOAT32": 4,
+                      "INT32": 4, "UINT32": 4, "FLOAT64": 8, "INT64": 8, "UINT64": 8,
+                      "COMPLEX64": 8, "COMPLEX128": 16}
+
+
+def _check_tensor_bytes(path: Path, name: str, shape: Any, itemsize: int) -> None:
+    """Refuse a tensor over :data:`MAX_TENSOR_BYTES` at batch 1 (dynamic sizes count as 1)."""
+    dims = [int(d) if int(d) > 0 else 1 for d in shape]
+    if dims:
+        dims[0] = 1  # per sample: the batch axis is the caller's choice
+    need = math.prod(dims) * itemsize
+    if need > MAX_TENSOR_BYTES:
+        raise LimitError(
+            f"{path}: tensor {name!r} declares shape {list(shape)}, {need / 2**20:,.0f} MB for "
+            f"one sample; expected at most {MAX_TENSOR_BYTES >> 20} MB per tensor (an image "
+            "classifier's input is a few MB); fix: export the model with a smaller input size"
+        )
+
+
+def _check_tflite_tensors(data: bytes, path: Path) -> None:
+    """Every activation's declared size, read from the flatbuffer before a runtime allocates it."""
+
+    def sizes(model: Any) -> list[tuple[str, list[int], int]]:
+        schema = tflite_schema()
+        types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+        out = []
+        for s in range(model.SubgraphsLength()):
+            sub = model.Subgraphs(s)
+            for t in range(sub.TensorsLength()):
+                tensor = sub.Tensors(t)
+                buffer = model.Buffers(tensor.Buffer()) if tensor.Buffer() > 0 else None
+                if buffer is not None and (buffer.DataLength() or buffer.Offset() > 1):
+                    continue  # weights: already in the file, not allocated per sample
+                shape = [tensor.Shape(i) for i in range(tensor.ShapeLength())]
+                itemsize = _TFLITE_ITEM_BYTES.get(types.get(tensor.Type(), ""), 1)
+                out.append((_text(tensor.Name()), shape, itemsize))
+        return out
+
+    for name, shape, itemsize in _guarded(data, str(path), sizes):
+        _check_tensor_bytes(path, name, shape, itemsize)
 
 
 def load_model(
@@ -687,6 +750,8 @@ def load_model(
     Raises:
         ModelFileError: the file is missing, empty, truncated or not a model.
         RuntimeNotFoundError: the runtime is unknown, cannot run this format, or is not installed.
+        LimitError: ``num_threads`` is over :func:`max_threads`, or a tensor would need more
+            than :data:`MAX_TENSOR_BYTES` for one sample.
     """
     path = Path(path)
     _check_arguments(path, runtime, num_threads)
@@ -698,6 +763,9 @@ def load_model(
                 "or auto, or pass a .tflite file"
             )
         backend = _OnnxBackend(_import_runtime("onnxruntime"), path, num_threads)
+        # ONNX Runtime allocates at run time: the declared input is checked before any run.
+        _check_tensor_bytes(path, backend.input.name, backend.input.shape,
+                            np.dtype(backend.input.dtype).itemsize)
         return Model(path, "onnxruntime", backend)
     if runtime == "onnxruntime":
         raise RuntimeNotFoundError(
@@ -708,6 +776,7 @@ def load_model(
     data = path.read_bytes()
     metadata = decode_edgeport_metadata(read_metadata(path), name=str(path))
     task = parse_task_metadata(data, name=str(path))
+    _check_tflite_tensors(data, path)  # before allocate_tensors() would claim the memory
     if runtime != "auto":
         backend = _TFLiteBackend(_import_runtime(runtime), path, num_threads, metadata, runtime)
         return Model(path, runtime, backend, task)

@@ -137,6 +137,12 @@ def test_runtime_selection_and_no_baseline(exported_run: Path):
         ({"batch": -1}, "batch=-1"),
         ({"runtimes": ["tflite"]}, "runtime 'tflite' is not one the benchmark knows"),
         ({"num_threads": 0}, "num_threads=0"),
+        # Upper limits (issue 18), refused before the run is even loaded.
+        ({"runs": 10**12}, "runs=1000000000000; expected at most 100000 (p50/p99 settle"),
+        ({"batch": 10**9}, "batch=1000000000; expected at most 10000 (the batch is cut from "
+                           "the test split: MNIST's has 10000); fix: pass batch=10000 or less"),
+        ({"repeats": 10**6}, "repeats=1000000; expected at most 1000"),
+        ({"num_threads": 10**5}, "num_threads=100000; expected at most"),
     ],
 )
 def test_bad_options(exported_run: Path, kwargs: dict, needle: str):
@@ -167,3 +173,20 @@ def test_recommendation_skips_failing_files_and_the_baseline():
     failing = BenchReport(rows=rows[:1], runs=1, batch=1, warmup=0, repeats=1, num_threads=None)
     assert failing.smallest is None
     assert "no artifact passes parity" in failing.recommendation
+
+
+def test_batch_is_capped_at_the_test_split(exported_run: Path, capsys):
+    # A run whose test split holds fewer images than --batch was measured on those images
+    # but reported "at batch N": the batch is refused above the split, with the flag.
+    from edgeport.export.bench import _check_options
+    from edgeport.export.cli import main
+
+    with pytest.raises(BenchError, match=r"^batch=600; expected at most 500 \(the batch is "
+                       r"cut from the 500-image test split\); fix: pass batch=500 or less$"):
+        _check_options(runs=10, batch=600, warmup=0, repeats=1, num_threads=None,
+                       test_images=500)
+    _check_options(runs=10, batch=500, warmup=0, repeats=1, num_threads=None, test_images=500)
+    assert main(["bench", str(exported_run), "--batch", str(10**9)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("edgeport: error: --batch 1000000000; expected at most 10000 (the batch is "
+                   "cut from the test split: MNIST's has 10000); fix: pass --batch 10000 or less")

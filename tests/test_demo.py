@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import _models
 import numpy as np
@@ -375,3 +376,130 @@ def test_runs_in_the_device_venv(
     doc = json.loads(r.stdout)
     assert doc["runtime"] == "tflite-runtime"
     assert len(doc["predictions"]) == len(digits)
+
+
+# --- bounded resources (issue 18) ---------------------------------------------------------
+
+
+def _mean_tflite(path: Path, shape: tuple[int, ...]) -> Path:
+    """A one-op .tflite (MEAN over H and W) built with the generated schema: no weights, so a
+    file of a few hundred bytes can declare any input shape."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+
+    def tensor(name: str, dims: list[int], kind: int, buffer: int):
+        t = s.TensorT()
+        t.name, t.shape, t.type, t.buffer = name, dims, kind, buffer
+        return t
+
+    axes = s.BufferT()
+    axes.data = list(np.array([1, 2], np.int32).tobytes())
+    code = s.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.MEAN
+    code.version = 1
+    op = s.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 2], [1]
+    op.builtinOptionsType, op.builtinOptions = s.BuiltinOptions.ReducerOptions, s.ReducerOptionsT()
+    graph = s.SubGraphT()
+    graph.tensors = [tensor("pixels", list(shape), s.TensorType.FLOAT32, 0),
+                     tensor("probabilities", [1, shape[-1]], s.TensorType.FLOAT32, 0),
+                     tensor("axes", [2], s.TensorType.INT32, 1)]
+    graph.inputs, graph.outputs, graph.operators = [0], [1], [op]
+    model = s.ModelT()
+    model.version, model.operatorCodes, model.subgraphs = 3, [code], [graph]
+    model.buffers = [s.BufferT(), axes]
+    b = flatbuffers.Builder(1024)
+    b.Finish(model.Pack(b), file_identifier=b"TFL3")
+    path.write_bytes(b.Output())
+    return path
+
+
+def _mean_onnx(path: Path, shape: tuple[int, ...]) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["pixels"], ["probabilities"], axes=[1, 2],
+                          keepdims=0)],
+        "huge", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, shape[-1]])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def _limited_demo(args: list[Any]) -> subprocess.CompletedProcess[str]:
+    """edgeport-demo in a process that cannot map more than 2 GB: a 10 GB input would fail."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    return subprocess.run([sys.executable, "-m", "edgeport.mobile_demo", *map(str, args)],
+                          capture_output=True, text=True, env=_env(), timeout=120, check=False,
+                          preexec_fn=limit)
+
+
+@pytest.mark.parametrize("make", [_mean_tflite, _mean_onnx], ids=["tflite", "onnx"])
+def test_a_model_declaring_a_huge_input_is_refused_before_allocating(
+    make: Any, tmp_path: Path, digits: list[Path]
+) -> None:
+    # Issue 18: a 1.6 KB .tflite declaring a 30000x30000x3 input made the demo allocate
+    # over 5 GB. The declared shape is read first (the flatbuffer, or the ONNX session's
+    # inputs before any run) and refused; the same file with a small input runs.
+    suffix = ".tflite" if make is _mean_tflite else ".onnx"
+    huge = make(tmp_path / f"huge{suffix}", (1, 30000, 30000, 3))
+    assert huge.stat().st_size < 2000
+    r = _limited_demo([huge, digits[0]])
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == (
+        f"edgeport-demo: error: {huge}: tensor 'pixels' declares shape [1, 30000, 30000, 3], "
+        "10,300 MB for one sample; expected at most 256 MB per tensor (an image classifier's "
+        "input is a few MB); fix: export the model with a smaller input size")
+    small = make(tmp_path / f"small{suffix}", (1, 28, 28, 3))
+    r = _limited_demo([small, "--bench", "--runs", "3", "--json"])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["runs"] == 3
+
+
+def test_threads_and_runs_have_upper_limits(
+    export_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 18: --threads 100000 segfaulted LiteRT (exit 139) or ran ONNX Runtime with
+    # 4,653 threads and 16 GB; --bench --runs 10**12 exited 70 (MemoryError).
+    cores = os.cpu_count() or 1
+    for name in ("model_int8.tflite", "model.onnx"):
+        code, out, err = _run([export_dir / name, "--bench", "--threads", "100000"], capsys)
+        _assert_one_line_error(
+            code, err, f"--threads 100000; expected 1..{4 * cores} (4 per CPU core, this "
+            f"machine has {cores}: more threads only contend); fix: pass --threads {cores}")
+    code, out, err = _run([export_dir / "model.onnx", "--bench", "--runs", str(10**12)], capsys)
+    _assert_one_line_error(code, err, "--runs 1000000000000; expected at most 100000",
+                           "fix: pass --runs 1000")
+    code, out, _ = _run([export_dir / "model.onnx", "--bench", "--threads", str(4 * cores),
+                         "--runs", "5", "--json"], capsys)
+    assert code == 0 and json.loads(out)["runs"] == 5  # the limit itself is accepted
+
+
+def test_export_samples_never_overwrites_a_users_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 18: --export-samples DIR overwrote whatever was there under the same names.
+    images = np.random.default_rng(1).integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    _write_idx(tmp_path / "data", images, np.array([3, 1, 4, 1], np.uint8))
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    args = ["--export-samples", "3", out, "--data-dir", tmp_path / "data"]
+    code, _, _ = _run(args, capsys)
+    assert code == 0 and (out / "notes.txt").read_text() == "keep me"  # other files: untouched
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, out_text, _ = _run(args, capsys)  # a rerun: the same bytes, nothing to do
+    assert code == 0 and "wrote 3" in out_text
+    (out / "1_00001.png").write_bytes(b"my own picture")
+    code, _, err = _run(["--export-samples", "4", out, "--data-dir", tmp_path / "data"], capsys)
+    _assert_one_line_error(code, err, f"{out / '1_00001.png'}: already exists with other "
+                           "contents (1 of the 4 names are taken)", "fix: choose a new or "
+                           "empty folder")
+    assert (out / "1_00001.png").read_bytes() == b"my own picture"
+    assert not (out / "1_00003.png").exists()  # nothing written when one name is taken
+    assert {p.name for p in out.iterdir()} == set(before)

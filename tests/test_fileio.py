@@ -30,3 +30,24 @@ def test_read_labels_errors_say_what_and_how(
         read_labels(path)
     assert isinstance(e.value, ModelFileError)  # the demo reports it as a bad model folder
     assert "\n" not in str(e.value)
+
+
+def test_npz_headers_give_shapes_without_reading_the_data(tmp_path):
+    import numpy as np
+
+    from edgeport.errors import DatasetError
+    from edgeport.fileio import check_npz_size, npz_headers, read_npz
+
+    path = tmp_path / "a.npz"
+    np.savez_compressed(path, x=np.zeros((300, 784), np.float32), y=np.arange(300))
+    headers = npz_headers(path)
+    assert {k: (s, str(d)) for k, (s, d) in headers.items()} == {
+        "x": ((300, 784), "float32"), "y": ((300,), "int64")}
+    # 940,800 + 2,400 bytes declared: 1 MB fits, 900 KB does not; nothing is loaded then.
+    assert read_npz(path, max_bytes=1 << 20, error=DatasetError, fix="fix: -")["y"][-1] == 299
+    with pytest.raises(DatasetError, match=r"declare 1 MB \(largest 'x' \[300, 784\] float32\); "
+                       r"expected at most 1 MB; nothing was loaded; fix: -"):
+        check_npz_size(path, max_bytes=900_000, error=DatasetError, fix="fix: -")
+    np.savez(path, x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(DatasetError, match=r"object array .* need pickle"):
+        check_npz_size(path, max_bytes=1 << 20, error=DatasetError, fix="fix: -")

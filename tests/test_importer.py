@@ -397,3 +397,16 @@ def test_a_model_without_a_fixed_size_needs_image_size(tmp_path, colors, capfd):
     code, _, err = _run([*argv, "--image-size", "32"], capfd)
     assert code == 0, err
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["input"]["height"] == 32
+
+
+@pytest.mark.parametrize("size", [0, 100000])
+def test_image_size_is_range_checked_before_any_work(size, tmp_path, colors, capfd):
+    # Issue 18: --image-size 0 was not range-checked. The model file is never opened.
+    code, _, err = _run(["import", str(tmp_path / "absent.keras"), "--dataset", str(colors),
+                         "--out", str(tmp_path / "run"), "--image-size", str(size)], capfd)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"edgeport: error: --image-size {size}; expected 8..1024 pixels a side (1024x1024x3 "
+        "float32 is 12 MB a picture); fix: pass the size the model was trained at, e.g. "
+        "--image-size 224"]
+    assert not (tmp_path / "run").exists()

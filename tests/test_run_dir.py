@@ -84,3 +84,24 @@ def test_metrics_json_is_plain_json(seed_run):
     m = json.loads((seed_run.run_dir / "metrics.json").read_text())
     assert m["config"]["learning_rate"] == pytest.approx(0.5, abs=0)  # stored verbatim
     assert m["config"]["batch_size"] == 100
+
+
+def test_a_reference_declaring_huge_arrays_is_refused_before_loading(tmp_path, seed_run):
+    # Issue 18: npz headers declaring (1e11, 784) shapes exited 70. The .npy headers are
+    # read first (edgeport.fileio.check_npz_size): one line, exit 2, nothing loaded.
+    import io
+    import zipfile
+
+    run = tmp_path / "run"
+    shutil.copytree(seed_run.run_dir, run)
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        head, {"descr": "<f4", "fortran_order": False, "shape": (10**11, 784)})
+    with zipfile.ZipFile(run / "reference.npz", "w") as z:
+        z.writestr("probabilities.npy", head.getvalue() + bytes(64))
+        z.writestr("labels.npy", head.getvalue())
+    with pytest.raises(RunDirError, match=r"reference\.npz: its arrays declare 598,144,531 MB "
+                       r"\(largest 'probabilities' \[100000000000, 784\] float32\); expected "
+                       r"at most 1,024 MB; nothing was loaded; fix: ") as e:
+        load_run(run)
+    assert e.value.exit_code == 2

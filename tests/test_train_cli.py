@@ -73,6 +73,11 @@ def test_offline_without_data_exits_2_with_the_fix(tmp_path):
         (["--batch-size", "0"], "--batch-size 0"),
         (["--recipe", "nope"], "--recipe 'nope'"),
         (["--dataset", "/no/such/folder"], "not a known dataset nor a folder"),
+        # Upper limits (issue 18): refused before any data is loaded, with the reason.
+        (["--iterations", str(10**12)], "--iterations 1000000000000; expected at most 1e+09"),
+        (["--epochs", "1e7"], "--epochs 10000000.0; expected 0 < epochs <= 1e+06"),
+        (["--batch-size", str(10**9)], "--batch-size 1000000000; expected at most 65536"),
+        (["--image-size", "0"], "--image-size 0; expected 8..256"),
     ],
 )
 def test_bad_options_exit_2_one_line(tmp_path, capsys, args, needle):
@@ -88,3 +93,28 @@ def test_digits_trains_offline(tmp_path):
     assert res.returncode == 0, res.stderr
     acc = json.loads((tmp_path / "d" / "metrics.json").read_text())["test_accuracy"]
     assert acc > 0.8  # 8x8 digits are easy: 200 steps of the seed recipe suffice
+
+
+def test_an_out_path_that_is_not_utf8_exits_2_before_training(tmp_path):
+    # Issue 18: under LC_ALL=POSIX an --out with a non-UTF-8 byte trained, then exited 70
+    # (TensorFlow encodes every path as UTF-8). Now: one line, exit 2, before any work.
+    out = os.fsencode(tmp_path) + b"/run\xff"
+    res = subprocess.run([sys.executable, "-m", "edgeport", "train", "--iterations", "5",
+                          "--quiet", "--out", out], capture_output=True,
+                         env={**os.environ, "LC_ALL": "POSIX"}, timeout=600)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.decode("utf-8", "replace").strip().splitlines() == [
+        f"edgeport: error: {out!r}: the path has bytes that are not UTF-8; expected a UTF-8 "
+        "path (TensorFlow reads and writes only those); fix: pass a --out of UTF-8 characters"]
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_non_utf8_name_met_later_is_exit_2_not_a_bug():
+    # Any other place a non-UTF-8 name reaches TensorFlow, JSON or XML: the same exit 2.
+    from edgeport.errors import environment_error_message
+
+    with pytest.raises(UnicodeEncodeError) as e:
+        os.fsdecode(b"/data/photo\xff.png").encode("utf-8")
+    assert environment_error_message(e.value) == (
+        "b'/data/photo\\xff.png': a path or name with bytes that are not UTF-8; expected "
+        "UTF-8 names; fix: rename it, or choose another path")

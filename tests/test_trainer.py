@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -111,3 +112,62 @@ def test_stream_path_matches_in_memory_training(mnist):
     assert s1.iterations == mem.iterations == 300
     assert s1.test_accuracy == pytest.approx(mem.test_accuracy, abs=0.01)
     assert s1.history == s2.history
+
+
+def test_batch_indices_are_made_lazily_per_epoch():
+    # Issue 18: --iterations 10**12 built every batch index up front (5 GB before the first
+    # step). The indices now come one epoch's permutation at a time: 10**9 steps pass the
+    # config, and the first batches of such a run hold only that epoch (60,000 indices).
+    import tracemalloc
+
+    from edgeport.train.trainer import _BatchIndices
+
+    assert make_config(iterations=10**9).steps_for(55_000) == 10**9
+    tracemalloc.start()
+    indices = _BatchIndices(55_000, 100, seed=0)
+    blocks = [indices.block(s, s + 10) for s in range(0, 2000, 10)]  # 3.6 epochs
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2 << 20, peak  # one permutation (440 KB) and its int32 copy, not [steps, batch]
+    whole = np.concatenate(blocks)
+    np.testing.assert_array_equal(whole, _batch_indices(55_000, 100, 2000, seed=0))
+    assert sorted(whole[550:1100].ravel().tolist()) == list(range(55_000))  # epoch 2 intact
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"iterations": 10**12}, "iterations=1000000000000; expected at most 1e+09 (~12 days"),
+        ({"epochs": 2e6}, "epochs=2000000.0; expected 0 < epochs <= 1e+06"),
+        ({"batch_size": 10**9}, "batch_size=1000000000; expected at most 65536 (a batch is "
+                                "held in memory"),
+    ],
+)
+def test_run_length_and_batch_have_upper_limits(kwargs, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        make_config(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"batch_size": 60_000}, "batch_size=60000 is larger than the training split (55000 "
+                                 "images); expected at most 55000; fix: pass a smaller"),
+        ({"epochs": 1e6, "batch_size": 1}, "is 55000000000 steps; expected at most 1e+09"),
+        ({"iterations": 10**9, "eval_every": 1}, "is 1000000000 evaluations; expected at most "
+                                                 "100000; fix: pass --eval-every 10000 or more"),
+    ],
+)
+def test_limits_that_need_the_split_size_are_checked_before_training(mnist, kwargs, message):
+    cfg = make_config(**kwargs)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train_model(cfg, mnist, progress=False)  # refused before TensorFlow builds anything
+
+
+def test_a_million_epochs_get_at_most_max_evaluations():
+    from edgeport.train.config import MAX_EVALUATIONS
+
+    cfg = make_config(model="mlp", epochs=1e6)
+    total = cfg.check_fits(55_000)
+    pts = _eval_points(cfg, total, 55_000 // cfg.batch_size)
+    assert total == 429_687_500 and len(pts) <= MAX_EVALUATIONS + 6

@@ -29,6 +29,34 @@ def _copy_export(run: Path, dest: Path) -> Path:
     return Path(shutil.copytree(run / "export", dest / "export"))
 
 
+def _rehash(export_dir: Path, name: str) -> None:
+    """Edit manifest.json so its entries for ``name`` match the file as it is now."""
+    from edgeport.export.manifest import file_sha256
+
+    path = export_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    now = {"bytes": (export_dir / name).stat().st_size, "sha256": file_sha256(export_dir / name)}
+    for entry in manifest["artifacts"]:
+        if entry["file"] == name:
+            entry.update(now)
+    if name in manifest["files"]:
+        manifest["files"][name].update(now)
+    path.write_text(json.dumps(manifest))
+
+
+def _npz_declaring(path: Path, shape: tuple[int, ...]) -> Path:
+    """A 300-byte .npz whose 'inputs' header declares ``shape`` float32 (a memory bomb)."""
+    import io
+    import zipfile
+
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        head, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("inputs.npy", head.getvalue() + bytes(64))
+    return path
+
+
 def _by_file(report) -> dict:
     return {r.artifact: r for r in report.results}
 
@@ -82,6 +110,7 @@ def test_tampered_golden_fails_naming_the_artifact(exported_run: Path, tmp_path:
     arrays["model_int8__probabilities"] = arrays["model_int8__probabilities"] + np.float32(0.01)
     del arrays["model__probabilities"]
     np.savez(export_dir / "golden.npz", **arrays)
+    _rehash(export_dir, "golden.npz")  # an edited manifest too: else golden.npz is not loaded
     report = verify_export(export_dir)
     res = _by_file(report)
     assert not report.passed
@@ -97,6 +126,8 @@ def test_missing_and_unloadable_files_are_failures(exported_run: Path, tmp_path:
     export_dir = _copy_export(exported_run, tmp_path)
     (export_dir / "model_float16.tflite").unlink()
     (export_dir / "model.onnx").write_bytes(b"not an onnx model")
+    (export_dir / "model_int8.tflite").write_bytes(b"not a tflite model")
+    _rehash(export_dir, "model_int8.tflite")  # its manifest entry edited to match
     report = verify_export(export_dir)
     res = _by_file(report)
     assert res["model_float16.tflite"].failures == (
@@ -104,10 +135,13 @@ def test_missing_and_unloadable_files_are_failures(exported_run: Path, tmp_path:
     )
     onnx = res["model.onnx"]
     assert not onnx.sha256_ok
-    assert any(f.startswith("cannot load") for f in onnx.failures)
+    # Hash first: a file that is not the exported one is never parsed or run.
+    assert [f.split()[0] for f in onnx.failures] == ["size", "sha256"]
+    assert res["model_int8.tflite"].sha256_ok
+    assert res["model_int8.tflite"].failures[0].startswith("cannot load")
     root = ET.parse(write_junit(report, tmp_path / "verify.xml")).getroot()
     assert [c.get("name") for c in root.iter("testcase")] == FILES
-    assert root.find("testsuite").get("failures") == "2"
+    assert root.find("testsuite").get("failures") == "3"
     assert "❌" in to_markdown(report)
 
 
@@ -138,3 +172,35 @@ def test_missing_folder_manifest_or_golden_are_errors(exported_run: Path, tmp_pa
     (export_dir / "manifest.json").unlink()
     with pytest.raises(ManifestError, match=r"manifest\.json: not found"):
         verify_export(export_dir)
+
+
+def test_a_changed_golden_npz_is_never_loaded(exported_run: Path, tmp_path: Path):
+    # Issue 18: verify loaded golden.npz before checking its hash, so a small file declaring
+    # (1e11, 784) arrays exited 70 (2.7 MB of zeros expanded to 2.7 GB). The hash comes
+    # first now: a golden.npz that is not the exported one is reported, not opened.
+    export_dir = _copy_export(exported_run, tmp_path)
+    _npz_declaring(export_dir / "golden.npz", (10**11, 784))
+    report = verify_export(export_dir)
+    assert not report.passed and report.golden_count == 0
+    assert any(p.startswith("golden.npz: sha256 ") for p in report.problems), report.problems
+    for r in report.results:
+        assert r.sha256_ok and r.max_abs_diff is None
+        assert r.failures == ("not replayed: golden.npz differs from manifest.json, so it was "
+                              "not loaded",)
+
+
+def test_a_golden_npz_declaring_huge_arrays_is_refused_before_loading(
+    exported_run: Path, tmp_path: Path
+):
+    # The manifest edited to match (an unsigned export cannot stop that): the .npy headers
+    # are read first and the declared 292 GB refused with exit 2, nothing loaded.
+    export_dir = _copy_export(exported_run, tmp_path)
+    _npz_declaring(export_dir / "golden.npz", (10**11, 784))
+    _rehash(export_dir, "golden.npz")
+    with pytest.raises(VerifyError) as e:
+        verify_export(export_dir)
+    assert e.value.exit_code == 2
+    assert str(e.value) == (
+        f"{export_dir / 'golden.npz'}: its arrays declare 299,072,266 MB (largest 'inputs' "
+        "[100000000000, 784] float32); expected at most 256 MB; nothing was loaded; fix: "
+        "re-run `edgeport export RUN --force`")

@@ -103,6 +103,12 @@ def default_out(dataset: str, model: str) -> Path:
 def run_train(args: argparse.Namespace):
     """Train from parsed arguments; prints the seed's figures and a summary. Returns the result."""
     cfg = config_from_args(args)
+    if args.out:  # TensorFlow writes only UTF-8 paths: say so before it is even imported
+        from edgeport.fileio import check_utf8_path
+
+        from .config import ConfigError
+
+        check_utf8_path(args.out, ConfigError, flag="--out")
     from .tfenv import import_tensorflow
 
     import_tensorflow()

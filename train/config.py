@@ -8,13 +8,28 @@ from typing import Any
 
 from edgeport.errors import EdgeportError
 
-__all__ = ["MODELS", "OPTIMIZERS", "RECIPES", "SCHEDULES", "STRATEGIES", "ConfigError",
-           "TrainConfig", "make_config"]
+__all__ = ["MAX_BATCH_SIZE", "MAX_EPOCHS", "MAX_EVALUATIONS", "MAX_ITERATIONS", "MODELS",
+           "OPTIMIZERS", "RECIPES", "SCHEDULES", "STRATEGIES", "ConfigError", "TrainConfig",
+           "make_config"]
 
 MODELS = ("softmax", "mlp", "cnn")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("default", "mirrored", "multi-worker")
+
+# Upper limits, checked before any data is loaded (issue 18: 10**12 iterations used to
+# exhaust memory before the first step, a batch of 10**9 crashed with MemoryError).
+# 10**9 optimizer steps are ~12 days at 1 ms a step: more is a typo, not a plan.
+MAX_ITERATIONS = 10**9
+# The tutorial's recipes train 4-10 epochs; 10**6 stays the documented maximum.
+MAX_EPOCHS = 1e6
+# A batch is held as float32 with its activations: 65,536 MNIST images are 205 MB of input
+# alone (the cnn's first convolution output 6.6 GB). Typical batches are 32-512. The batch
+# must also fit in the training split (checked by train.trainer once the data is loaded).
+MAX_BATCH_SIZE = 65536
+# Each evaluation scores the whole test and validation splits and adds one history row
+# to metrics.json; the automatic spacing widens to stay under this.
+MAX_EVALUATIONS = 100_000
 
 
 class ConfigError(EdgeportError, ValueError):
@@ -83,19 +98,25 @@ class TrainConfig:
             (self.strategy in STRATEGIES,
              f"strategy={self.strategy!r}; expected one of {', '.join(STRATEGIES)}"),
             (self.batch_size >= 1, f"batch_size={self.batch_size}; expected a positive integer"),
+            (self.batch_size <= MAX_BATCH_SIZE,
+             f"batch_size={self.batch_size}; expected at most {MAX_BATCH_SIZE} (a batch is held "
+             "in memory as float32 with its activations; typical: 32-512)"),
             (self.learning_rate > 0 and math.isfinite(self.learning_rate),
              f"learning_rate={self.learning_rate}; expected a positive number"),
             (self.learning_rate <= 1e6,
              f"learning_rate={self.learning_rate}; expected at most 1e6 (typical: 0.001-1)"),
             (self.iterations is None or self.iterations >= 1,
              f"iterations={self.iterations}; expected 1 or more"),
+            (self.iterations is None or self.iterations <= MAX_ITERATIONS,
+             f"iterations={self.iterations}; expected at most {MAX_ITERATIONS:.0e} (~12 days "
+             "at 1 ms a step; the seed recipe runs 1000)"),
             (0 <= self.seed < 2**32, f"seed={self.seed}; expected 0 <= seed < 2**32"),
             (self.eval_every is None or self.eval_every >= 1,
              f"eval_every={self.eval_every}; expected 1 or more iterations"),
             (self.patience is None or self.patience >= 0,
              f"patience={self.patience}; expected 0 (off) or more evaluations"),
-            (self.epochs is None or (0 < self.epochs <= 1e6 and math.isfinite(self.epochs)),
-             f"epochs={self.epochs}; expected 0 < epochs <= 1e6"),
+            (self.epochs is None or (0 < self.epochs <= MAX_EPOCHS and math.isfinite(self.epochs)),
+             f"epochs={self.epochs}; expected 0 < epochs <= {MAX_EPOCHS:.0e}"),
             (0.0 <= self.dropout < 1.0, f"dropout={self.dropout}; expected 0 <= p < 1"),
             (self.channels in (1, 3), f"channels={self.channels}; expected 1 or 3"),
             (8 <= self.image_size <= 256, f"image_size={self.image_size}; expected 8..256"),
@@ -112,6 +133,32 @@ class TrainConfig:
         if self.epochs is not None:
             return max(1, math.ceil(self.epochs * n_train / self.batch_size))
         return int(self.iterations or 0)
+
+    def check_fits(self, n_train: int) -> int:
+        """The total steps on a training split of ``n_train`` images, within the limits.
+
+        Raises:
+            ConfigError: the batch is larger than the split, the run is over
+                :data:`MAX_ITERATIONS` steps, or ``eval_every`` gives over
+                :data:`MAX_EVALUATIONS` evaluations.
+        """
+        if self.batch_size > n_train:
+            raise ConfigError(
+                f"batch_size={self.batch_size} is larger than the training split "
+                f"({n_train} images); expected at most {n_train}; fix: pass a smaller "
+                "--batch-size")
+        total = self.steps_for(n_train)
+        if total > MAX_ITERATIONS:
+            raise ConfigError(
+                f"epochs={self.epochs} at batch_size={self.batch_size} on {n_train} images is "
+                f"{total} steps; expected at most {MAX_ITERATIONS:.0e}; fix: fewer --epochs "
+                "or a larger --batch-size")
+        if self.eval_every is not None and total // self.eval_every > MAX_EVALUATIONS:
+            raise ConfigError(
+                f"eval_every={self.eval_every} over {total} steps is {total // self.eval_every} "
+                f"evaluations; expected at most {MAX_EVALUATIONS}; fix: pass --eval-every "
+                f"{-(-total // MAX_EVALUATIONS)} or more")
+        return total
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -466,7 +466,9 @@ def export_samples(
 
     Args:
         n: how many test images, from the first.
-        out_dir: the folder to write into (created if needed).
+        out_dir: the folder to write into (created if needed). Other files there are left
+            alone; a file with one of the names must already hold the same picture (a
+            rerun), else nothing is written.
         data_dir: folder with ``t10k-images-idx3-ubyte.gz`` and
             ``t10k-labels-idx1-ubyte.gz`` (default: ``default_data_dir("mnist")``).
 
@@ -474,7 +476,8 @@ def export_samples(
         The written files, in order.
 
     Raises:
-        DatasetError: the IDX files are missing or corrupt, or ``n`` is out of range.
+        DatasetError: the IDX files are missing or corrupt, ``n`` is out of range, or a
+            file with one of the names holds something else.
     """
     import io
 
@@ -495,11 +498,18 @@ def export_samples(
         )
     out = Path(out_dir)
     digits = max(5, len(str(len(images))))
-    written = []
+    pngs = []
     for i in range(n):
         buf = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(images[i])).save(buf, format="PNG")
-        written.append(
-            atomic_write_bytes(out / f"{int(labels[i])}_{i:0{digits}d}.png", buf.getvalue())
-        )
-    return written
+        pngs.append((out / f"{int(labels[i])}_{i:0{digits}d}.png", buf.getvalue()))
+    # Never overwrite a file of the user's: a name already there must hold these very bytes
+    # (a rerun), else nothing is written. Other files in the folder are left alone.
+    clash = [p for p, data in pngs if p.exists() and not (p.is_file() and not p.is_symlink()
+                                                         and p.read_bytes() == data)]
+    if clash:
+        raise DatasetError(
+            f"{clash[0]}: already exists with other contents ({len(clash)} of the {n} names "
+            "are taken); expected a folder without those files, edgeport never overwrites "
+            "them; fix: choose a new or empty folder")
+    return [p if p.exists() else atomic_write_bytes(p, data) for p, data in pngs]

@@ -265,6 +265,11 @@ def import_model(
     """
     from .run_dir import check_writable
 
+    if image_size is not None and not 8 <= image_size <= 1024:
+        # Each picture of the dataset is resized to this and held as float32 (issue 18).
+        raise InputShapeError(
+            f"image_size={image_size}; expected 8..1024 pixels a side (1024x1024x3 float32 is "
+            "12 MB a picture); fix: pass the size the model was trained at, e.g. image_size=224")
     check_writable(out_dir, force=force,
                    protect=(model_path, dataset if os.path.isdir(str(dataset)) else None))
     user = load_user_model(model_path, signature=signature)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeport.errors import EdgeportError, LabelsFileError
-from edgeport.fileio import atomic_dir, check_replaceable, read_labels
+from edgeport.fileio import atomic_dir, check_npz_size, check_replaceable, read_labels
 
 if TYPE_CHECKING:
     from .data import Dataset
@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 __all__ = ["RunDirError", "RunInfo", "check_writable", "input_desc", "load_run", "load_split",
            "probe_writable", "saved_model_content_sha256", "write_labels", "write_metrics",
            "write_reference", "write_run"]
+
+# The most reference.npz's arrays may declare before they are loaded: MNIST's is 440 KB
+# (10,000 x 10 probabilities and labels); 1 GB fits a million test images of 256 classes.
+REFERENCE_MAX_BYTES = 1 << 30
 
 
 class RunDirError(EdgeportError, ValueError):
@@ -301,6 +305,9 @@ def load_run(run_dir: str | os.PathLike[str], *, need_reference: bool = True) ->
         raise RunDirError(f"{e}; {fix}") from None
     probs = labels = None
     if need_reference:
+        # Shapes first, from the .npy headers: a file declaring (1e11, 784) arrays is refused.
+        check_npz_size(run / "reference.npz", max_bytes=REFERENCE_MAX_BYTES, error=RunDirError,
+                       fix=fix)
         try:
             with np.load(run / "reference.npz", allow_pickle=False) as z:
                 raw_probs, raw_labels = z["probabilities"], z["labels"]

@@ -21,7 +21,7 @@ import numpy as np
 
 from edgeport.errors import DatasetError, EdgeportError
 
-from .config import TrainConfig
+from .config import MAX_EVALUATIONS, TrainConfig
 from .data import Dataset, load_dataset, to_model_input
 
 __all__ = ["DivergedError", "TrainResult", "TrainedModel", "check_finite", "fit", "train_model"]
@@ -79,21 +79,55 @@ def _eval_points(cfg: TrainConfig, total: int, steps_per_epoch: int) -> list[int
     every = cfg.eval_every
     if every is None:
         every = max(1, total // 100) if cfg.model == "softmax" else max(1, steps_per_epoch // 2)
+        every = max(every, -(-total // MAX_EVALUATIONS))  # a million epochs: not 2e6 points
     pts = {0, total} | {p for p in (1, 2, 5, 10) if p <= total}
     pts |= set(range(every, total, every))
     return sorted(pts)
 
 
+class _BatchIndices:
+    """Batch indices made on the fly: a fresh seeded permutation per epoch, consecutive batches.
+
+    ``block(start, stop)`` gives the ``[stop - start, batch]`` indices of steps
+    ``start .. stop - 1``; only the current epoch's permutation is held, so memory stays
+    O(training split) whatever ``--iterations`` is (issue 18: 10**12 iterations used to
+    build every index up front). Steps must be asked for in order, as training does.
+    """
+
+    def __init__(self, n: int, batch: int, seed: int) -> None:
+        if not 1 <= batch <= n:
+            raise ValueError(f"batch={batch}; expected 1..{n} (the training split size)")
+        self.n, self.batch = n, batch
+        self.per_epoch = n // batch
+        self._rng = np.random.default_rng(seed)
+        self._epoch = -1
+        self._perm = np.empty((0, batch), dtype=np.int32)
+
+    def _epoch_batches(self, epoch: int) -> np.ndarray:
+        if epoch < self._epoch:
+            raise ValueError(f"epoch {epoch} was already passed; batches are made in order")
+        while self._epoch < epoch:  # one permutation per epoch, drawn in order
+            perm = self._rng.permutation(self.n)[: self.per_epoch * self.batch]
+            self._perm = perm.reshape(self.per_epoch, self.batch).astype(np.int32)
+            self._epoch += 1
+        return self._perm
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        parts = []
+        step = start
+        while step < stop:
+            epoch, offset = divmod(step, self.per_epoch)
+            take = min(stop - step, self.per_epoch - offset)
+            parts.append(self._epoch_batches(epoch)[offset : offset + take])
+            step += take
+        if not parts:
+            return np.empty((0, self.batch), dtype=np.int32)
+        return np.concatenate(parts)
+
+
 def _batch_indices(n: int, batch: int, steps: int, seed: int) -> np.ndarray:
-    """``[steps, batch]`` indices: a fresh seeded permutation per epoch, consecutive batches."""
-    rng = np.random.default_rng(seed)
-    per_epoch = n // batch
-    if per_epoch == 0:
-        return rng.integers(0, n, size=(steps, batch), dtype=np.int64).astype(np.int32)
-    epochs = -(-steps // per_epoch)
-    blocks = [rng.permutation(n)[: per_epoch * batch].reshape(per_epoch, batch)
-              for _ in range(epochs)]
-    return np.concatenate(blocks)[:steps].astype(np.int32)
+    """``[steps, batch]`` indices of :class:`_BatchIndices`, all at once (for tests)."""
+    return _BatchIndices(n, batch, seed).block(0, steps)
 
 
 def _confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
@@ -110,6 +144,8 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True) -> Trai
     from .models import ModelSpec, build_model, input_layout
     from .optim import make_optimizer
 
+    n_train = len(ds.y_train)
+    total = cfg.check_fits(n_train)  # before any work: a batch over the split is refused
     # The strategy first: multi-worker must configure collective ops before any other op.
     strategy = make_strategy(cfg.strategy)
     tf.keras.utils.set_random_seed(cfg.seed)
@@ -119,9 +155,7 @@ def train_model(cfg: TrainConfig, ds: Dataset, *, progress: bool = True) -> Trai
     h, w, c = ds.image_shape
     spec = ModelSpec(kind=cfg.model, height=h, width=w, channels=c, num_classes=ds.num_classes,
                      hidden=tuple(cfg.hidden), dropout=cfg.dropout)
-    n_train = len(ds.y_train)
     steps_per_epoch = max(1, n_train // cfg.batch_size)
-    total = cfg.steps_for(n_train)
     points = _eval_points(cfg, total, steps_per_epoch)
 
     with strategy.scope():
@@ -192,8 +226,8 @@ def _make_advance(training: _Training, x_train: Any, y_train: Any, total: int):
 
     cfg, model, opt = training.cfg, training.model, training.opt
     input_shape = training.input_shape
-    indices = None if cfg.stream else _batch_indices(len(training.ds.y_train), cfg.batch_size,
-                                                     total, cfg.seed)
+    indices = None if cfg.stream else _BatchIndices(len(training.ds.y_train), cfg.batch_size,
+                                                    cfg.seed)
     seed = tf.constant(cfg.seed, tf.int64)
 
     def loss_fn(xb, yb, step):
@@ -230,9 +264,17 @@ def _make_advance(training: _Training, x_train: Any, y_train: Any, total: int):
         run_steps = make_distributed_steps(
             training.strategy, model, opt, loss_fn, x_train, y_train, batch_input)
 
+    # Indices go to the graph in chunks of about 4 MB: 10**7 steps between two evaluations
+    # must not build a 4 GB index block.
+    chunk = max(1, (1 << 20) // cfg.batch_size)
+
     def advance(start: int, stop: int):
         """Run optimizer steps ``start .. stop - 1`` (in-memory batches); the last loss."""
-        return run_steps(tf.constant(indices[start:stop]), tf.constant(start, tf.int64))
+        loss = None
+        for a in range(start, stop, chunk):
+            b = min(stop, a + chunk)
+            loss = run_steps(tf.constant(indices.block(a, b)), tf.constant(a, tf.int64))
+        return loss
 
     return advance, None
 
@@ -431,9 +473,12 @@ def fit(
         DatasetError: the data cannot be loaded.
         RunDirError: ``out_dir`` exists and ``force`` is false.
     """
-    from .run_dir import check_writable, write_run
+    from edgeport.fileio import check_utf8_path
+
+    from .run_dir import RunDirError, check_writable, write_run
 
     if out_dir is not None:
+        check_utf8_path(out_dir, RunDirError, flag="--out")  # before training, not after
         data_folder = cfg.dataset if os.path.isdir(cfg.dataset) else None
         check_writable(out_dir, force=force, protect=(data_folder, cfg.data_dir))
     ds = dataset if dataset is not None else load_dataset(

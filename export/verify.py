@@ -219,13 +219,15 @@ def _check_signature(
     if public_key is not None or certificate_chain is not None:
         from .signing import verify_signature
 
-        problems += verify_signature(export_dir, public_key=public_key,
-                                     certificate_chain=certificate_chain)
-        return GUARANTEE_SIGNED if not problems else "signature check failed"
+        signature_problems = verify_signature(export_dir, public_key=public_key,
+                                              certificate_chain=certificate_chain)
+        problems += signature_problems
+        return GUARANTEE_SIGNED if not signature_problems else "signature check failed"
     if (export_dir / SIGNATURE_NAME).exists():
         return (f"{SIGNATURE_NAME} present but not checked: " + GUARANTEE_UNSIGNED
                 .replace("sign with `edgeport sign RUN/export --key KEY`",
-                         "pass --key PUBLIC_KEY to check the signature"))
+                         "pass --key PUBLIC_KEY (or --chain CA_CERT) to check the "
+                         "signature"))
     return GUARANTEE_UNSIGNED
 
 

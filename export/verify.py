@@ -174,6 +174,10 @@ def verify_export(
     manifest = read_manifest(export_dir)
     golden = _read_golden(export_dir / GOLDEN_NAME)
     inputs = golden["inputs"]
+    # Before the replay, so an unusable --key/--chain or model.sig stops at once (exit 2).
+    signature_problems: list[str] = []
+    guarantee = _check_signature(export_dir, signature_problems, public_key=public_key,
+                                 certificate_chain=certificate_chain)
     results = tuple(
         _verify_artifact(export_dir, entry, golden, table=table, runtime=runtime,
                          manifest=manifest)
@@ -181,8 +185,7 @@ def verify_export(
     )
     problems = folder_problems(export_dir, manifest) + parity_problems(export_dir, manifest,
                                                                        table)
-    guarantee = _check_signature(export_dir, problems, public_key=public_key,
-                                 certificate_chain=certificate_chain)
+    problems += signature_problems
     if not results:
         problems.append("manifest.json lists no artifacts; expected at least one model file")
     problems += _saved_model_problems(manifest)
@@ -219,10 +222,9 @@ def _check_signature(
     if public_key is not None or certificate_chain is not None:
         from .signing import verify_signature
 
-        signature_problems = verify_signature(export_dir, public_key=public_key,
-                                              certificate_chain=certificate_chain)
-        problems += signature_problems
-        return GUARANTEE_SIGNED if not signature_problems else "signature check failed"
+        problems += verify_signature(export_dir, public_key=public_key,
+                                     certificate_chain=certificate_chain)
+        return GUARANTEE_SIGNED if not problems else "signature check failed"
     if (export_dir / SIGNATURE_NAME).exists():
         return (f"{SIGNATURE_NAME} present but not checked: " + GUARANTEE_UNSIGNED
                 .replace("sign with `edgeport sign RUN/export --key KEY`",

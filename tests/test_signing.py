@@ -10,10 +10,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,9 +21,29 @@ from edgeport.export.signing import SignatureError, SigningRefused, sign_export
 from edgeport.export.verify import verify_export
 
 
-def edgeport(*args: str, env: dict[str, str] | None = None, timeout: int = 600):
-    return subprocess.run([sys.executable, "-m", "edgeport", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def edgeport(capsys, monkeypatch):
+    """``edgeport ARGS`` in this process (TensorFlow is already imported by the fixtures),
+    with ``env`` set for the call only."""
+    from edgeport.export.cli import main
+
+    def call(*args: str, env: dict[str, str] | None = None) -> Result:
+        with monkeypatch.context() as m:
+            for k, v in (env or {}).items():
+                m.setenv(k, v)
+            capsys.readouterr()
+            code = main([str(a) for a in args])
+            out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+
+    return call
 
 
 def one_line(res, code: int) -> str:
@@ -157,7 +175,7 @@ def _failures(export: Path, **kw) -> str:
 
 # ---- sign and verify -------------------------------------------------------------------------
 
-def test_sign_then_verify_with_key_and_every_tamper_fails(run, keys):
+def test_sign_then_verify_with_key_and_every_tamper_fails(run, keys, edgeport):
     export = run / "export"
     res = edgeport("sign", str(export), "--key", str(keys / "private.pem"))
     assert res.returncode == 0, res.stderr
@@ -178,7 +196,7 @@ def test_sign_then_verify_with_key_and_every_tamper_fails(run, keys):
     assert "model.sig: does not verify (changed: manifest.json, parity.json)" in text
 
 
-def test_laundering_a_tampered_signed_export_is_refused(run, keys):
+def test_laundering_a_tampered_signed_export_is_refused(run, keys, edgeport):
     """Issue 18's attack: payload appended to a model, a support file edited, the manifest
     (and parity.json) rewritten consistently; then the verify fix line's own advice."""
     export = run / "export"
@@ -208,7 +226,7 @@ def test_laundering_a_tampered_signed_export_is_refused(run, keys):
     assert "signed by another key" in line
 
 
-def test_a_folder_failing_verify_or_without_a_passing_gate_is_never_signed(run, keys):
+def test_a_folder_failing_verify_or_without_a_passing_gate_is_never_signed(run, keys, edgeport):
     export = run / "export"
     (export / "parity.json").unlink()
     with pytest.raises(SigningRefused, match=r"no parity\.json"):
@@ -220,7 +238,7 @@ def test_a_folder_failing_verify_or_without_a_passing_gate_is_never_signed(run, 
     assert not list(export.glob(".model.sig*"))
 
 
-def test_a_failing_parity_gate_never_signs(run, keys, tmp_path):
+def test_a_failing_parity_gate_never_signs(run, keys, tmp_path, edgeport):
     strict = tmp_path / "strict.json"
     strict.write_text(json.dumps({"int8": {"min_agreement": 1.0}}))
     env = {"EDGEPORT_SIGNING_KEY": str(keys / "private.pem")}
@@ -236,7 +254,7 @@ def test_a_failing_parity_gate_never_signs(run, keys, tmp_path):
     assert verify_export(run / "export", public_key=keys / "public.pem").passed
 
 
-def test_export_with_a_key_gates_then_signs(run, keys, tmp_path):
+def test_export_with_a_key_gates_then_signs(run, keys, tmp_path, edgeport):
     env = {"EDGEPORT_SIGNING_KEY": str(keys / "private.pem")}
     res = edgeport("export", str(run), "--force", "--formats", "float32", env=env)
     assert res.returncode == 0, res.stderr
@@ -250,7 +268,7 @@ def test_export_with_a_key_gates_then_signs(run, keys, tmp_path):
 
 # ---- keys, certificates and model.sig that cannot be used: one line, exit 2 ---------------------
 
-def test_rsa_key_is_one_line_naming_the_key_types_and_how_to_make_one(run, keys):
+def test_rsa_key_is_one_line_naming_the_key_types_and_how_to_make_one(run, keys, edgeport):
     export = run / "export"
     for args in (("sign", str(export), "--key", str(keys / "rsa.pem")),
                  ("verify", str(export), "--key", str(keys / "rsa.pub"))):
@@ -265,14 +283,14 @@ def test_rsa_key_is_one_line_naming_the_key_types_and_how_to_make_one(run, keys)
         verify_export(export, public_key=keys / "private.pem")
 
 
-def test_key_and_chain_together_is_refused(run, keys):
+def test_key_and_chain_together_is_refused(run, keys, edgeport):
     sign_export(run / "export", private_key=keys / "private.pem")
     line = one_line(edgeport("verify", str(run / "export"), "--key", str(keys / "public.pem"),
                              "--chain", str(keys / "ca.pem")), 2)
     assert "use one of --key or --chain" in line
 
 
-def test_certificate_form_signs_detects_a_change_and_names_the_right_flag(run, keys):
+def test_certificate_form_signs_detects_a_change_and_names_the_right_flag(run, keys, edgeport):
     export = run / "export"
     res = edgeport("sign", str(export), "--key", str(keys / "leaf-key.pem"),
                    "--certificate", str(keys / "leaf.pem"), "--chain", str(keys / "ca.pem"))
@@ -295,7 +313,7 @@ def test_certificate_form_signs_detects_a_change_and_names_the_right_flag(run, k
     assert "changed: golden.npz, manifest.json" in line
 
 
-def test_key_signed_export_checked_with_chain_names_key(run, keys):
+def test_key_signed_export_checked_with_chain_names_key(run, keys, edgeport):
     sign_export(run / "export", private_key=keys / "private.pem")
     line = one_line(edgeport("verify", str(run / "export"), "--chain", str(keys / "ca.pem")), 2)
     assert "signed with a bare key" in line and "--key PUBLIC_KEY" in line
@@ -308,7 +326,7 @@ def test_key_signed_export_checked_with_chain_names_key(run, keys):
     ('{"mediaType": "x", "verificationMaterial": {}, "dsseEnvelope": {}}',
      "holds neither publicKey nor x509CertificateChain"),
 ])
-def test_malformed_model_sig_is_one_line(run, keys, content, needle):
+def test_malformed_model_sig_is_one_line(run, keys, content, needle, edgeport):
     export = run / "export"
     (export / "model.sig").write_text(content)
     line = one_line(edgeport("verify", str(export), "--key", str(keys / "public.pem")), 2)

@@ -168,8 +168,9 @@ def _sign(export_dir: Path, key: str, code: int) -> int:
     from edgeport.export.signing import sign_export
 
     if code != 0:
-        print(f"not signed: the parity gate failed; a signature vouches for a passing gate "
-              f"only ({export_dir} keeps no new signature)", file=sys.stderr)
+        print(f"not signed: the parity gate failed on {export_dir} (a signature vouches for "
+              "a passing gate only); fix the failures above, then run again with the key",
+              file=sys.stderr)
         return code
     sig = sign_export(export_dir, private_key=key, previous_checked=True)
     print(f"signed {export_dir} -> {sig}", file=sys.stderr)

@@ -283,6 +283,25 @@ def test_rsa_key_is_one_line_naming_the_key_types_and_how_to_make_one(run, keys,
         verify_export(export, public_key=keys / "private.pem")
 
 
+def test_other_key_types_name_what_they_are(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    from edgeport.export.signing import check_signing_key
+
+    for key, kind in ((ec.generate_private_key(ec.SECP256K1()), "an EC key on secp256k1"),
+                      (ed25519.Ed25519PrivateKey.generate(), "an Ed25519 key")):
+        path = tmp_path / "key.pem"
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+        with pytest.raises(SignatureError, match=f"{kind}; expected an elliptic-curve"):
+            check_signing_key(path)
+    path.write_text("not a key")
+    with pytest.raises(SignatureError, match="not a usable PEM private key"):
+        check_signing_key(path)
+
+
 def test_key_and_chain_together_is_refused(run, keys, edgeport):
     sign_export(run / "export", private_key=keys / "private.pem")
     line = one_line(edgeport("verify", str(run / "export"), "--key", str(keys / "public.pem"),

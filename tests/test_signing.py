@@ -279,6 +279,10 @@ def test_rsa_key_is_one_line_naming_the_key_types_and_how_to_make_one(run, keys,
     line = one_line(edgeport("export", str(run), "--force", "--sign-key", str(keys / "rsa.pem")), 2)
     assert "an RSA key" in line
     assert not (export / "model.sig").exists()
+    out = run.parent / "never-trained"
+    line = one_line(edgeport("run", "--recipe", "seed", "--out", str(out), "--quiet",
+                             "--sign-key", str(keys / "rsa.pem")), 2)
+    assert "an RSA key" in line and not out.exists()
     with pytest.raises(SignatureError, match="a private key; expected its public half"):
         verify_export(export, public_key=keys / "private.pem")
 

@@ -246,16 +246,18 @@ def _dispatch_command(args: argparse.Namespace) -> int:
                           chain=tuple(args.chain))
         print(f"signed every file of {args.export_dir} -> {sig}")
         return 0
-    import_tensorflow()
     key = _signing_key(args)
+    if key and args.command in ("export", "run"):  # an unusable key stops before the work
+        _signing_key_usable(key)
+    if key and args.command == "parity":  # before the gate rewrites parity.json
+        _check_signable(Path(args.run) / "export", key)
+    import_tensorflow()
     if args.command == "import":
         from edgeport.train.importer import run_import
 
         run_import(args)
         return 0
     if args.command == "export":
-        if key:  # refuse an unusable key before the work
-            _signing_key_usable(key)
         _export(args, Path(args.run), force=args.force)
         if key:  # a signature follows a passing gate: export, gate, then sign
             gate = argparse.Namespace(**{"json_out": None, "junit": None, "markdown": None,
@@ -264,13 +266,9 @@ def _dispatch_command(args: argparse.Namespace) -> int:
         return 0
     if args.command == "parity":
         export_dir = Path(args.run) / "export"
-        if key:  # before the gate rewrites parity.json
-            _check_signable(export_dir, key)
         code = _parity(args, Path(args.run))
         return _sign(export_dir, key, code) if key else code
     if args.command == "run":
-        if key:
-            _signing_key_usable(key)
         res = run_train(args)
         _export(args, res.run_dir, force=True)
         code = _parity(args, res.run_dir)

@@ -108,14 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("export_dir", help="an export folder (RUN/export)")
     sp.add_argument("--key", help="public key (PEM): also check RUN/export/model.sig")
     sp.add_argument("--chain", action="append",
-                    help="CA certificate (PEM): check a certificate signature (repeatable)")
+                    help="CA certificate (PEM): check a certificate signature instead of "
+                         "--key (repeatable)")
 
     sp = command("sign", "sign every file of RUN/export (OpenSSF model-signing, model.sig)")
     sp.add_argument("export_dir", help="an export folder (RUN/export)")
-    sp.add_argument("--key", required=True, help="elliptic-curve private key (PEM)")
+    sp.add_argument("--key", required=True,
+                    help="elliptic-curve private key (PEM; P-256, P-384 or P-521). Signs only "
+                         "a folder that passes verify and its parity gate, and whose "
+                         "existing model.sig (if any) verifies with this key")
     sp.add_argument("--certificate", help="the key's signing certificate (PEM)")
     sp.add_argument("--chain", action="append", default=[],
-                    help="intermediate certificates to embed (repeatable)")
+                    help="CA certificates: embedded, and what an existing certificate "
+                         "signature is checked against (repeatable)")
     return p
 
 

@@ -43,8 +43,9 @@ def _add_export_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--calibration-samples", type=int, default=500,
                    help="int8 calibration images, class-balanced from the training split")
     g.add_argument("--sign-key", default=None,
-                   help="sign RUN/export with this private key (default: "
-                        "$EDGEPORT_SIGNING_KEY if set; see `edgeport sign`)")
+                   help="after a passing parity gate, sign RUN/export with this "
+                        "private key (default: $EDGEPORT_SIGNING_KEY if set; export then "
+                        "runs the gate too; see `edgeport sign`)")
 
 
 def _add_parity_arguments(p: argparse.ArgumentParser) -> None:
@@ -107,14 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("export_dir", help="an export folder (RUN/export)")
     sp.add_argument("--key", help="public key (PEM): also check RUN/export/model.sig")
     sp.add_argument("--chain", action="append",
-                    help="CA certificate (PEM): check a certificate signature (repeatable)")
+                    help="CA certificate (PEM): check a certificate signature instead of "
+                         "--key (repeatable)")
 
     sp = command("sign", "sign every file of RUN/export (OpenSSF model-signing, model.sig)")
     sp.add_argument("export_dir", help="an export folder (RUN/export)")
-    sp.add_argument("--key", required=True, help="elliptic-curve private key (PEM)")
+    sp.add_argument("--key", required=True,
+                    help="elliptic-curve private key (PEM; P-256, P-384 or P-521). Signs only "
+                         "a folder that passes verify and its parity gate, and whose "
+                         "existing model.sig (if any) verifies with this key")
     sp.add_argument("--certificate", help="the key's signing certificate (PEM)")
     sp.add_argument("--chain", action="append", default=[],
-                    help="intermediate certificates to embed (repeatable)")
+                    help="CA certificates: embedded, and what an existing certificate "
+                         "signature is checked against (repeatable)")
     return p
 
 
@@ -147,11 +153,33 @@ def _signing_key(args: argparse.Namespace) -> str | None:
     return getattr(args, "sign_key", None) or os.environ.get(SIGNING_KEY_ENV) or None
 
 
-def _sign(export_dir: Path, key: str) -> None:
+def _check_signable(export_dir: Path, key: str) -> None:
+    """Before a gate that rewrites parity.json: an existing model.sig must verify with the
+    key's public half (else the folder changed since it was signed: exit 1, never re-signed)."""
+    from edgeport.export.signing import check_signable
+
+    check_signable(export_dir, private_key=key)
+
+
+def _signing_key_usable(key: str) -> None:
+    """An unusable signing key (missing, RSA...) stops before any training or export."""
+    from edgeport.export.signing import check_signing_key
+
+    check_signing_key(key)
+
+
+def _sign(export_dir: Path, key: str, code: int) -> int:
+    """Sign after a passing gate only (``code`` 0); a failing gate leaves the folder unsigned."""
     from edgeport.export.signing import sign_export
 
-    sig = sign_export(export_dir, private_key=key)
+    if code != 0:
+        print(f"not signed: the parity gate failed on {export_dir} (a signature vouches for "
+              "a passing gate only); fix the failures above, then run again with the key",
+              file=sys.stderr)
+        return code
+    sig = sign_export(export_dir, private_key=key, previous_checked=True)
     print(f"signed {export_dir} -> {sig}", file=sys.stderr)
+    return code
 
 
 def _version() -> str:
@@ -223,8 +251,12 @@ def _dispatch_command(args: argparse.Namespace) -> int:
                           chain=tuple(args.chain))
         print(f"signed every file of {args.export_dir} -> {sig}")
         return 0
-    import_tensorflow()
     key = _signing_key(args)
+    if key and args.command in ("export", "run"):  # an unusable key stops before the work
+        _signing_key_usable(key)
+    if key and args.command == "parity":  # before the gate rewrites parity.json
+        _check_signable(Path(args.run) / "export", key)
+    import_tensorflow()
     if args.command == "import":
         from edgeport.train.importer import run_import
 
@@ -232,22 +264,21 @@ def _dispatch_command(args: argparse.Namespace) -> int:
         return 0
     if args.command == "export":
         _export(args, Path(args.run), force=args.force)
-        if key:
-            _sign(Path(args.run) / "export", key)
+        if key:  # a signature follows a passing gate: export, gate, then sign
+            gate = argparse.Namespace(**{"json_out": None, "junit": None, "markdown": None,
+                                         "thresholds": None, **vars(args)})
+            return _sign(Path(args.run) / "export", key, _parity(gate, Path(args.run)))
         return 0
     if args.command == "parity":
-        code = _parity(args, Path(args.run))
         export_dir = Path(args.run) / "export"
-        if key and (export_dir / "model.sig").exists():  # keep the signature covering parity
-            _sign(export_dir, key)
-        return code
+        code = _parity(args, Path(args.run))
+        return _sign(export_dir, key, code) if key else code
     if args.command == "run":
         res = run_train(args)
         _export(args, res.run_dir, force=True)
         code = _parity(args, res.run_dir)
-        if key:  # after parity, so the verdict is signed too
-            _sign(res.run_dir / "export", key)
-        return code
+        # after parity, so the verdict is signed too
+        return _sign(res.run_dir / "export", key, code) if key else code
     if args.command == "bench":
         from edgeport.export.bench import benchmark
         from edgeport.export.report import format_bench_table

@@ -176,6 +176,10 @@ def verify_export(
     manifest = read_manifest(export_dir)
     golden = _read_golden(export_dir / GOLDEN_NAME, manifest)
     inputs = golden["inputs"] if golden is not None else ()
+    # Before the replay, so an unusable --key/--chain or model.sig stops at once (exit 2).
+    signature_problems: list[str] = []
+    guarantee = _check_signature(export_dir, signature_problems, public_key=public_key,
+                                 certificate_chain=certificate_chain)
     results = tuple(
         _verify_artifact(export_dir, entry, golden, table=table, runtime=runtime,
                          manifest=manifest)
@@ -183,8 +187,7 @@ def verify_export(
     )
     problems = folder_problems(export_dir, manifest) + parity_problems(export_dir, manifest,
                                                                        table)
-    guarantee = _check_signature(export_dir, problems, public_key=public_key,
-                                 certificate_chain=certificate_chain)
+    problems += signature_problems
     if not results:
         problems.append("manifest.json lists no artifacts; expected at least one model file")
     problems += _saved_model_problems(manifest)
@@ -227,7 +230,8 @@ def _check_signature(
     if (export_dir / SIGNATURE_NAME).exists():
         return (f"{SIGNATURE_NAME} present but not checked: " + GUARANTEE_UNSIGNED
                 .replace("sign with `edgeport sign RUN/export --key KEY`",
-                         "pass --key PUBLIC_KEY to check the signature"))
+                         "pass --key PUBLIC_KEY (or --chain CA_CERT) to check the "
+                         "signature"))
     return GUARANTEE_UNSIGNED
 
 

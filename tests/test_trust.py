@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from edgeport.errors import EXIT_INTERNAL, run_cli
-from edgeport.export.integrity import manifest_sha256
 from edgeport.export.verify import verify_export
 from edgeport.fileio import MARKER_NAME, UnsafeReplaceError, atomic_dir, check_replaceable
 
@@ -324,65 +323,7 @@ def test_verify_cli_exit_1_and_guarantee_line(exported_run, tmp_path):
     assert edgeport("verify", str(export)).returncode == 1
 
 
-# ---- signing --------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    d = tmp_path_factory.mktemp("keys")
-    key = ec.generate_private_key(ec.SECP256R1())
-    (d / "private.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    (d / "public.pem").write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    other = ec.generate_private_key(ec.SECP256R1())
-    (d / "other.pem").write_bytes(other.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    return d
-
-
-def test_sign_then_verify_with_key_and_every_tamper_fails(exported_run, tmp_path, keys):
-    run = copy_export(exported_run, tmp_path)
-    export = run / "export"
-    res = edgeport("sign", str(export), "--key", str(keys / "private.pem"))
-    assert res.returncode == 0, res.stderr
-    rep = verify_export(export, public_key=keys / "public.pem")
-    assert rep.passed, rep.failures
-    assert rep.guarantee.startswith("signed")
-    assert not verify_export(export, public_key=keys / "other.pem").passed
-    # A consistent rewrite of the whole manifest passes without a key, never with one.
-    # (parity.json names the manifest's hash, so a consistent rewrite updates it too; the
-    # session's parity tests may or may not have written one into the shared run.)
-    m = json.loads((export / "manifest.json").read_text())
-    m["edgeport_version"] = "9.9.9"
-    (export / "manifest.json").write_text(json.dumps(m))
-    parity = export / "parity.json"
-    if parity.exists():
-        assert not verify_export(export).passed  # a stale parity.json is noticed
-        doc = json.loads(parity.read_text())
-        doc["manifest_sha256"] = manifest_sha256(export)
-        parity.write_text(json.dumps(doc))
-    assert verify_export(export).passed
-    text = _failures(export, public_key=keys / "public.pem")
-    assert "model.sig: does not verify" in text
-
-
-def test_export_signs_when_a_key_is_configured(exported_run, tmp_path, keys):
-    run = copy_export(exported_run, tmp_path)
-    env = {**os.environ, "EDGEPORT_SIGNING_KEY": str(keys / "private.pem")}
-    res = subprocess.run([sys.executable, "-m", "edgeport", "export", str(run), "--force",
-                          "--formats", "float32"], capture_output=True, text=True, env=env,
-                         timeout=600)
-    assert res.returncode == 0, res.stderr
-    assert (run / "export" / "model.sig").is_file()
-    res = edgeport("verify", str(run / "export"), "--key", str(keys / "public.pem"))
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "guarantee: signed" in res.stdout
-    line = one_line(edgeport("sign", str(run / "export"), "--key", str(tmp_path / "nokey")))
-    assert "no such file" in line
+# Signing tests (sign, verify --key/--chain, re-signing refusals): tests/test_signing.py.
 
 
 # ---- the parity gate checks its oracle -------------------------------------------------------
@@ -458,70 +399,6 @@ def test_folder_links_out_of_the_dataset_and_duplicates_are_skipped(tmp_path):
     _, files, _ = _list_classes(root)
     names = sorted(p.relative_to(root).as_posix() for p, _ in files)
     assert names == ["a/0.png", "a/1.png", "a/2.png", "b/0.png", "b/1.png", "b/2.png"]
-
-
-def _write_certificates(d: Path) -> None:
-    """A CA and a code-signing leaf certificate for it (EC P-256), made at test time."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    day = datetime.timedelta(days=1)
-
-    def usage(*, sign: bool, ca: bool) -> x509.KeyUsage:
-        return x509.KeyUsage(digital_signature=sign, content_commitment=False,
-                             key_encipherment=False, data_encipherment=False,
-                             key_agreement=False, key_cert_sign=ca, crl_sign=ca,
-                             encipher_only=False, decipher_only=False)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edgeport test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(1)
-          .not_valid_before(now - day).not_valid_after(now + day)
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(usage(sign=False, ca=True), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                         critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "signer")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
-            .not_valid_before(now - day).not_valid_after(now + day)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(usage(sign=True, ca=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]),
-                           critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                ca_key.public_key()), critical=False)
-            .add_extension(x509.SubjectAlternativeName([x509.RFC822Name("ci@example.com")]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (d / "leaf.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    (d / "leaf-key.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-
-
-def test_certificate_form_signs_and_detects_a_changed_file(exported_run, tmp_path):
-    _write_certificates(tmp_path)
-    export = copy_export(exported_run, tmp_path) / "export"
-    res = edgeport("sign", str(export), "--key", str(tmp_path / "leaf-key.pem"),
-                   "--certificate", str(tmp_path / "leaf.pem"), "--chain", str(tmp_path / "ca.pem"))
-    assert res.returncode == 0, res.stderr
-    res = edgeport("verify", str(export), "--chain", str(tmp_path / "ca.pem"))
-    assert res.returncode == 0, res.stdout + res.stderr
-    (export / "golden.npz").write_bytes((export / "golden.npz").read_bytes() + b"\0")
-    rehash(export, "golden.npz")  # the manifest follows: only the signature can tell
-    res = edgeport("verify", str(export), "--chain", str(tmp_path / "ca.pem"))
-    assert res.returncode == 1
-    assert "changed: golden.npz" in res.stdout and "manifest.json" in res.stdout
 
 
 def test_a_caught_ctrl_c_still_exits_130(capsys):

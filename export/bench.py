@@ -748,7 +748,7 @@ def _measure(spec: dict[str, Any]) -> tuple[dict[str, float] | None, str | None]
         if proc.returncode >= 0 or attempts == 2:
             break
     lines = [" ".join(s.split()) for s in (proc.stderr or "").splitlines() if s.strip()]
-    tail = lines[-1][:300] if lines else ""
+    tail = lines[-1] if lines else ""  # whole: the skip reason of tflite-runtime is parsed from it
     if proc.returncode < 0:
         try:
             name = signal.Signals(-proc.returncode).name

@@ -288,7 +288,8 @@ def _bench_rows(report: BenchReport) -> list[list[str]]:
         verdict = "baseline" if r.baseline else {True: "PASS", False: "FAIL", None: "-"}[
             r.parity_passed]
         if r.error is not None:  # its process failed: the other rows are still measured
-            verdict = f"error: {r.error}"
+            text = r.error if len(r.error) <= 150 else r.error[:149] + "…"
+            verdict = f"error: {text}"  # the whole line is in bench.json
         rows.append([r.artifact, r.runtime, _kb(r.bytes), _pct(r.accuracy), _pct(r.agreement),
                      verdict, _num(r.load_ms, ".1f"), _num(r.first_inference_ms, ".2f"),
                      _num(r.latency_p50_ms, ".3f"), _num(r.latency_p99_ms, ".3f"),
@@ -328,6 +329,7 @@ def _bench_markdown(report: BenchReport) -> str:
         "### edgeport bench", "",
         markdown_table(_BENCH_HEADERS, rows, align=_BENCH_ALIGN), "",
         f"_{_bench_setting(report)}_", "",
+        *(["skipped (file, runtime: reason):", ""] if report.skipped else []),
         *(f"- {line.strip()}" for line in _bench_skipped(report)[1:]),
         *([""] if report.skipped else []),
         f"**{report.recommendation}**",

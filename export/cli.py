@@ -234,6 +234,10 @@ def _dispatch_command(args: argparse.Namespace) -> int:
         return 0
     if args.command == "bench":  # TensorFlow only if the gate must re-run: data is checked first
         return _bench(args)
+    if args.command == "import":  # a picture given as MODEL is refused before TensorFlow loads
+        from edgeport.train.importer import check_model_path
+
+        check_model_path(args.model)
     import_tensorflow()
     key = _signing_key(args)
     if args.command == "import":

@@ -109,7 +109,7 @@ def check_app_parity(
     import sys
     from concurrent.futures import ThreadPoolExecutor
 
-    from tqdm import tqdm
+    from edgeport.progress import progress_bar as tqdm
 
     pictures = render_pictures(x, info.input)
     jobs = [(entry, runtime) for entry in entries for runtime in _app_runtimes()]

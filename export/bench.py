@@ -7,9 +7,11 @@ Usage::
     print(report.recommendation)
 
 One row per artifact and runtime (LiteRT; tflite-runtime where installed;
-ONNX Runtime for ``model.onnx``) plus the TensorFlow SavedModel as the
-baseline row. Each row is measured in its own fresh Python process, so its
-load time is cold and its peak RSS (``VmHWM``) is that runtime's alone,
+ONNX Runtime for ``model.onnx``), one per app model (``"family": "app"``) and
+app runtime (LiteRT; MediaPipe's ``ImageClassifier`` when installed), plus the
+TensorFlow SavedModel as the baseline row. Anything left out is listed in
+``skipped`` (file, runtime, reason). Each row is measured in its own fresh
+Python process, so its load time is cold and its peak RSS (``VmHWM``) is that runtime's alone,
 not the sum of everything the benchmark has loaded. Each process:
 
 1. imports the runtime (``import_ms``) and loads the file (``load_ms``,
@@ -24,10 +26,18 @@ not the sum of everything the benchmark has loaded. Each process:
 Times go through :meth:`mobile_demo.runtime.Model.predict`, so they include
 what an app pays around the interpreter: the reshape, the uint8 quantization
 of the pixels for ``model_int8.tflite`` and the dequantization of its outputs.
-Inputs are real test images. Accuracy and agreement come from
-``RUN/export/parity.json`` (the parity gate runs first when it is missing or
-older than the export). Timings depend on the machine; ``environment`` in the
-JSON records which one.
+Inputs are real test images. An app model is timed the way an app calls it: a
+photo in, probabilities out, batch 1: the first :data:`APP_PICTURES` test digits
+rendered as RGB photos at its input size (:func:`export.app.render_pictures`,
+the parity gate's own pictures); its throughput is one photo at a time.
+
+Accuracy and agreement come from ``RUN/export/parity.json`` when it belongs to
+this export (the checks ``edgeport verify`` makes: the same ``manifest.json``
+SHA-256, every file covered, consistent verdicts); else the parity gate runs
+first, and one line on stderr says which. A row whose process crashes (a native
+abort in a runtime) is retried once, then kept with ``error`` set; the other rows
+still run. The recommendation only considers files that load in the ``target``
+runtime. Timings depend on the machine; ``environment`` in the JSON records which one.
 """
 
 from __future__ import annotations
@@ -52,38 +62,73 @@ from edgeport.errors import EdgeportError
 from edgeport.fileio import atomic_write_json
 
 __all__ = [
+    "APP_PICTURES",
     "BENCH_NAME",
     "BENCH_RUNTIMES",
+    "BENCH_TARGETS",
     "BenchError",
     "BenchReport",
     "BenchRow",
+    "BenchSkip",
     "benchmark",
     "write_plot",
 ]
 
 BENCH_NAME = "bench.json"
-BENCH_RUNTIMES = ("litert", "tflite-runtime", "tensorflow", "onnxruntime")
-"""Runtimes :func:`benchmark` accepts; ``tensorflow`` means ``tf.lite.Interpreter`` on .tflite."""
-_DEFAULT_RUNTIMES = ("litert", "tflite-runtime", "onnxruntime")  # those installed are used
+BENCH_RUNTIMES = ("litert", "tflite-runtime", "tensorflow", "onnxruntime", "mediapipe")
+"""Runtimes :func:`benchmark` accepts; ``tensorflow`` means ``tf.lite.Interpreter`` on .tflite;
+``mediapipe`` (Tasks' ``ImageClassifier``) runs the app models only."""
+_DEFAULT_RUNTIMES = ("litert", "tflite-runtime", "onnxruntime", "mediapipe")  # if installed
 _TFLITE_RUNTIMES = ("litert", "tflite-runtime", "tensorflow")
 _MODULES = {
     "litert": "ai_edge_litert",
     "tflite-runtime": "tflite_runtime",
     "tensorflow": "tensorflow",
     "onnxruntime": "onnxruntime",
+    "mediapipe": "mediapipe",
 }
 _IMPORTS = {  # what load_model imports: the interpreter module, not just the package
     "litert": "ai_edge_litert.interpreter",
     "tflite-runtime": "tflite_runtime.interpreter",
     "tensorflow": "tensorflow",
     "onnxruntime": "onnxruntime",
+    "mediapipe": "mediapipe.tasks.python.vision",
 }
-_DISTRIBUTIONS = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "tensorflow", "numpy")
+_DISTRIBUTIONS = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "tensorflow", "numpy",
+                  "mediapipe")
 _SAVED_MODEL = "saved_model"
+BENCH_TARGETS = ("litert", "tflite-runtime", "onnxruntime", "browser")
+"""Where the user ships: :func:`benchmark` recommends only files that load there."""
+APP_PICTURES = 100
+"""Test digits rendered as photos for the app-model rows (cycled through the timed calls)."""
+_APP_RUNTIMES = ("litert", "mediapipe")
+_CRASH_ENV = "EDGEPORT_BENCH_CRASH_FOR_TESTS"  # tests only: this artifact's worker aborts
 
 
 class BenchError(EdgeportError, RuntimeError):
     """A benchmark option is invalid, a runtime is missing, or a measuring process failed."""
+
+
+@dataclass(frozen=True)
+class BenchSkip:
+    """A file and runtime the benchmark did not measure, and why.
+
+    Attributes:
+        file: the file in ``RUN/export``, or ``*`` for every file of that runtime.
+        runtime: the runtime it was not measured with.
+        reason: why, with the fix when there is one.
+    """
+
+    file: str
+    runtime: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file} on {self.runtime}: {self.reason}"
+
+    def to_dict(self) -> dict[str, str]:
+        """A JSON-ready dict."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -110,6 +155,8 @@ class BenchRow:
         base_rss_mb: its resident memory before the runtime was imported (Python,
             numpy and the inputs), so ``peak - base`` is the runtime and model.
         baseline: the row is the TensorFlow SavedModel the files were exported from.
+        family: ``plain`` (a tensor in) or ``app`` (a photo in, see :data:`APP_PICTURES`).
+        error: why the row's measuring process failed (its timings are then ``None``).
     """
 
     artifact: str
@@ -120,15 +167,17 @@ class BenchRow:
     accuracy: float | None
     agreement: float | None
     parity_passed: bool | None
-    import_ms: float
-    load_ms: float
-    first_inference_ms: float
-    latency_p50_ms: float
-    latency_p99_ms: float
-    throughput_ips: float
-    peak_rss_mb: float
-    base_rss_mb: float
+    import_ms: float | None
+    load_ms: float | None
+    first_inference_ms: float | None
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    throughput_ips: float | None
+    peak_rss_mb: float | None
+    base_rss_mb: float | None
     baseline: bool = False
+    family: str = "plain"
+    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -146,8 +195,12 @@ class BenchReport:
         warmup: untimed batch-1 calls before timing.
         repeats: timed calls at ``batch`` images (the median is reported).
         num_threads: runtime threads (``None``: each runtime's default).
-        skipped: runtimes left out, with the reason (e.g. not installed).
+        skipped: files and runtimes left out, with the reason.
         environment: the machine and package versions the numbers come from.
+        target: the runtime the recommendation is for (:data:`BENCH_TARGETS`).
+        parity_source: where accuracy and verdicts came from (the line bench printed).
+        browser_passed: files whose browser parity rows all passed (``None``: parity.json
+            has no browser rows); the candidates for ``target="browser"``.
     """
 
     rows: tuple[BenchRow, ...]
@@ -156,41 +209,76 @@ class BenchReport:
     warmup: int
     repeats: int
     num_threads: int | None
-    skipped: tuple[str, ...] = ()
+    skipped: tuple[BenchSkip, ...] = ()
     environment: dict[str, Any] = field(default_factory=dict)
+    target: str = "litert"
+    parity_source: str = ""
+    browser_passed: tuple[str, ...] | None = None
 
     @property
     def smallest(self) -> BenchRow | None:
-        """The smallest file that passes parity (ties: the faster), if any."""
+        """The smallest tensor-input file that passes parity on the target (ties: faster)."""
         rows = self._passing()
-        return min(rows, key=lambda r: (r.bytes, r.latency_p50_ms)) if rows else None
+        return min(rows, key=lambda r: (r.bytes, r.latency_p50_ms or 0.0)) if rows else None
 
     @property
     def fastest(self) -> BenchRow | None:
-        """The artifact and runtime with the lowest batch-1 p50 latency that pass parity."""
+        """The tensor-input file with the lowest batch-1 p50 that passes parity on the target."""
         rows = self._passing()
-        return min(rows, key=lambda r: (r.latency_p50_ms, r.bytes)) if rows else None
+        return min(rows, key=lambda r: (r.latency_p50_ms or 0.0, r.bytes)) if rows else None
+
+    @property
+    def app(self) -> BenchRow | None:
+        """The smallest app model (photo in) that passes parity on the target, if any."""
+        rows = self._passing(family="app")
+        return min(rows, key=lambda r: (r.bytes, r.latency_p50_ms or 0.0)) if rows else None
 
     @property
     def recommendation(self) -> str:
-        """One line naming the smallest and the fastest artifact that pass parity."""
+        """One line: the smallest and the fastest file passing parity that load in ``target``."""
+        head = f"recommended for {self.target}: "
         small, fast = self.smallest, self.fastest
         if small is None or fast is None:
-            return "recommendation: no artifact passes parity; fix the export before shipping one"
-        return (
-            f"recommendation: smallest passing: {small.artifact} ({small.bytes / 1024:.1f} KB, "
+            return head + self._none_reason()
+        line = (
+            f"{head}smallest passing: {small.artifact} ({small.bytes / 1024:.1f} KB, "
             f"accuracy {_pct(small.accuracy)}, p50 {small.latency_p50_ms:.3f} ms on "
             f"{small.runtime}); fastest passing: {fast.artifact} on {fast.runtime} "
             f"(p50 {fast.latency_p50_ms:.3f} ms, {fast.throughput_ips:,.0f} img/s at batch "
             f"{self.batch}, {fast.bytes / 1024:.1f} KB)"
         )
+        app = self.app
+        if app is not None:
+            line += (f"; for photos (app model): {app.artifact} ({app.bytes / 1024:.1f} KB, "
+                     f"p50 {app.latency_p50_ms:.3f} ms a photo on {app.runtime})")
+        return line
 
-    def _passing(self) -> list[BenchRow]:
-        return [r for r in self.rows if not r.baseline and r.parity_passed]
+    def _none_reason(self) -> str:
+        if self.target == "browser" and self.browser_passed is None:
+            return ("none: parity.json has no browser rows; fix: run `edgeport parity RUN "
+                    "--browser` first")
+        if self.target in (*_TFLITE_RUNTIMES, "onnxruntime") and not any(
+                r.runtime == self.target for r in self.rows):
+            return (f"none: nothing was measured on {self.target} (see skipped); fix: install "
+                    f"it ({_INSTALL.get(self.target, 'pip install it')}) and re-run")
+        return "none: no file that loads there passes parity; fix the export before shipping one"
+
+    def _passing(self, family: str = "plain") -> list[BenchRow]:
+        rows = [r for r in self.rows if not r.baseline and r.parity_passed and r.error is None
+                and r.family == family]
+        if self.target == "browser":
+            allowed = set(self.browser_passed or ())
+            return [r for r in rows if r.artifact in allowed
+                    and r.runtime in ("litert", "onnxruntime")]
+        return [r for r in rows if r.runtime == self.target]
 
     def to_dict(self) -> dict[str, Any]:
         """The content of ``bench.json``."""
-        small, fast = self.smallest, self.fastest
+        small, fast, app = self.smallest, self.fastest, self.app
+
+        def pick(row: BenchRow | None) -> dict[str, str] | None:
+            return None if row is None else {"artifact": row.artifact, "runtime": row.runtime}
+
         return {
             "settings": {
                 "runs": self.runs,
@@ -200,16 +288,26 @@ class BenchReport:
                 "num_threads": self.num_threads,
             },
             "environment": dict(self.environment),
+            "parity_source": self.parity_source,
             "rows": [r.to_dict() for r in self.rows],
-            "skipped": list(self.skipped),
+            "skipped": [s.to_dict() for s in self.skipped],
             "recommendation": {
-                "smallest": None if small is None else {"artifact": small.artifact,
-                                                        "runtime": small.runtime},
-                "fastest": None if fast is None else {"artifact": fast.artifact,
-                                                      "runtime": fast.runtime},
+                "target": self.target,
+                "smallest": pick(small),
+                "fastest": pick(fast),
+                "app": pick(app),
                 "line": self.recommendation,
             },
         }
+
+
+_INSTALL = {
+    "tflite-runtime": "`make device-venv`, or set EDGEPORT_DEVICE_PYTHON to a Python with "
+                      "tflite-runtime",
+    "onnxruntime": "pip install onnxruntime",
+    "litert": "pip install ai-edge-litert",
+    "mediapipe": "pip install mediapipe",
+}
 
 
 def benchmark(
@@ -222,6 +320,7 @@ def benchmark(
     runtimes: Iterable[str] | None = None,
     baseline: bool = True,
     num_threads: int | None = None,
+    target: str = "litert",
     data_dir: str | os.PathLike[str] | None = None,
     json_path: str | os.PathLike[str] | None = None,
     markdown_path: str | os.PathLike[str] | None = None,
@@ -240,29 +339,41 @@ def benchmark(
         warmup: untimed batch-1 calls before the timed ones.
         repeats: timed calls at ``batch`` images; the median is reported.
         runtimes: names from :data:`BENCH_RUNTIMES`; ``None`` uses LiteRT,
-            tflite-runtime and ONNX Runtime, those that are installed.
+            tflite-runtime, ONNX Runtime and MediaPipe, those that are installed.
         baseline: add the TensorFlow SavedModel row.
         num_threads: CPU threads for every runtime; ``None`` keeps each default.
+        target: where the files will run (:data:`BENCH_TARGETS`); the recommendation
+            considers only files measured (or, for ``browser``, gated) there.
         data_dir: where the dataset lives, if not where the run found it.
         json_path: also write the JSON here.
         markdown_path: write a Markdown table here.
         plot_path: write a PNG of latency against size here.
-        progress: show a progress bar on stderr.
+        progress: show progress on stderr (:mod:`edgeport.progress`).
 
     Returns:
         The rows, settings, environment and recommendation.
 
     Raises:
-        BenchError: a bad option, a requested runtime that is not installed, or
-            a measuring process that failed.
+        BenchError: a bad option, or a requested runtime that is not installed.
+        DatasetError: the test split cannot be loaded (checked before anything slow).
         RunDirError, ParityError, ManifestError: the run or export is missing or broken.
     """
     _check_options(runs=runs, batch=batch, warmup=warmup, repeats=repeats,
                    num_threads=num_threads)
-    chosen, skipped = _select_runtimes(runtimes)
+    if target not in BENCH_TARGETS:
+        raise BenchError(f"target {target!r}; expected one of {', '.join(BENCH_TARGETS)} "
+                         "(the runtime the files will run in)")
     info, export_dir, manifest = _load_export(run_dir)
+    from edgeport.train.run_dir import load_split
+
+    # The dataset first: without it nothing below can run, so fail before the slow parts.
+    x, _ = load_split(info, "test", data_dir=data_dir)
+    _check_options(runs=runs, batch=batch, warmup=warmup, repeats=repeats,
+                   num_threads=num_threads, test_images=len(x))  # batch <= the test split
+    chosen, skipped = _select_runtimes(runtimes)
     parity = _parity_results(info.path, manifest, data_dir=data_dir, progress=progress)
-    jobs = _model_jobs(manifest, export_dir, parity, chosen)
+    jobs = _model_jobs(manifest, export_dir, parity.plain, chosen)
+    jobs += _app_jobs(manifest, export_dir, parity.app, chosen, skipped)
     if baseline:
         jobs.append(_baseline_job(info))
     if not jobs:
@@ -270,18 +381,19 @@ def benchmark(
             f"nothing to measure: runtimes {list(chosen)} run none of the files in {export_dir} "
             f"and baseline=False; expected e.g. runtimes=['litert', 'onnxruntime']"
         )
-    from edgeport.train.run_dir import load_split
+    pictures = None
+    if any(spec["kind"] == "app" for spec, _ in jobs):
+        from .app import render_pictures
 
-    x, _ = load_split(info, "test", data_dir=data_dir)
-    _check_options(runs=runs, batch=batch, warmup=warmup, repeats=repeats,
-                   num_threads=num_threads, test_images=len(x))  # batch <= the test split
+        pictures = render_pictures(x[:APP_PICTURES], info.input)
     settings = {"runs": runs, "batch": batch, "warmup": warmup, "repeats": repeats,
                 "num_threads": num_threads}
-    rows = _measure_jobs(jobs, x[: max(batch, min(runs, len(x)))], settings, skipped,
-                         progress=progress)
+    rows = _measure_jobs(jobs, x[: max(batch, min(runs, len(x)))], pictures, settings,
+                         skipped, progress=progress)
     report = BenchReport(
         rows=tuple(rows), runs=runs, batch=batch, warmup=warmup, repeats=repeats,
         num_threads=num_threads, skipped=tuple(skipped), environment=_environment(),
+        target=target, parity_source=parity.source, browser_passed=parity.browser_passed,
     )
     _write_reports(report, info.path / BENCH_NAME, json_path=json_path,
                    markdown_path=markdown_path, plot_path=plot_path)
@@ -353,23 +465,48 @@ def _model_jobs(manifest: Mapping[str, Any], export_dir: Path, parity: Mapping[s
     # tflite-runtime rows run in the device venv when it is not importable here.
     legacy_python = None if "tflite-runtime" in available_runtimes() else device_python()
     jobs: list[_Job] = []
-    for entry in _plain(manifest):  # app models: the browser rows (export/browser.py)
+    for entry in _family(manifest, "plain"):
         name = str(entry["file"])
         result = parity.get(name)
         fmt = str(entry["format"])
         for rt in chosen:
-            if (fmt == "onnx") != (rt == "onnxruntime"):
+            if rt == "mediapipe" or (fmt == "onnx") != (rt == "onnxruntime"):
                 continue
             jobs.append((
                 {"kind": "model", "path": str(export_dir / name), "runtime": rt,
                  "python": legacy_python if rt == "tflite-runtime" else None},
                 {"artifact": name, "format": fmt, "precision": str(entry["precision"]),
                  "runtime": rt, "bytes": (export_dir / name).stat().st_size,
-                 "accuracy": None if result is None else result.accuracy,
-                 "agreement": None if result is None else result.agreement,
-                 "parity_passed": None if result is None else result.passed},
+                 **_verdict(result)},
             ))
     return jobs
+
+
+def _app_jobs(manifest: Mapping[str, Any], export_dir: Path, parity: Mapping[Any, Any],
+              chosen: Sequence[str], skipped: list[BenchSkip]) -> list[_Job]:
+    """One job per (app model, app runtime): a photo in, probabilities out, batch 1."""
+    jobs: list[_Job] = []
+    for entry in _family(manifest, "app"):
+        name = str(entry["file"])
+        for rt in _APP_RUNTIMES:
+            if rt not in chosen:
+                if not any(s.runtime == rt and s.file == "*" for s in skipped):
+                    skipped.append(BenchSkip(name, rt, "not among the runtimes asked for"))
+                continue
+            jobs.append((
+                {"kind": "app", "path": str(export_dir / name), "runtime": rt},
+                {"artifact": name, "format": str(entry["format"]),
+                 "precision": str(entry["precision"]), "runtime": rt,
+                 "bytes": (export_dir / name).stat().st_size, "family": "app",
+                 **_verdict(parity.get((name, rt)))},
+            ))
+    return jobs
+
+
+def _verdict(result: Any) -> dict[str, Any]:
+    return {"accuracy": None if result is None else result.accuracy,
+            "agreement": None if result is None else result.agreement,
+            "parity_passed": None if result is None else result.passed}
 
 
 def _baseline_job(info: Any) -> _Job:
@@ -386,34 +523,47 @@ def _baseline_job(info: Any) -> _Job:
     )
 
 
-def _measure_jobs(jobs: Sequence[_Job], x: np.ndarray, settings: Mapping[str, Any],
-                  skipped: list[str], *, progress: bool) -> list[BenchRow]:
-    """Each job in a fresh worker process; a file tflite-runtime cannot load is skipped."""
-    from tqdm import tqdm
+_TIMINGS = ("import_ms", "load_ms", "first_inference_ms", "latency_p50_ms", "latency_p99_ms",
+            "throughput_ips", "peak_rss_mb", "base_rss_mb")
+_CANNOT_LOAD = re.compile(r"cannot load it \(([^)]*)\)")
+
+
+def _measure_jobs(jobs: Sequence[_Job], x: np.ndarray, pictures: np.ndarray | None,
+                  settings: Mapping[str, Any], skipped: list[BenchSkip], *,
+                  progress: bool) -> list[BenchRow]:
+    """Each job in a fresh worker process; a failed one becomes its row's ``error``.
+
+    A file tflite-runtime cannot load is skipped instead: the legacy runtime predates
+    operator versions of newer converters (TF 2.21's dynamic-range FULLY_CONNECTED v12).
+    """
+    from edgeport.progress import progress_bar as tqdm
 
     rows: list[BenchRow] = []
     with tempfile.TemporaryDirectory(prefix="edgeport-bench-") as tmp:
         inputs = Path(tmp) / "inputs.npy"
         np.save(inputs, np.ascontiguousarray(x))
+        photos = Path(tmp) / "pictures.npy"
+        if pictures is not None:
+            np.save(photos, np.ascontiguousarray(pictures))
         bar = tqdm(jobs, desc="bench", unit="row", file=sys.stderr, disable=not progress,
                    leave=False)
         try:
             for i, (spec, fields_) in enumerate(bar):
                 bar.set_description(f"bench {fields_['artifact']} ({fields_['runtime']})")
                 out = Path(tmp) / f"row{i}.json"
-                try:
-                    measured = _measure({**spec, **settings, "inputs": str(inputs),
-                                         "out": str(out)})
-                except BenchError as e:
-                    if spec["runtime"] != "tflite-runtime":
-                        raise
-                    # The legacy runtime predates operator versions of newer converters
-                    # (TF 2.21's dynamic-range FULLY_CONNECTED v12): report, do not fail.
-                    reason = re.search(r"cannot load it \(([^)]*)\)", str(e))
-                    skipped.append(f"{fields_['artifact']} on tflite-runtime: cannot load it ("
-                                   f"{reason.group(1) if reason else e})")
+                measured, error = _measure({**spec, **settings, "out": str(out),
+                                            "inputs": str(photos if spec["kind"] == "app"
+                                                          else inputs)})
+                if measured is not None:
+                    rows.append(BenchRow(**fields_, **measured))
                     continue
-                rows.append(BenchRow(**fields_, **measured))
+                assert error is not None
+                cannot = _CANNOT_LOAD.search(error)
+                if spec["runtime"] == "tflite-runtime" and cannot:
+                    skipped.append(BenchSkip(fields_["artifact"], "tflite-runtime",
+                                             f"cannot load it ({cannot.group(1)})"))
+                    continue
+                rows.append(BenchRow(**fields_, **dict.fromkeys(_TIMINGS), error=error))
         finally:
             bar.close()
     return rows
@@ -457,7 +607,7 @@ def write_plot(report: BenchReport, path: str | os.PathLike[str]) -> Path:
     ax = fig.add_subplot()
     markers = {"litert": "o", "tflite-runtime": "s", "onnxruntime": "D", "tensorflow": "^"}
     for runtime in dict.fromkeys(r.runtime for r in report.rows):
-        rows = [r for r in report.rows if r.runtime == runtime]
+        rows = [r for r in report.rows if r.runtime == runtime and r.error is None]
         ax.scatter([r.bytes / 1024 for r in rows], [r.latency_p50_ms for r in rows],
                    marker=markers.get(runtime, "o"), s=50, label=runtime, zorder=3)
         for r in rows:
@@ -506,16 +656,22 @@ def device_python(*candidates: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def _select_runtimes(runtimes: Iterable[str] | None) -> tuple[tuple[str, ...], list[str]]:
+def _select_runtimes(
+    runtimes: Iterable[str] | None,
+) -> tuple[tuple[str, ...], list[BenchSkip]]:
+    import importlib.util
+
     from edgeport.mobile_demo.runtime import available_runtimes
 
     installed = set(available_runtimes())
     if device_python() is not None:
         installed.add("tflite-runtime")
+    if importlib.util.find_spec("mediapipe") is not None:
+        installed.add("mediapipe")
     if runtimes is None:
         chosen = tuple(r for r in _DEFAULT_RUNTIMES if r in installed)
-        skipped = [f"{r}: not installed ({_MODULES[r]})" for r in _DEFAULT_RUNTIMES
-                   if r not in installed]
+        skipped = [BenchSkip("*", r, f"not installed ({_MODULES[r]}); fix: {_INSTALL[r]}")
+                   for r in _DEFAULT_RUNTIMES if r not in installed]
         return chosen, skipped
     names = [runtimes] if isinstance(runtimes, str) else list(runtimes)
     for name in names:
@@ -532,37 +688,76 @@ def _select_runtimes(runtimes: Iterable[str] | None) -> tuple[tuple[str, ...], l
     return tuple(dict.fromkeys(names)), []
 
 
+@dataclass(frozen=True)
+class _Parity:
+    """The gate's verdicts the rows carry, and where they came from."""
+
+    plain: dict[str, Any]  # artifact -> ParityResult
+    app: dict[tuple[str, str], Any]  # (app artifact, runtime) -> ParityResult
+    browser_passed: tuple[str, ...] | None  # files whose browser rows passed; None: no rows
+    source: str  # the line printed on stderr
+
+
 def _parity_results(
     run: Path, manifest: dict[str, Any], *, data_dir: Any, progress: bool
-) -> dict[str, Any]:
-    """Per-artifact parity results from ``parity.json``, re-running the gate when it is stale."""
+) -> _Parity:
+    """The verdicts of ``parity.json`` when it belongs to this export; else the gate re-run.
+
+    "Belongs" is what ``edgeport verify`` checks (:func:`export.integrity.parity_problems`):
+    the same ``manifest.json`` SHA-256, every file covered, verdicts consistent with the
+    thresholds. One line on stderr says whether the file was reused or the gate re-run.
+    """
+    from .integrity import parity_problems
     from .parity import PARITY_NAME, check_parity, read_parity
+    from .thresholds import THRESHOLDS
 
     export_dir = run / "export"
-    names = [str(e.get("file")) for e in _plain(manifest)]
+    path = export_dir / PARITY_NAME
     report = read_parity(export_dir)
-    parity_path, manifest_path = export_dir / PARITY_NAME, export_dir / "manifest.json"
-    stale = (
-        report is None
-        or [r.artifact for r in report.results if r.runtime not in _BROWSER] != names
-        or parity_path.stat().st_mtime < manifest_path.stat().st_mtime
-    )
-    if stale:
+    if report is None:
+        why = "no parity.json" if not path.exists() else "parity.json is not a parity report"
+    else:
+        problems = parity_problems(export_dir, manifest, THRESHOLDS)
+        why = problems[0].split("; fix:")[0] if problems else None
+    if why is None:
+        source = f"bench: reusing {path} (made for this manifest.json; the gate is not re-run)"
+        print(source, file=sys.stderr, flush=True)
+    else:
+        source = f"bench: {why}: running the parity gate first (`edgeport parity {run}`)"
+        print(source, file=sys.stderr, flush=True)
+        from edgeport.train.tfenv import import_tensorflow
+
+        import_tensorflow()  # quietly, before the gate needs it
         report = check_parity(run, data_dir=data_dir, progress=progress)
     assert report is not None
-    return {r.artifact: r for r in report.results if r.runtime not in _BROWSER}
+    app_files = {str(e["file"]) for e in _family(manifest, "app")}
+    results = [r for r in report.results if r.runtime not in _BROWSER]
+    browser = [r for r in report.results if r.runtime in _BROWSER]
+    passed = {r.artifact for r in browser} - {r.artifact for r in browser if not r.passed}
+    return _Parity(
+        plain={r.artifact: r for r in results if r.artifact not in app_files},
+        app={(r.artifact, r.runtime): r for r in results if r.artifact in app_files},
+        browser_passed=tuple(sorted(passed)) if browser else None,
+        source=source,
+    )
 
 
 _BROWSER = ("litert.js (chromium)", "onnxruntime-web (chromium)")  # export/browser.py's rows
 
 
-def _plain(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The manifest entries the Python runtimes measure (not the app models)."""
-    return [e for e in manifest["artifacts"] if e.get("family", "plain") == "plain"]
+def _family(manifest: Mapping[str, Any], family: str) -> list[dict[str, Any]]:
+    """The manifest entries of one family: ``plain`` (a tensor in) or ``app`` (a photo in)."""
+    return [e for e in manifest["artifacts"] if e.get("family", "plain") == family]
 
 
-def _measure(spec: dict[str, Any]) -> dict[str, float]:
-    """Run one row's measurement in a fresh Python process and return its figures."""
+def _measure(spec: dict[str, Any]) -> tuple[dict[str, float] | None, str | None]:
+    """One row's figures from a fresh Python process, or one line saying why there are none.
+
+    A process killed by a signal (a native crash in a runtime, seen once in two runs of
+    TensorFlow's baseline on a loaded machine) is retried once; a Python error is not.
+    """
+    import signal
+
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     spec_path = Path(spec["out"]).with_suffix(".spec.json")
@@ -570,16 +765,24 @@ def _measure(spec: dict[str, Any]) -> dict[str, float]:
     python = spec.get("python") or sys.executable
     worker = "from edgeport.export.bench import _worker_main; _worker_main()"
     cmd = [python, "-c", worker, str(spec_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     out = Path(spec["out"])
-    if proc.returncode != 0 or not out.is_file():
-        lines = [s for s in (proc.stderr or "").strip().splitlines() if s.strip()]
-        tail = lines[-1] if lines else f"exit code {proc.returncode}"
-        raise BenchError(
-            f"measuring {spec['path']} with {spec['runtime']} failed: {tail}; expected the file "
-            "to load and run; fix: run `edgeport parity RUN` to see what is wrong with it"
-        )
-    return json.loads(out.read_text(encoding="utf-8"))
+    attempts = 0
+    while True:
+        attempts += 1
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if proc.returncode == 0 and out.is_file():
+            return json.loads(out.read_text(encoding="utf-8")), None
+        if proc.returncode >= 0 or attempts == 2:
+            break
+    lines = [" ".join(s.split()) for s in (proc.stderr or "").splitlines() if s.strip()]
+    tail = lines[-1] if lines else ""  # whole: the skip reason of tflite-runtime is parsed from it
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        return None, f"crashed ({name}) in {attempts} runs" + (f": {tail}" if tail else "")
+    return None, tail or f"exit code {proc.returncode}"
 
 
 def _rss_mb() -> float:
@@ -630,6 +833,15 @@ def _worker_main() -> None:
 
         def predict(xb: np.ndarray) -> np.ndarray:
             return fn(image=tf.constant(xb))["probabilities"].numpy()
+    elif spec["kind"] == "app":
+        importlib.import_module(_IMPORTS[spec["runtime"]])
+        import_ns = clock() - t0
+        t0 = clock()
+        predict_one = _load_app(spec["path"], spec["runtime"], threads)
+        load_ns = clock() - t0
+
+        def predict(xb: np.ndarray) -> np.ndarray:  # batch 1: one photo at a time
+            return np.stack([predict_one(picture) for picture in xb])
     else:
         from edgeport.mobile_demo.runtime import load_model
 
@@ -642,6 +854,8 @@ def _worker_main() -> None:
         def predict(xb: np.ndarray) -> np.ndarray:
             return model.predict(xb, batch_size=len(xb))["probabilities"]
 
+    if os.environ.get(_CRASH_ENV) == Path(spec["path"]).name:
+        os.abort()  # tests only: a native crash after loading, as a runtime's would be
     n = len(x)
     (first_ns,) = time_calls(lambda: predict(x[:1]), runs=1)
     ones = itertools.cycle([x[i : i + 1] for i in range(n)])  # real images, one a call
@@ -661,6 +875,41 @@ def _worker_main() -> None:
         "base_rss_mb": base_rss,
     }
     atomic_write_json(spec["out"], result)
+
+
+def _load_app(path: str, runtime: str, threads: int | None) -> Any:
+    """A function photo -> probabilities, called the way an app calls the file."""
+    if runtime == "mediapipe":
+        import mediapipe as mp
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=path),
+                                                max_results=-1)
+        classifier = vision.ImageClassifier.create_from_options(options)
+
+        def classify(picture: np.ndarray) -> np.ndarray:
+            image = mp.Image(image_format=mp.ImageFormat.SRGB,
+                             data=np.ascontiguousarray(picture))
+            categories = classifier.classify(image).classifications[0].categories
+            scores = np.zeros(len(categories), np.float32)
+            for c in categories:
+                scores[c.index] = c.score
+            return scores
+
+        return classify
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path, num_threads=threads)
+    interpreter.allocate_tensors()
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+
+    def invoke(picture: np.ndarray) -> np.ndarray:
+        interpreter.set_tensor(inp["index"], picture[None].astype(inp["dtype"]))
+        interpreter.invoke()
+        return interpreter.get_tensor(out["index"])[0].copy()
+
+    return invoke
 
 
 def _environment() -> dict[str, Any]:

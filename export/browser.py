@@ -258,6 +258,7 @@ def browser_parity(
     samples: int = 1000,
     data_dir: str | os.PathLike[str] | None = None,
     split: tuple[np.ndarray, np.ndarray] | None = None,
+    progress: bool = True,
 ) -> list[Any]:
     """The browser rows of the parity gate (see the module docstring).
 
@@ -267,6 +268,7 @@ def browser_parity(
         samples: test images per row (the first ones of the test split).
         data_dir: where the dataset lives, if not where the run found it.
         split: the test split ``(x, labels)`` when the caller has loaded it already.
+        progress: a progress line per (file, runtime) on stderr (:mod:`edgeport.progress`).
 
     Returns:
         One :class:`~export.parity.ParityResult` per browser target, in manifest order.
@@ -310,13 +312,25 @@ def browser_parity(
             oracle, problem = _litert_oracle(export_dir / name, pictures, runtime)
             case = (pictures, oracle, golden.get("app_pictures"))
         cases.append((entry, runtime, *case, golden_probs, problem))
-    with open_demo_page(export_dir) as page:
-        return [
-            _check(page, export_dir, entry, runtime, inputs=inputs, oracle=oracle,
-                   labels=labels, golden_inputs=golden_inputs, golden_probs=golden_probs,
-                   table=table, problems=[problem] if problem else [])
-            for entry, runtime, inputs, oracle, golden_inputs, golden_probs, problem in cases
-        ]
+    from edgeport.progress import progress_bar
+
+    # One step per (file, runtime) after Chromium starts: the browser phase is minutes long.
+    bar = progress_bar(total=len(cases) + 1, desc="parity browser", unit="file",
+                       disable=not progress, leave=False)
+    with bar:
+        bar.set_description("parity browser starting Chromium")
+        with open_demo_page(export_dir) as page:
+            bar.update(1)
+            rows = []
+            for entry, runtime, inputs, oracle, golden_inputs, golden_probs, problem in cases:
+                bar.set_description(f"parity browser {entry['file']} on {runtime} "
+                                    f"({len(inputs)} images)")
+                rows.append(_check(page, export_dir, entry, runtime, inputs=inputs,
+                                   oracle=oracle, labels=labels, golden_inputs=golden_inputs,
+                                   golden_probs=golden_probs, table=table,
+                                   problems=[problem] if problem else []))
+                bar.update(1)
+            return rows
 
 
 def _litert_oracle(path: Path, pictures: np.ndarray,

@@ -10,7 +10,8 @@ Usage::
     edgeport parity RUN [--json FILE] [--junit FILE] [--markdown FILE] [--thresholds FILE]
                         [--browser]
     edgeport bench  RUN [--runs 1000] [--batch 256] [--json FILE] [--markdown FILE] [--plot FILE]
-                        [--browser]
+                        [--browser] [--target litert|tflite-runtime|onnxruntime|browser]
+                        [--data-dir DIR]
     edgeport verify RUN/export [--key PUBLIC_KEY | --chain CA_CERT]
     edgeport sign   RUN/export --key PRIVATE_KEY [--certificate CERT [--chain CA_CERT]]
 
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help_: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_)
         sp.add_argument("--debug", action="store_true", help="show tracebacks")
+        sp.add_argument("--no-progress", action="store_true",
+                        help="no progress output (without a terminal or with CI set, "
+                             "progress is one plain line per step)")
         return sp
 
     add_train_arguments(command("train", "train a classifier and write a run directory"))
@@ -103,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--plot", help="write a PNG: latency against size")
     sp.add_argument("--browser", action="store_true",
                     help="also time the phone page's runtimes in headless Chromium")
+    sp.add_argument("--target", default="litert",
+                    choices=("litert", "tflite-runtime", "onnxruntime", "browser"),
+                    help="the runtime you ship with: recommend only files that load there "
+                         "(default litert)")
+    sp.add_argument("--data-dir", help="dataset folder, if not where the run found it")
 
     sp = command("verify", "re-hash artifacts against manifest.json and replay golden vectors")
     sp.add_argument("export_dir", help="an export folder (RUN/export)")
@@ -251,6 +260,12 @@ def _dispatch_command(args: argparse.Namespace) -> int:
                           chain=tuple(args.chain))
         print(f"signed every file of {args.export_dir} -> {sig}")
         return 0
+    if args.command == "bench":  # TensorFlow only if the gate must re-run: data is checked first
+        return _bench(args)
+    if args.command == "import":  # a picture given as MODEL is refused before TensorFlow loads
+        from edgeport.train.importer import check_model_path
+
+        check_model_path(args.model)
     key = _signing_key(args)
     if key and args.command in ("export", "run"):  # an unusable key stops before the work
         _signing_key_usable(key)
@@ -279,22 +294,24 @@ def _dispatch_command(args: argparse.Namespace) -> int:
         code = _parity(args, res.run_dir)
         # after parity, so the verdict is signed too
         return _sign(res.run_dir / "export", key, code) if key else code
-    if args.command == "bench":
-        from edgeport.export.bench import benchmark
-        from edgeport.export.report import format_bench_table
-
-        rep = benchmark(args.run, runs=args.runs, batch=args.batch,
-                        json_path=args.json_out, markdown_path=args.markdown,
-                        plot_path=args.plot)
-        print(format_bench_table(rep))
-        if args.browser:
-            from edgeport.export.browser import browser_bench_report
-
-            print()
-            print(browser_bench_report(args.run, runs=args.runs, json_path=args.json_out,
-                                       markdown_path=args.markdown))
-        return 0
     raise AssertionError(args.command)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from edgeport.export.bench import benchmark
+    from edgeport.export.report import format_bench_table
+
+    rep = benchmark(args.run, runs=args.runs, batch=args.batch, target=args.target,
+                    data_dir=args.data_dir, json_path=args.json_out,
+                    markdown_path=args.markdown, plot_path=args.plot)
+    print(format_bench_table(rep))
+    if args.browser:
+        from edgeport.export.browser import browser_bench_report
+
+        print()
+        print(browser_bench_report(args.run, runs=args.runs, json_path=args.json_out,
+                                   markdown_path=args.markdown))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.debug:
         os.environ["EDGEPORT_DEBUG"] = "1"
+    if args.no_progress:
+        from edgeport.progress import NO_PROGRESS_ENV
+
+        os.environ[NO_PROGRESS_ENV] = "1"
     return run_cli(PROG, lambda: _dispatch(args), debug=args.debug)
 
 

@@ -168,7 +168,7 @@ def export_model(
         ExportExistsError: ``RUN/export`` exists and ``force`` is false.
         ExportError: a conversion failed or produced a file that breaks the contract.
     """
-    from tqdm import tqdm
+    from edgeport.progress import progress_bar as tqdm
 
     from .serving import load_serving
 
@@ -193,8 +193,11 @@ def export_model(
                           golden_samples=golden_samples, seed=seed)
     job = _ExportJob(run=run, serving=serving, images=images, opset=opset, seed=seed)
     written = _Written()
+    # Every file it writes: the table's, model.ort and the two app models, then golden+manifest.
+    app_files = (2 + any(k.format is ArtifactFormat.ONNX for k in kinds)
+                 if app_models else 0)
     bar = tqdm(
-        total=len(kinds) + 1,
+        total=len(kinds) + app_files + 1,
         desc="export",
         unit="file",
         file=sys.stderr,
@@ -363,6 +366,7 @@ def _write_app_files(
         t0 = time.perf_counter()
         written.entries.append(write_ort(tmp, onnx_entry))
         written.infos.append(_app_info(written.entries[-1], 2 * (time.perf_counter() - t0)))
+        bar.update(1)
     app_golden: dict[str, np.ndarray] = {}
     bar.set_description("export app models")
     t0 = time.perf_counter()
@@ -379,6 +383,7 @@ def _write_app_files(
                                      "precision": "float32, int8", "reason": str(e)})
     written.entries.extend(app_entries)
     written.infos.extend(_app_info(e, time.perf_counter() - t0) for e in app_entries)
+    bar.update(2)
     return app_golden
 
 

@@ -225,8 +225,7 @@ def check_parity(
         ThresholdsError: ``thresholds`` is a path to a bad file.
         BrowserError: ``browser`` and Chromium or Playwright is missing.
     """
-    from tqdm import tqdm
-
+    from edgeport.progress import progress_bar as tqdm
     from edgeport.train.run_dir import load_run
 
     if batch_size < 1:
@@ -274,7 +273,7 @@ def check_parity(
         from .browser import browser_parity
 
         results += browser_parity(info.path, thresholds=table, samples=browser_samples,
-                                  split=(x, labels))
+                                  split=(x, labels), progress=progress)
     report = ParityReport(
         passed=bool(results) and all(r.passed for r in results), results=tuple(results),
         manifest_sha256=file_sha256(export_dir / "manifest.json"),

@@ -287,6 +287,9 @@ def _bench_rows(report: BenchReport) -> list[list[str]]:
     for r in report.rows:
         verdict = "baseline" if r.baseline else {True: "PASS", False: "FAIL", None: "-"}[
             r.parity_passed]
+        if r.error is not None:  # its process failed: the other rows are still measured
+            text = r.error if len(r.error) <= 150 else r.error[:149] + "…"
+            verdict = f"error: {text}"  # the whole line is in bench.json
         rows.append([r.artifact, r.runtime, _kb(r.bytes), _pct(r.accuracy), _pct(r.agreement),
                      verdict, _num(r.load_ms, ".1f"), _num(r.first_inference_ms, ".2f"),
                      _num(r.latency_p50_ms, ".3f"), _num(r.latency_p99_ms, ".3f"),
@@ -301,15 +304,21 @@ def _bench_setting(report: BenchReport) -> str:
             f"{report.repeats} calls at batch {report.batch}; threads {threads}; "
             f"{env.get('cpu', '?')} ({env.get('cpu_count', '?')} CPUs); each row in a fresh "
             "process")
-    if report.skipped:
-        text += f"; skipped: {', '.join(report.skipped)}"
     return text
 
 
+def _bench_skipped(report: BenchReport) -> list[str]:
+    """The ``skipped`` section: one line per file and runtime not measured, with the reason."""
+    if not report.skipped:
+        return []
+    return ["skipped (file, runtime: reason):",
+            *(f"  {s.file}, {s.runtime}: {s.reason}" for s in report.skipped)]
+
+
 def format_bench_table(report: BenchReport) -> str:
-    """The terminal view of a benchmark: the table, the settings and the recommendation."""
+    """The terminal view of a benchmark: the table, settings, skipped and recommendation."""
     return "\n".join([render_table(_BENCH_HEADERS, _bench_rows(report), align=_BENCH_ALIGN), "",
-                      _bench_setting(report), report.recommendation])
+                      _bench_setting(report), *_bench_skipped(report), report.recommendation])
 
 
 def _bench_markdown(report: BenchReport) -> str:
@@ -320,6 +329,9 @@ def _bench_markdown(report: BenchReport) -> str:
         "### edgeport bench", "",
         markdown_table(_BENCH_HEADERS, rows, align=_BENCH_ALIGN), "",
         f"_{_bench_setting(report)}_", "",
+        *(["skipped (file, runtime: reason):", ""] if report.skipped else []),
+        *(f"- {line.strip()}" for line in _bench_skipped(report)[1:]),
+        *([""] if report.skipped else []),
         f"**{report.recommendation}**",
     ]) + "\n"
 

@@ -180,6 +180,7 @@ def _run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
         return _cmd_export_samples(args, p)
     if args.model is None:
         p.error("MODEL is required (or use --export-samples N DIR)")
+    _check_not_a_folder(Path(args.model))
     if args.top_k < 1:
         p.error(f"--top-k must be at least 1, got {args.top_k}")
     if args.runs < 1:
@@ -193,6 +194,38 @@ def _run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     if not args.inputs:
         p.error("give pictures or folders after MODEL, or --eval DIR, or --bench")
     return _cmd_classify(args)
+
+
+def _check_not_a_folder(model: Path) -> None:
+    """A folder (e.g. RUN/export) as MODEL: name the models inside and the one to try."""
+    if not model.is_dir():
+        return
+    from edgeport.errors import ModelFileError
+
+    found = sorted(p.name for p in model.iterdir()
+                   if p.suffix in (".tflite", ".onnx", ".ort") and p.is_file())
+    if not found:
+        raise ModelFileError(f"{model}: is a folder with no .tflite or .onnx model; expected a "
+                             "model file; fix: run `edgeport export RUN` and pass "
+                             "RUN/export/model_int8.tflite")
+    pick = next((n for n in ("model_int8.tflite", "model_float32.tflite") if n in found),
+                found[0])
+    raise ModelFileError(f"{model}: is a folder; expected a model file; it holds "
+                         f"{', '.join(found)}; fix: {PROG} {model / pick} IMAGE")
+
+
+def _run_to_pipe(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
+    """:func:`_run`, stopping quietly when the reader of stdout goes away (``| head -1``)."""
+    try:
+        code = _run(args, p)
+        sys.stdout.flush()  # a closed pipe shows up here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # As Unix tools do: exit 141 (128 + SIGPIPE), no traceback, no "internal error";
+        # stdout goes to /dev/null so the interpreter's final flush cannot complain.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -209,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        return run_cli(PROG, lambda: _run(args, parser), debug=args.debug)
+        return run_cli(PROG, lambda: _run_to_pipe(args, parser), debug=args.debug)
     except SystemExit as e:  # --help (0) or a usage error (2): argparse printed it
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     except BrokenPipeError:

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from edgeport.export.bench import BenchError, BenchReport, BenchRow, benchmark
+from edgeport.export.bench import (
+    _CRASH_ENV,
+    BenchError,
+    BenchReport,
+    BenchRow,
+    BenchSkip,
+    benchmark,
+)
 from edgeport.export.formats import ARTIFACT_KINDS
 from edgeport.export.report import format_bench_table, to_markdown
 from edgeport.mobile_demo.runtime import available_runtimes
@@ -50,10 +57,11 @@ def test_rows_cover_every_artifact_and_the_baseline(bench):
     assert sorted((r.artifact, r.runtime) for r in report.rows) == sorted(expected)
     assert report.rows[-1].baseline and report.rows[-1].format == "saved_model"
     assert sum(r.baseline for r in report.rows) == 1
-    assert report.skipped == ("model_dynamic_int8.tflite on tflite-runtime: cannot load it "
-                              "(Didn't find op for builtin opcode 'FULLY_CONNECTED' version '12'. "
-                              "An older version of this builtin might be supported. Are you "
-                              "using an old TFLite binary with a newer model?)",)
+    assert report.skipped == (BenchSkip(
+        "model_dynamic_int8.tflite", "tflite-runtime",
+        "cannot load it (Didn't find op for builtin opcode 'FULLY_CONNECTED' version '12'. An "
+        "older version of this builtin might be supported. Are you using an old TFLite binary "
+        "with a newer model?)"),)
 
 
 def test_without_the_device_venv_tflite_runtime_is_reported_missing(
@@ -67,7 +75,8 @@ def test_without_the_device_venv_tflite_runtime_is_reported_missing(
     report = benchmark(run, runs=2, batch=4, warmup=0, repeats=1, progress=False,
                        runtimes=None, baseline=False)
     assert {r.runtime for r in report.rows} == {"litert", "onnxruntime"}
-    assert any(s.startswith("tflite-runtime: not installed") for s in report.skipped)
+    assert any(s.file == "*" and s.runtime == "tflite-runtime"
+               and s.reason.startswith("not installed") for s in report.skipped)
 
 
 def test_every_figure_is_positive_and_finite(bench, exported_run: Path):
@@ -96,7 +105,9 @@ def test_json_schema_on_disk(bench, exported_run: Path):
     assert not (exported_run / "export" / "bench.json").exists()  # verify would call it extra
     assert doc == report.to_dict()
     assert json.loads((out / "copy.json").read_text()) == doc
-    assert set(doc) == {"settings", "environment", "rows", "skipped", "recommendation"}
+    assert set(doc) == {"settings", "environment", "parity_source", "rows", "skipped",
+                        "recommendation"}
+    assert doc["skipped"] == [s.to_dict() for s in report.skipped]
     assert doc["settings"] == {"runs": 5, "batch": 16, "warmup": 1, "repeats": 2,
                                "num_threads": None}
     fields = {f.name for f in dataclasses.fields(BenchRow)}
@@ -107,7 +118,8 @@ def test_json_schema_on_disk(bench, exported_run: Path):
     names = {(r["artifact"], r["runtime"]) for r in doc["rows"]}
     assert (rec["smallest"]["artifact"], rec["smallest"]["runtime"]) in names
     assert (rec["fastest"]["artifact"], rec["fastest"]["runtime"]) in names
-    assert rec["line"].startswith("recommendation: smallest passing: ")
+    assert rec["target"] == "litert"
+    assert rec["line"].startswith("recommended for litert: smallest passing: ")
 
 
 def test_markdown_plot_and_table(bench):
@@ -125,9 +137,15 @@ def test_markdown_plot_and_table(bench):
 
 def test_runtime_selection_and_no_baseline(exported_run: Path):
     report = benchmark(exported_run, runs=3, batch=8, warmup=0, repeats=1, progress=False,
-                       runtimes=["onnxruntime"], baseline=False)
+                       runtimes=["onnxruntime"], baseline=False, target="onnxruntime")
     assert [(r.artifact, r.runtime) for r in report.rows] == [("model.onnx", "onnxruntime")]
     assert report.smallest == report.fastest == report.rows[0]
+    assert report.recommendation.startswith("recommended for onnxruntime: smallest passing: "
+                                            "model.onnx")
+    litert = dataclasses.replace(report, target="litert")  # nothing measured there
+    assert litert.smallest is None
+    assert litert.recommendation.startswith("recommended for litert: none: nothing was "
+                                            "measured on litert (see skipped); fix: install it")
 
 
 @pytest.mark.parametrize(
@@ -172,7 +190,8 @@ def test_recommendation_skips_failing_files_and_the_baseline():
     assert report.fastest.artifact == "fast.tflite"
     failing = BenchReport(rows=rows[:1], runs=1, batch=1, warmup=0, repeats=1, num_threads=None)
     assert failing.smallest is None
-    assert "no artifact passes parity" in failing.recommendation
+    assert failing.recommendation == ("recommended for litert: none: no file that loads there "
+                                      "passes parity; fix the export before shipping one")
 
 
 def test_batch_is_capped_at_the_test_split(exported_run: Path, capsys):
@@ -190,3 +209,150 @@ def test_batch_is_capped_at_the_test_split(exported_run: Path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == ("edgeport: error: --batch 1000000000; expected at most 10000 (the batch is "
                    "cut from the test split: MNIST's has 10000); fix: pass --batch 10000 or less")
+
+
+def test_recommendation_for_the_browser_needs_browser_rows():
+    rows = (_row("model_float32.tflite", 1000, 0.5, True),)
+    report = BenchReport(rows=rows, runs=1, batch=1, warmup=0, repeats=1, num_threads=None,
+                         target="browser")
+    assert "parity.json has no browser rows; fix: run `edgeport parity RUN --browser`" in (
+        report.recommendation)
+    gated = dataclasses.replace(report, browser_passed=("model_float32.tflite",))
+    assert gated.smallest == rows[0]
+    assert gated.recommendation.startswith("recommended for browser: smallest passing: "
+                                           "model_float32.tflite")
+
+
+def _copy(run: Path, dest: Path) -> Path:
+    """A whole copy (export and parity.json too): bench.json of the shared run stays theirs."""
+    import shutil
+
+    shutil.copytree(run, dest)
+    return dest
+
+
+def _quick(run: Path, **kwargs) -> BenchReport:
+    """A benchmark with tiny counts: these tests check behaviour, not speed."""
+    return benchmark(run, runs=3, batch=4, warmup=0, repeats=1, **kwargs)
+
+
+def test_parity_json_is_reused_when_current_and_the_gate_reruns_when_stale(
+    exported_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    run = _copy(exported_run, tmp_path / "run")
+    parity = run / "export" / "parity.json"
+    parity.unlink(missing_ok=True)
+    _quick(run, runtimes=["onnxruntime"], baseline=False)  # stderr is not a terminal here
+    err = capsys.readouterr().err
+    assert f"bench: no parity.json: running the parity gate first (`edgeport parity {run}`)" in err
+    assert "\nparity: model_int8.tflite (4/5)\n" in err  # the gate's progress, line by line
+    assert parity.is_file()
+    before = parity.stat().st_mtime_ns
+
+    report = _quick(run, runtimes=["onnxruntime"], baseline=False)
+    err = capsys.readouterr().err
+    assert parity.stat().st_mtime_ns == before  # the gate did not run
+    assert not [line for line in err.splitlines() if line.startswith("parity")]
+    assert err.splitlines()[0] == (f"bench: reusing {parity} (made for this manifest.json; "
+                                   "the gate is not re-run)")
+    assert report.parity_source == err.splitlines()[0]
+    assert "\r" not in err
+
+    doc = json.loads(parity.read_text())
+    doc["manifest_sha256"] = "0" * 64  # a verdict on another export
+    parity.write_text(json.dumps(doc))
+    _quick(run, runtimes=["onnxruntime"], baseline=False)
+    err = capsys.readouterr().err
+    assert "bench: parity.json: made for another manifest.json" in err
+    assert "running the parity gate first" in err
+    assert json.loads(parity.read_text())["manifest_sha256"] != "0" * 64
+
+
+def test_a_crashing_row_is_its_error_and_the_others_finish(
+    exported_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    run = _copy(exported_run, tmp_path / "run")
+    monkeypatch.setenv(_CRASH_ENV, "model_float16.tflite")  # its worker calls os.abort()
+    report = _quick(run, runtimes=["litert"], baseline=False, progress=False)
+    rows = {r.artifact: r for r in report.rows}
+    assert set(rows) == {f for f in FILES if f.endswith(".tflite")}
+    crashed = rows.pop("model_float16.tflite")
+    assert crashed.error.startswith("crashed (SIGABRT) in 2 runs")
+    assert crashed.latency_p50_ms is None and crashed.parity_passed is True
+    for row in rows.values():
+        assert row.error is None and row.latency_p50_ms > 0
+    assert report.smallest.artifact != "model_float16.tflite"
+    table = format_bench_table(report)
+    assert "error: crashed (SIGABRT) in 2 runs" in table
+    assert json.loads((run / "bench.json").read_text())["rows"][1]["error"] == crashed.error
+
+
+@pytest.fixture(scope="module")
+def app_bench(cnn_run: Path, tmp_path_factory: pytest.TempPathFactory, device_python: str):
+    """`edgeport run --model cnn` (app models, model.ort, gated) benchmarked for tflite-runtime.
+
+    Its parity.json is current, so bench reuses it: the gate's MediaPipe rows over 10,000
+    pictures are not paid twice.
+    """
+    run = _copy(cnn_run, tmp_path_factory.mktemp("bench-app") / "run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEPORT_DEVICE_PYTHON", device_python)
+        report = _quick(run, progress=False, baseline=False, target="tflite-runtime")
+    assert report.parity_source.startswith("bench: reusing ")
+    return run, report
+
+
+def test_app_models_are_measured_photo_in(app_bench):
+    run, report = app_bench
+    app = [(r.artifact, r.runtime) for r in report.rows if r.family == "app"]
+    assert sorted(app) == sorted((f, rt) for f in ("model_app_float32.tflite",
+                                                   "model_app_int8.tflite")
+                                 for rt in ("litert", "mediapipe"))
+    parity = json.loads((run / "export" / "parity.json").read_text())
+    gate = {(r["artifact"], r["runtime"]): r for r in parity["results"]}
+    for row in report.rows:
+        if row.family != "app":
+            continue
+        assert row.error is None and row.parity_passed is True
+        assert row.accuracy == gate[row.artifact, row.runtime]["accuracy"]
+        for name in TIMINGS:
+            assert math.isfinite(getattr(row, name)) and getattr(row, name) > 0
+    assert ("model.ort", "onnxruntime") in {(r.artifact, r.runtime) for r in report.rows}
+
+
+def test_target_tflite_runtime_never_recommends_dynamic_int8(app_bench):
+    _, report = app_bench
+    assert report.target == "tflite-runtime"
+    assert BenchSkip("model_dynamic_int8.tflite", "tflite-runtime", report.skipped[0].reason) in (
+        report.skipped)
+    for pick in (report.smallest, report.fastest):
+        assert pick.runtime == "tflite-runtime"
+        assert pick.artifact != "model_dynamic_int8.tflite"
+    line = report.recommendation
+    assert line.startswith("recommended for tflite-runtime: smallest passing: ")
+    assert "dynamic_int8" not in line
+    table = format_bench_table(report)
+    assert "skipped (file, runtime: reason):\n  model_dynamic_int8.tflite, tflite-runtime: " \
+           "cannot load it" in table
+
+
+def test_missing_dataset_fails_first_with_a_fix_bench_has(exported_run: Path, tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    run = _copy(exported_run, tmp_path / "run")
+    (run / "export" / "parity.json").unlink(missing_ok=True)
+    blocked = tmp_path / "no-data"
+    blocked.write_text("a file, so no download can land there either (with or without network)")
+    env = {**os.environ, "EDGEPORT_DATA": str(blocked)}
+    code = ("import sys; from edgeport.export.cli import main; rc = main(sys.argv[1:]); "
+            "print('tensorflow' in sys.modules); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, "bench", str(run)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pass --data-dir DIR" in lines[0], proc.stderr
+    assert proc.stdout.strip() == "False"  # refused before TensorFlow or the gate
+    assert not (run / "export" / "parity.json").exists()
+    assert not (run / "bench.json").exists()

@@ -503,3 +503,34 @@ def test_export_samples_never_overwrites_a_users_file(
     assert (out / "1_00001.png").read_bytes() == b"my own picture"
     assert not (out / "1_00003.png").exists()  # nothing written when one name is taken
     assert {p.name for p in out.iterdir()} == set(before)
+
+
+def test_a_closed_pipe_ends_quietly(export_dir: Path, digits: list[Path], tmp_path: Path) -> None:
+    """`edgeport-demo MODEL PICTURES | head -1` through a real shell pipe: no internal error."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(800):  # ~100 KB of answers: more than a pipe holds once head has gone
+        os.link(digits[i % 3], folder / f"{i:04d}.png")
+    err = tmp_path / "stderr.txt"
+    cmd = (f"'{sys.executable}' -m edgeport.mobile_demo '{export_dir / 'model_int8.tflite'}' "
+           f"'{folder}' 2>'{err}' | head -1; echo \"exit=${{PIPESTATUS[0]}}\"")
+    proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=_env(),
+                          timeout=300, check=False)
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{folder}/0000.png: "), proc.stdout
+    assert lines[1] == "exit=141"  # 128 + SIGPIPE, as Unix tools end when the reader leaves
+    assert err.read_text() == ""  # no traceback, no "internal error ... a bug in edgeport"
+
+
+def test_a_folder_as_model_lists_the_models_inside(
+    export_dir: Path, digits: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _run([export_dir, digits[0]], capsys)
+    models = sorted(p.name for p in export_dir.iterdir()
+                    if p.suffix in (".tflite", ".onnx", ".ort"))
+    _assert_one_line_error(code, err, f"{export_dir}: is a folder; expected a model file",
+                           f"it holds {', '.join(models)}",
+                           f"fix: edgeport-demo {export_dir / 'model_int8.tflite'} IMAGE")
+    assert out == ""
+    code, _, err = _run([digits[0].parent, digits[0]], capsys)
+    _assert_one_line_error(code, err, "is a folder with no .tflite or .onnx model")

@@ -241,11 +241,40 @@ def test_architecture_imports_exports_and_passes_parity(name, model_file, colors
 
 
 @pytest.mark.slow
-def test_wrong_normalization_is_warned_with_the_fix(model_file, colors, tmp_path, capfd):
-    code, _, err = _run(["import", str(model_file("rescaling")), "--dataset", str(colors),
-                         "--out", str(tmp_path / "run"), "--normalize", "0-1", "--quiet"], capfd)
-    assert code == 0
-    assert "near chance" in err and "fix: pass --normalize none" in err
+def test_wrong_normalization_is_refused_with_the_fix(model_file, colors, tmp_path, capfd):
+    out = tmp_path / "run"
+    argv = ["import", str(model_file("rescaling")), "--dataset", str(colors), "--out", str(out),
+            "--normalize", "0-1", "--quiet"]
+    code, _, err = _run(argv, capfd)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("edgeport:")]
+    assert len(lines) == 1 and "near chance" in lines[0], err
+    assert "fix: pass --normalize none (or --force-normalize to write the run anyway)" in lines[0]
+    assert not out.exists()  # no run that answers near chance
+    code, _, err = _run([*argv, "--force-normalize"], capfd)
+    assert code == 0, err
+    assert "warning: accuracy" in err and "fix: pass --normalize none" in err
+    assert (out / "metrics.json").is_file()
+
+
+def test_a_picture_as_model_is_refused_before_tensorflow(tmp_path):
+    """`edgeport import x.jpg` fails on its suffix; TensorFlow is never imported for it."""
+    import subprocess
+    import sys
+
+    picture = tmp_path / "x.jpg"
+    picture.write_bytes(b"\xff\xd8\xff\xe0 a JPEG header")
+    code = ("import sys; from edgeport.export.cli import main; rc = main(sys.argv[1:]); "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, "import", str(picture), "--dataset",
+                           "mnist", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2
+    assert proc.stdout.strip() == "[]"
+    assert proc.stderr.strip() == (
+        f"edgeport: error: {picture}: suffix '.jpg'; expected a Keras 3 .keras file, a legacy "
+        ".h5 file or a SavedModel folder (with saved_model.pb)")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

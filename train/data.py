@@ -233,7 +233,7 @@ def _download(url: str, dest: Path, *, expected_md5: str, progress: bool) -> Non
             total = int(resp.headers.get("Content-Length") or 0) or None
             bar = None
             if progress:
-                from tqdm import tqdm
+                from edgeport.progress import progress_bar as tqdm
 
                 bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}")
             try:

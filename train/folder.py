@@ -157,7 +157,7 @@ def _map_quietly(fn, items: Sequence[Any], *, desc: str, progress: bool) -> list
     """
     bar = None
     if progress and len(items) > 200:
-        from tqdm import tqdm
+        from edgeport.progress import progress_bar as tqdm
 
         bar = tqdm(total=len(items), unit="img", desc=desc, file=sys.stderr, leave=False)
     out: list[Any] = []

@@ -232,6 +232,7 @@ def import_model(
     seed: int = 0,
     force: bool = False,
     progress: bool = True,
+    force_normalize: bool = False,
 ) -> ImportResult:
     """Write a run directory (docs/contracts.md) for a user's image classifier.
 
@@ -251,6 +252,8 @@ def import_model(
         seed: seeds the folder split and the sample of the normalization check.
         force: replace an existing ``out_dir``.
         progress: show progress bars and the folder summary.
+        force_normalize: write the run even when ``normalization`` scores near chance
+            and another preset clearly does better (by default that is a ModelFitError).
 
     Returns:
         What was chosen, measured and written.
@@ -290,7 +293,8 @@ def import_model(
     sample = _sample(ds.y_test, seed)
     by_norm = _accuracy_by_normalization(forward, normalization, x_test[sample],
                                          ds.y_test[sample])
-    warnings += _normalization_warnings(by_norm, normalization, num_classes, norm_source)
+    warnings += _normalization_warnings(by_norm, normalization, num_classes, norm_source,
+                                        force=force_normalize)
     probe = np.asarray(forward(x_test[sample[:64]], normalization))
     kind = _output_kind(probe)
     calibration, why = _calibration_split(ds)
@@ -358,11 +362,12 @@ def _import_record(model_path: Any, user: _UserModel, inp: _Tensor, out: _Tensor
 # --- 1. Reading the model -------------------------------------------------------------
 
 
-def load_user_model(path: str | os.PathLike[str], *, signature: str | None = None) -> _UserModel:
-    """Load a ``.keras`` / ``.h5`` file or a SavedModel folder.
+def check_model_path(path: str | os.PathLike[str]) -> None:
+    """The checks that need no TensorFlow: the CLI runs them before importing it.
 
     Raises:
-        ModelFileError: missing, unknown kind, or unreadable.
+        ModelFileError: missing, a folder without ``saved_model.pb``, or a file whose
+            suffix is not ``.keras``/``.h5``/``.hdf5`` (e.g. a picture given as MODEL).
     """
     p = Path(path)
     expected = ("expected a Keras 3 .keras file, a legacy .h5 file or a SavedModel folder "
@@ -370,12 +375,24 @@ def load_user_model(path: str | os.PathLike[str], *, signature: str | None = Non
     if p.is_dir():
         if not (p / "saved_model.pb").is_file():
             raise ModelFileError(f"{p}: a folder without saved_model.pb; {expected}")
-        return _load_saved_model(p, signature)
+        return
     if not p.is_file():
         raise ModelFileError(f"{p}: no such file or folder; {expected}")
-    suffix = p.suffix.lower()
-    if suffix not in (".keras", ".h5", ".hdf5"):
+    if p.suffix.lower() not in (".keras", ".h5", ".hdf5"):
         raise ModelFileError(f"{p}: suffix {p.suffix or '(none)'!r}; {expected}")
+
+
+def load_user_model(path: str | os.PathLike[str], *, signature: str | None = None) -> _UserModel:
+    """Load a ``.keras`` / ``.h5`` file or a SavedModel folder.
+
+    Raises:
+        ModelFileError: missing, unknown kind, or unreadable.
+    """
+    p = Path(path)
+    check_model_path(p)
+    if p.is_dir():
+        return _load_saved_model(p, signature)
+    suffix = p.suffix.lower()
     if signature is not None:
         raise ModelFileError(f"--signature {signature} given for {p.name}; signatures exist only "
                              "in SavedModel folders; fix: drop --signature")
@@ -726,8 +743,13 @@ def _output_kind(scores: np.ndarray) -> str:
 
 
 def _normalization_warnings(by_norm: dict[str, float], chosen: Normalization, k: int,
-                            source: str) -> list[str]:
-    """A warning when the chosen normalization scores near chance and another does not."""
+                            source: str, *, force: bool = True) -> list[str]:
+    """A warning when the chosen normalization scores near chance and another does not.
+
+    Raises:
+        ModelFitError: another preset clearly does better and ``force`` is false: a run
+            that answers near chance is not written (``--force-normalize`` keeps it).
+    """
     chance = 1.0 / k
     acc = by_norm[chosen.name]
     if acc >= chance + 0.2 * (1 - chance):
@@ -737,9 +759,12 @@ def _normalization_warnings(by_norm: dict[str, float], chosen: Normalization, k:
     if chosen.name == "custom":
         how = "--mean/--std"
     if by_norm[best] >= acc + 0.2:
-        return [f"accuracy {acc:.1%} under {how} is near chance ({chance:.1%}); under "
+        line = (f"accuracy {acc:.1%} under {how} is near chance ({chance:.1%}); under "
                 f"--normalize {best} it is {by_norm[best]:.1%}: the model likely expects "
-                f"that; fix: pass --normalize {best}"]
+                f"that; fix: pass --normalize {best}")
+        if not force:
+            raise ModelFitError(f"{line} (or --force-normalize to write the run anyway)")
+        return [line]
     return [f"accuracy {acc:.1%} under {how} is near chance ({chance:.1%}) and no preset does "
             "clearly better; expected a model trained on this data; fix: check the dataset, "
             "the class order (--labels) and the normalization (--mean/--std)"]
@@ -877,6 +902,9 @@ def add_import_arguments(p: Any) -> None:
                    "imagenet (torchvision mean/std), none (raw 0-255 pixels). Default: none "
                    "if the model has a Rescaling/Normalization layer, else 0-1; checked on "
                    "the test split")
+    p.add_argument("--force-normalize", action="store_true",
+                   help="write the run even if the normalization scores near chance while "
+                   "another preset does clearly better (default: refuse, exit 2)")
     p.add_argument("--mean", type=_floats, help="custom normalization (pixel - mean) / std in "
                    "0-255 units: 1 value or 3 (R,G,B)")
     p.add_argument("--std", type=_floats, help="goes with --mean")
@@ -898,7 +926,7 @@ def run_import(args: Any) -> ImportResult:
         signature=args.signature,
         normalization=make_normalization(args.normalize, mean=args.mean, std=args.std),
         image_size=args.image_size, split=args.split, seed=args.seed, force=args.force,
-        progress=not args.quiet,
+        progress=not args.quiet, force_normalize=args.force_normalize,
     )
     n = res.normalization
     sig = f" signature {res.signature}," if res.signature else ""

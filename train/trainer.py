@@ -315,7 +315,7 @@ def _run_schedule(
     done = 0
     bar = None
     if progress:
-        from tqdm import tqdm
+        from edgeport.progress import progress_bar as tqdm
 
         bar = tqdm(total=total, unit="it", desc=f"train {cfg.model}", file=sys.stderr,
                    dynamic_ncols=True)

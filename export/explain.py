@@ -259,6 +259,7 @@ def _graph_layers(model: bytes) -> tuple[dict[str, list[str]], dict[str, list[st
     """Layers in graph order -> their ops' output tensor names; tensor -> readers' outputs."""
     interpreter = _interpreter(model, preserve=False)
     names = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
+    display = _output_names(interpreter)
     layers: dict[str, list[str]] = {}
     readers: dict[str, list[str]] = {}
     for op in interpreter._get_ops_details():
@@ -266,11 +267,25 @@ def _graph_layers(model: bytes) -> tuple[dict[str, list[str]], dict[str, list[st
             continue
         outs = [names[i] for i in op["outputs"] if i >= 0]
         for out in outs:
-            layers.setdefault(layer_name(out), []).append(out)
+            layers.setdefault(display.get(out, layer_name(out)), []).append(out)
         for i in op["inputs"]:
             if i >= 0:
                 readers.setdefault(names[i], []).extend(outs)
     return layers, readers
+
+
+def _output_names(interpreter: Any) -> dict[str, str]:
+    """Tensor name -> the signature's output name (``logits``, ``probabilities``) for the
+    tensors that produce the model outputs, also when a QUANTIZE op sits in between."""
+    names = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
+    outputs: dict[int, str] = {}
+    for sig in interpreter._get_full_signature_list().values():
+        outputs.update({i: n for n, i in sig.get("outputs", {}).items()})
+    display = {names[i]: n for i, n in outputs.items()}
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE") and op["outputs"][0] in outputs:
+            display[names[op["inputs"][0]]] = outputs[op["outputs"][0]]
+    return display
 
 
 def layer_name(tensor: str) -> str:
@@ -327,9 +342,14 @@ def _int8_weights(model: bytes) -> bytes:
 
 
 def _interpreter(model: bytes, *, preserve: bool) -> Any:
+    import warnings
+
     from ai_edge_litert.interpreter import Interpreter
 
-    return Interpreter(model_content=bytes(model), experimental_preserve_all_tensors=preserve)
+    with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": it is
+        warnings.simplefilter("ignore", UserWarning)
+        return Interpreter(model_content=bytes(model),
+                           experimental_preserve_all_tensors=preserve)
 
 
 def _run(model: bytes, x: np.ndarray, *, preserve: bool) -> tuple[Any, np.ndarray]:
@@ -360,6 +380,7 @@ def _dequantized(interpreter: Any, detail: Mapping[str, Any]) -> np.ndarray:
 def _layer_tensors(interpreter: Any) -> dict[str, dict[str, Any]]:
     """Each layer's last float-or-quantized output tensor (graph order), by layer name."""
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    display = _output_names(interpreter)
     last: dict[str, dict[str, Any]] = {}
     for op in interpreter._get_ops_details():
         if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
@@ -367,8 +388,9 @@ def _layer_tensors(interpreter: Any) -> dict[str, dict[str, Any]]:
         for i in op["outputs"]:
             if i >= 0:
                 d = details[i]
-                last.pop(layer_name(d["name"]), None)  # re-insert: keeps graph order
-                last[layer_name(d["name"])] = d
+                name = display.get(d["name"], layer_name(d["name"]))
+                last.pop(name, None)  # re-insert: keeps graph order
+                last[name] = d
     return last
 
 

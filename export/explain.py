@@ -382,16 +382,16 @@ def _layer_tensors(interpreter: Any) -> dict[str, dict[str, Any]]:
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
     display = _output_names(interpreter)
     last: dict[str, dict[str, Any]] = {}
-    for op in interpreter._get_ops_details():
+    for position, op in enumerate(interpreter._get_ops_details()):
         if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
             continue
         for i in op["outputs"]:
             if i >= 0:
                 d = details[i]
                 name = display.get(d["name"], layer_name(d["name"]))
-                last.pop(name, None)  # re-insert: keeps graph order
-                last[name] = d
-    return last
+                first = last.get(name, {}).get("position", position)
+                last[name] = {**d, "position": first}  # the layer's last tensor, first op
+    return dict(sorted(last.items(), key=lambda item: item[1]["position"]))
 
 
 def _errors(reference: np.ndarray, quantized: np.ndarray) -> tuple[float, float, float]:
@@ -621,8 +621,9 @@ def _plot(name: str, layers: Sequence[LayerError], path: Path) -> Path:
         ax2.plot(pos, [e.recovery_points or 0.0 for e in layers], "o-", color="tab:red",
                  label="recovery if kept float (points)")
         ax2.set_ylabel("accuracy recovered (points)", color="tab:red")
-        fig.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
+        ax2.set_ylim(bottom=min(0.0, *(e.recovery_points or 0.0 for e in layers)))
+    fig.legend(loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     import io
 
     buf = io.BytesIO()

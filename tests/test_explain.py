@@ -125,8 +125,11 @@ def test_outlier_int8_collapses_and_explain_names_the_hidden_layer(outlier_run, 
     assert text.splitlines()[1].startswith("worst layer: hidden_1 (keeping it float recovers +")
 
     # parity now names the layer, from the explain result of this very file
-    code, text, _ = _run(["parity", str(outlier_run)], capfd)
+    summary = tmp_path / "summary.md"
+    code, text, _ = _run(["parity", str(outlier_run), "--markdown", str(summary)], capfd)
     assert code == 1 and "model_int8.tflite FAIL: worst layer hidden_1" in text
+    assert "- model_int8.tflite FAIL: worst layer hidden_1" in summary.read_text()
+    assert "--repair --force" in summary.read_text()
 
 
 @pytest.mark.slow

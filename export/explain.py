@@ -81,6 +81,8 @@ _TWINS = {
     "model_int8.tflite": "model_float32.tflite",
     "model_app_int8.tflite": "model_app_float32.tflite",
 }
+_APP_FILES = ("model_app_int8.tflite",)
+APP_SAMPLES = 100  # app models take one picture per call through a long preprocessing graph
 _HYBRID_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")  # int8 weights, float I/O
 # The converter's dynamic-range threshold: smaller weights stay float32 (they cost little,
 # and a hybrid op would quantize its float input per sample, outlier included).
@@ -358,15 +360,21 @@ def _run(model: bytes, x: np.ndarray, *, preserve: bool) -> tuple[Any, np.ndarra
     detail = interpreter.get_input_details()[0]
     interpreter.resize_tensor_input(detail["index"], list(x.shape))
     interpreter.allocate_tensors()
-    if np.dtype(detail["dtype"]) == np.uint8:
-        feed = np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
-    else:
-        feed = x.astype(np.float32)
-    interpreter.set_tensor(detail["index"], feed)
+    interpreter.set_tensor(detail["index"], _feed(detail, x, pictures=False))
     interpreter.invoke()
     out = interpreter.get_output_details()
     probs = next((d for d in out if d["name"] == "probabilities"), out[0])
     return interpreter, _dequantized(interpreter, probs)
+
+
+def _feed(detail: Mapping[str, Any], x: np.ndarray, *, pictures: bool) -> np.ndarray:
+    """``x`` as the input wants it: pictures keep their pixel values (uint8 or float32);
+    [0, 1] images become raw pixels for a uint8 input (scale 1/255, zero point 0)."""
+    if pictures:
+        return x.astype(detail["dtype"])
+    if np.dtype(detail["dtype"]) == np.uint8:
+        return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+    return x.astype(np.float32)
 
 
 def _dequantized(interpreter: Any, detail: Mapping[str, Any]) -> np.ndarray:
@@ -405,22 +413,37 @@ def _errors(reference: np.ndarray, quantized: np.ndarray) -> tuple[float, float,
     return sqnr, cosine, float(np.max(np.abs(f - q))) if f.size else 0.0
 
 
-def layer_errors(float_model: bytes, model: bytes, x: np.ndarray) -> list[tuple[str, str, float,
-                                                                                float, float]]:
+def _values(model: bytes, x: np.ndarray, *, pictures: bool) -> dict[str, tuple[str, np.ndarray]]:
+    """Each layer's (tensor name, dequantized values, flattened) on ``x``: one batch, or one
+    picture at a time for the app models (their input has batch 1)."""
+    interpreter = _interpreter(model, preserve=True)
+    detail = interpreter.get_input_details()[0]
+    if not pictures:
+        interpreter.resize_tensor_input(detail["index"], list(x.shape))
+    interpreter.allocate_tensors()
+    layers: dict[str, dict[str, Any]] = {}
+    values: dict[str, list[np.ndarray]] = {}
+    for batch in ([x[i:i + 1] for i in range(len(x))] if pictures else [x]):
+        interpreter.set_tensor(detail["index"], _feed(detail, batch, pictures=pictures))
+        interpreter.invoke()
+        layers = layers or _layer_tensors(interpreter)
+        for name, d in layers.items():
+            values.setdefault(name, []).append(_dequantized(interpreter, d).reshape(-1))
+    return {n: (layers[n]["name"], np.concatenate(v)) for n, v in values.items()}
+
+
+def layer_errors(float_model: bytes, model: bytes, x: np.ndarray, *,
+                 pictures: bool = False) -> list[tuple[str, str, float, float, float]]:
     """(layer, tensor, SQNR dB, cosine, max abs error) for each layer both files have, in
-    the quantized file's graph order."""
-    fi, _ = _run(float_model, x, preserve=True)
-    qi, _ = _run(model, x, preserve=True)
-    ft, qt = _layer_tensors(fi), _layer_tensors(qi)
+    the quantized file's graph order. ``pictures``: ``x`` are the app models' uint8 RGB
+    pictures, else float [0, 1] images in the model input layout."""
+    ft = _values(float_model, x, pictures=pictures)
     rows = []
-    for name, qd in qt.items():
-        fd = ft.get(name)
-        if fd is None:
+    for name, (tensor, qv) in _values(model, x, pictures=pictures).items():
+        fv = ft.get(name, ("", None))[1]
+        if fv is None or fv.shape != qv.shape:
             continue
-        fv, qv = _dequantized(fi, fd), _dequantized(qi, qd)
-        if fv.shape != qv.shape:
-            continue
-        rows.append((name, qd["name"], *_errors(fv, qv)))
+        rows.append((name, tensor, *_errors(fv, qv)))
     return rows
 
 
@@ -489,9 +512,15 @@ def explain(
     for name in candidates:
         float_model = (export_dir / _TWINS[name]).read_bytes()
         model = (export_dir / name).read_bytes()
-        one = _explain_file(name, _TWINS[name], float_model, model, x, y,
+        if name in _APP_FILES:  # picture in: the first APP_SAMPLES of the sample, rendered
+            from .app import render_pictures
+
+            fx, fy = render_pictures(x[:APP_SAMPLES], run.input), y[:APP_SAMPLES]
+        else:
+            fx, fy = x, y
+        one = _explain_file(name, _TWINS[name], float_model, model, fx, fy,
                             requantizer if name == "model_int8.tflite" else None,
-                            out_dir if plot else None)
+                            out_dir if plot else None, pictures=name in _APP_FILES)
         files.append(replace(one, sha256=hashlib.sha256(model).hexdigest()))
     result = Explanation(run_dir=run.path, samples=len(x), files=tuple(files))
     _remember(out_dir, result)
@@ -585,11 +614,16 @@ def _requantizer(run: Any, data_dir: Any, calibration_samples: int, seed: int) -
 
 def _explain_file(name: str, reference: str, float_model: bytes, model: bytes, x: np.ndarray,
                   y: np.ndarray, requantizer: Int8Requantizer | None,
-                  out_dir: Path | None) -> FileExplanation:
-    fp, qp = predict(float_model, x), predict(model, x)
+                  out_dir: Path | None, *, pictures: bool = False) -> FileExplanation:
+    if pictures:
+        from .app import predict_app
+
+        fp, qp = predict_app(float_model, x), predict_app(model, x)
+    else:
+        fp, qp = predict(float_model, x), predict(model, x)
     float_acc = float(np.mean(fp.argmax(1) == y))
     acc = float(np.mean(qp.argmax(1) == y))
-    rows = layer_errors(float_model, model, x)
+    rows = layer_errors(float_model, model, x, pictures=pictures)
     recovery = dict(rank_layers(requantizer, x, y)) if requantizer is not None else {}
     layers = [LayerError(n, t, s, c, m, recovery.get(n) if requantizer else None)
               for n, t, s, c, m in rows]
@@ -654,8 +688,9 @@ def format_explanation(result: Explanation) -> str:
         rows = [[e.name, f"{e.sqnr_db:.1f}", f"{e.cosine:.4f}", f"{e.max_abs_error:.3g}",
                  "n/a" if e.recovery_points is None else f"{e.recovery_points:+.1f}"]
                 for e in f.layers]
+        n = min(result.samples, APP_SAMPLES) if f.artifact in _APP_FILES else result.samples
         head = (f"{f.artifact}: {f.accuracy:.2%} vs {f.float_accuracy:.2%} ({f.reference}) "
-                f"on {result.samples} test images")
+                f"on {n} test images")
         table = render_table(["layer", "SQNR dB", "cosine", "max |err|", "recovery pts"], rows)
         tail = f"plot: {f.plot}" if f.plot else ""
         blocks.append("\n".join(x for x in (head, worst_line(f), table, tail) if x))

@@ -82,6 +82,7 @@ _TWINS = {
     "model_app_int8.tflite": "model_app_float32.tflite",
 }
 _APP_FILES = ("model_app_int8.tflite",)
+_PLOT_LAYERS = 40  # the lowest-SQNR layers that differ from float32, kept in graph order
 APP_SAMPLES = 100  # app models take one picture per call through a long preprocessing graph
 _HYBRID_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")  # int8 weights, float I/O
 # The converter's dynamic-range threshold: smaller weights stay float32 (they cost little,
@@ -426,7 +427,10 @@ def _values(model: bytes, x: np.ndarray, *, pictures: bool) -> dict[str, tuple[s
     for batch in ([x[i:i + 1] for i in range(len(x))] if pictures else [x]):
         interpreter.set_tensor(detail["index"], _feed(detail, batch, pictures=pictures))
         interpreter.invoke()
-        layers = layers or _layer_tensors(interpreter)
+        # Only real-valued tensors: indices (TOPK_V2), masks and shapes have no
+        # quantization error, and a tie broken the other way is not one either.
+        layers = layers or {n: d for n, d in _layer_tensors(interpreter).items()
+                            if np.dtype(d["dtype"]).kind == "f" or d["quantization"][0] > 0}
         for name, d in layers.items():
             values.setdefault(name, []).append(_dequantized(interpreter, d).reshape(-1))
     return {n: (layers[n]["name"], np.concatenate(v)) for n, v in values.items()}
@@ -442,6 +446,11 @@ def layer_errors(float_model: bytes, model: bytes, x: np.ndarray, *,
     for name, (tensor, qv) in _values(model, x, pictures=pictures).items():
         fv = ft.get(name, ("", None))[1]
         if fv is None or fv.shape != qv.shape:
+            continue
+        if pictures and name == layer_name(tensor) and name not in ("probabilities", "logits"):
+            # The two app graphs are built apart (uint8 vs float32 input), so TF's automatic
+            # op names (Cast_5, mul_3) name different ops in each: only layer scopes and
+            # the outputs are the same tensors.
             continue
         rows.append((name, tensor, *_errors(fv, qv)))
     return rows
@@ -642,6 +651,9 @@ def _plot(name: str, layers: Sequence[LayerError], path: Path) -> Path:
 
     from edgeport.fileio import atomic_write_bytes
 
+    differ = [e for e in layers if e.max_abs_error > 0 or e.recovery_points]
+    keep = {id(e) for e in sorted(differ, key=lambda e: e.sqnr_db)[:_PLOT_LAYERS]}
+    layers = [e for e in differ if id(e) in keep] or list(layers)
     names = [e.name for e in layers]
     sqnr = [min(e.sqnr_db, 99.0) for e in layers]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(names) + 2), 4.2))
@@ -685,14 +697,18 @@ def format_explanation(result: Explanation) -> str:
 
     blocks = []
     for f in result.files:
+        shown = [e for e in f.layers if e.max_abs_error > 0 or e.recovery_points]
         rows = [[e.name, f"{e.sqnr_db:.1f}", f"{e.cosine:.4f}", f"{e.max_abs_error:.3g}",
                  "n/a" if e.recovery_points is None else f"{e.recovery_points:+.1f}"]
-                for e in f.layers]
+                for e in shown]
         n = min(result.samples, APP_SAMPLES) if f.artifact in _APP_FILES else result.samples
         head = (f"{f.artifact}: {f.accuracy:.2%} vs {f.float_accuracy:.2%} ({f.reference}) "
                 f"on {n} test images")
         table = render_table(["layer", "SQNR dB", "cosine", "max |err|", "recovery pts"], rows)
-        tail = f"plot: {f.plot}" if f.plot else ""
+        same = len(f.layers) - len(shown)
+        tail = "\n".join(x for x in (
+            f"(+{same} layers identical to {f.reference}; all in --json)" if same else "",
+            f"plot: {f.plot}" if f.plot else "") if x)
         blocks.append("\n".join(x for x in (head, worst_line(f), table, tail) if x))
     return "\n\n".join(blocks)
 

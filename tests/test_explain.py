@@ -156,3 +156,27 @@ def test_repair_keeps_the_hidden_layer_float_and_passes(outlier_run, capfd):
     assert "model_int8.tflite (repaired: hidden_1 float;" in text
     code, _, err = _run(["verify", str(outlier_run / "export")], capfd)
     assert code == 0, err
+
+
+@pytest.mark.slow
+def test_repair_stops_at_the_cap_with_the_reason(outlier_run, mnist_dir):
+    """A gate nothing can pass: the repair gives up after max_layers and says why."""
+    from edgeport.export.explain import _requantizer, repair_int8
+    from edgeport.train.run_dir import load_run
+
+    run = load_run(outlier_run, need_reference=False)
+    requantizer = _requantizer(run, mnist_dir, 500, run.seed)
+    shipped = (outlier_run / "export" / "model_int8.tflite").read_bytes()
+    tried: list[int] = []
+
+    def gate(model: bytes) -> list[str]:
+        tried.append(len(model))
+        return ["agreement 50.00% < 99.00%"]
+
+    result = repair_int8(requantizer, ["hidden_1", "output_1", "logits"], gate=gate,
+                         size_before=len(shipped), max_layers=2)
+    assert not result.passed and result.model is None and len(tried) == 2
+    assert result.kept_float == ("hidden_1", "output_1")
+    assert result.reason.startswith("repair failed: keeping 2 layers float (hidden_1, output_1) "
+                                    "still fails: agreement 50.00% < 99.00%")
+    assert result.to_manifest()["size_after"] is None

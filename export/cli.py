@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "float (RUN/explain/*.png)")
     sp.add_argument("run", help="run directory with an export/ folder")
     sp.add_argument("--file", help="only this file, e.g. model_int8.tflite")
-    sp.add_argument("--json", dest="json_out", help="also write the tables as JSON here")
+    sp.add_argument("--json", dest="json_out", metavar="FILE",
+                    help="also write the tables as JSON here")
     sp.add_argument("--samples", type=int, default=500,
                     help="class-balanced test images to measure on (default 500)")
     sp.add_argument("--data-dir", help="dataset folder, if not where the run found it")

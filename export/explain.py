@@ -502,8 +502,10 @@ def explain(
     candidates = [f for f in listed if f in _TWINS and _TWINS[f] in listed]
     if file is not None:
         if file not in candidates:
+            allowed = ", ".join(candidates) or "(none)"
             raise ExplainError(f"--file {file}: not a quantized file of {export_dir} with a "
-                               f"float32 twin; expected one of {', '.join(candidates) or '(none)'}")
+                               f"float32 twin; expected one of {allowed}; "
+                               "fix: pass one of them, or leave out --file for all")
         candidates = [file]
     if not candidates:
         raise ExplainError(f"{export_dir} has no quantized .tflite file with its float32 twin; "

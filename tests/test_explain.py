@@ -71,7 +71,7 @@ def test_a_file_that_is_not_quantized_is_refused_in_one_line(exported_run, capfd
     assert code == 2
     line = err.strip().splitlines()[-1]
     assert "--file model_float32.tflite" in line and "expected one of" in line
-    assert "model_int8.tflite" in line
+    assert "model_int8.tflite" in line and "fix: " in line
 
 
 @pytest.mark.slow

@@ -6,7 +6,8 @@ Usage::
     edgeport train  [--dataset mnist] [--model softmax] [--recipe seed|best] [--out RUN] ...
     edgeport import MODEL --dataset DATA --out RUN [--normalize 0-1|-1-1|imagenet|none] ...
     edgeport export RUN [--formats all|float32,float16,dynamic_int8,int8,onnx] [--opset 17]
-                        [--calibration-samples 500] [--force]
+                        [--calibration-samples 500] [--force] [--repair]
+    edgeport explain RUN [--file model_int8.tflite] [--json FILE]   which layer, what fixes it
     edgeport parity RUN [--json FILE] [--junit FILE] [--markdown FILE] [--thresholds FILE]
                         [--browser]
     edgeport bench  RUN [--runs 1000] [--batch 256] [--json FILE] [--markdown FILE] [--plot FILE]
@@ -84,6 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_arguments(sp)
     sp.add_argument("--data-dir", help="dataset folder, if not where the run found it")
     sp.add_argument("--force", action="store_true", help="replace an existing RUN/export")
+    sp.add_argument("--repair", action="store_true",
+                    help="if model_int8.tflite misses its parity thresholds, keep the fewest "
+                         "layers float that make it pass (see `edgeport explain`)")
+
+    sp = command("explain", "per-layer error of each quantized file, and which layer to keep "
+                            "float (RUN/explain/*.png)")
+    sp.add_argument("run", help="run directory with an export/ folder")
+    sp.add_argument("--file", help="only this file, e.g. model_int8.tflite")
+    sp.add_argument("--json", dest="json_out", metavar="FILE",
+                    help="also write the tables as JSON here")
+    sp.add_argument("--samples", type=int, default=500,
+                    help="class-balanced test images to measure on (default 500)")
+    sp.add_argument("--data-dir", help="dataset folder, if not where the run found it")
 
     sp = command("parity", "check every exported file against the reference predictions")
     sp.add_argument("run", help="run directory with an export/ folder")
@@ -134,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _POSITIVE = {"iterations": "--iterations", "calibration_samples": "--calibration-samples",
-             "runs": "--runs", "batch": "--batch", "batch_size": "--batch-size"}
+             "runs": "--runs", "batch": "--batch", "batch_size": "--batch-size",
+             "samples": "--samples"}
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -204,7 +219,8 @@ def _export(args: argparse.Namespace, run: Path, *, force: bool) -> None:
     res = export_model(run, formats=args.formats, opset=args.opset,
                        calibration_samples=args.calibration_samples, force=force,
                        data_dir=getattr(args, "data_dir", None),
-                       progress=not getattr(args, "quiet", False))
+                       progress=not getattr(args, "quiet", False),
+                       repair=getattr(args, "repair", False))
     print(format_export_table(res))
 
 
@@ -219,6 +235,9 @@ def _parity(args: argparse.Namespace, run: Path) -> int:
                           progress=not getattr(args, "quiet", False),
                           browser=getattr(args, "browser", False))
     print(format_parity_table(report))
+    hints = _explain_hints(run, report)
+    if hints:
+        print("\n".join(hints))
     if args.json_out:
         atomic_write_json(args.json_out, report.to_dict())
     if args.junit:
@@ -228,7 +247,17 @@ def _parity(args: argparse.Namespace, run: Path) -> int:
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         append = bool(summary) and os.path.abspath(summary) == os.path.abspath(args.markdown)
         write_markdown(report, args.markdown, append=append)
+        if hints:
+            with open(args.markdown, "a", encoding="utf-8") as f:
+                f.write("\n" + "".join(f"- {h}\n" for h in hints))
     return 0 if report.passed else 1
+
+
+def _explain_hints(run: Path, report: object) -> list[str]:
+    """Repaired files, and for each failing quantized row: the layer (or the command) + fix."""
+    from edgeport.export.explain import parity_hints
+
+    return parity_hints(run, report)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -276,6 +305,16 @@ def _dispatch_command(args: argparse.Namespace) -> int:
         from edgeport.train.importer import run_import
 
         run_import(args)
+        return 0
+    if args.command == "explain":
+        from edgeport.export.explain import explain, format_explanation
+        from edgeport.fileio import atomic_write_json
+
+        result = explain(args.run, file=args.file, samples=args.samples,
+                         data_dir=args.data_dir)
+        print(format_explanation(result))
+        if args.json_out:
+            atomic_write_json(args.json_out, result.to_dict())
         return 0
     if args.command == "export":
         _export(args, Path(args.run), force=args.force)

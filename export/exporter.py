@@ -138,6 +138,7 @@ def export_model(
     data_dir: str | os.PathLike[str] | None = None,
     load_split: SplitLoader | None = None,
     app_models: bool | None = None,
+    repair: bool = False,
 ) -> ExportResult:
     """Export ``RUN/saved_model`` to ``RUN/export`` in the chosen formats.
 
@@ -149,6 +150,9 @@ def export_model(
             the ``int8`` model.
         golden_samples: class-balanced test images stored in ``golden.npz``.
         force: replace an existing ``RUN/export``.
+        repair: when ``model_int8.tflite`` misses its parity thresholds on the test set,
+            keep the fewest layers float that make it pass (:func:`export.explain.repair_int8`);
+            the manifest entry records it under ``"repair"``.
         seed: picks the calibration and golden images; ``None`` uses the
             run's ``metrics.json["seed"]``.
         progress: show a progress bar on stderr.
@@ -191,7 +195,8 @@ def export_model(
     images = _load_images(loader, run, serving.input_shape, needs_calibration=needs_calibration,
                           calibration_samples=calibration_samples,
                           golden_samples=golden_samples, seed=seed)
-    job = _ExportJob(run=run, serving=serving, images=images, opset=opset, seed=seed)
+    job = _ExportJob(run=run, serving=serving, images=images, opset=opset, seed=seed,
+                     loader=loader if repair else None)
     written = _Written()
     # Every file it writes: the table's, model.ort and the two app models, then golden+manifest.
     app_files = (2 + any(k.format is ArtifactFormat.ONNX for k in kinds)
@@ -241,6 +246,7 @@ class _ExportJob:
     images: _Images
     opset: int
     seed: int
+    loader: SplitLoader | None = None  # set with --repair: the test split re-gates int8
 
 
 @dataclass(frozen=True)
@@ -307,8 +313,14 @@ def _write_artifacts(
                                          "reason": _why_not(kind, e)})
             bar.update(1)
             continue
+        repaired = None
+        if job.loader is not None and kind.precision is Precision.INT8:
+            bar.set_description(f"export {kind.file} (repair)")
+            data, repaired = _repair(job, kind, data)
         atomic_write_bytes(tmp / kind.file, data)
         entry = artifact_entry(tmp / kind.file, kind)
+        if repaired is not None:
+            entry["repair"] = repaired
         written.infos.append(
             ArtifactInfo(
                 file=kind.file,
@@ -351,6 +363,46 @@ def _convert(job: _ExportJob, kind: ArtifactKind) -> bytes:
             calibration_images=job.images.calibration,
         )
     return convert_onnx(job.serving, metadata=doc, opset=job.opset)
+
+
+def _repair(job: _ExportJob, kind: ArtifactKind, data: bytes) -> tuple[bytes, dict | None]:
+    """``--repair``: the int8 file, re-quantized with layers kept float if it misses the gate.
+
+    Returns the bytes to write and the manifest's ``"repair"`` record (``None`` when the
+    file already passes). A failed repair keeps the original file and says why on stderr.
+    """
+    from .explain import Int8Requantizer, rank_layers, repair_int8, thresholds_gate
+    from .tflite import check_tflite, integer_only_problems
+
+    assert job.loader is not None
+    run = load_run(job.run.path)  # with reference.npz: the gate's reference
+    x, y = _load(job.loader, "test", job.serving.input_shape, len(run.labels))
+    gate = thresholds_gate(x, y, run.reference_probabilities, kind.precision)
+    if not gate(data):
+        return data, None
+    doc = build_metadata(labels=run.labels, input=run.input, precision=kind.precision,
+                         dataset=run.dataset, model=run.model)
+    requantizer = Int8Requantizer(job.serving, calibration_images=job.images.calibration,
+                                  metadata=doc)
+    pick = balanced_sample(y, min(500, len(y)), seed=job.seed)
+    ranking = [name for name, _ in rank_layers(requantizer, x[pick], y[pick])]
+    result = repair_int8(requantizer, ranking, gate=gate, size_before=len(data))
+    if not result.passed or result.model is None:
+        print(f"{kind.file}: {result.reason}", file=sys.stderr)
+        return data, result.to_manifest()
+    # The kept layers run in float between the uint8 input and outputs: the I/O contract
+    # holds, the integer-only check does not apply to them (docs/contracts.md, repair).
+    allowed = set(integer_only_problems(result.model))
+    problems = [p for p in check_tflite(result.model, precision=kind.precision,
+                                        input_shape=job.serving.input_shape)
+                if p not in allowed]
+    if problems:
+        raise ExportError(f"repaired {kind.file} breaks the export contract: "
+                          f"{'; '.join(problems)}")
+    print(f"{kind.file}: repaired: {', '.join(result.kept_float)} float "
+          f"({result.size_before / 1000:.1f} -> {result.size_after / 1000:.1f} KB)",
+          file=sys.stderr)
+    return result.model, result.to_manifest()
 
 
 def _write_app_files(

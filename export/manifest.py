@@ -36,6 +36,7 @@ __all__ = [
     "edgeport_version",
     "file_sha256",
     "read_manifest",
+    "repair_problems",
     "saved_model_sha256",
     "tool_versions",
     "verify_manifest",
@@ -297,6 +298,7 @@ def verify_manifest(export_dir: str | os.PathLike[str]) -> list[str]:
     for entry in manifest["artifacts"]:
         name = str(entry.get("file", "")) or "<unnamed entry>"
         problems += [f"{name}: {p}" for p in artifact_file_problems(export_dir / name, entry)]
+        problems += [f"{name}: {p}" for p in repair_problems(entry)]
     saved_model = Path(str(manifest.get("run", ""))) / "saved_model"
     if manifest.get("run") and saved_model.is_dir():
         if saved_model_sha256(saved_model) != manifest.get("saved_model_sha256"):
@@ -304,6 +306,29 @@ def verify_manifest(export_dir: str | os.PathLike[str]) -> list[str]:
                 f"{saved_model}: changed since the export; re-run `edgeport export RUN --force`"
             )
     return problems
+
+
+def repair_problems(entry: Mapping[str, Any]) -> list[str]:
+    """Check an artifact entry's ``"repair"`` record (``edgeport export --repair``).
+
+    ``{"kept_float": [layer, ...], "passed": bool, "reason": str, "size_before": int,
+    "size_after": int | None}``; a passed repair's ``size_after`` is the file's ``bytes``.
+    """
+    repair = entry.get("repair")
+    if repair is None:
+        return []
+    fix = "re-run `edgeport export RUN --repair --force`"
+    if not isinstance(repair, Mapping):
+        return [f"repair record is {type(repair).__name__}, expected an object; fix: {fix}"]
+    kept = repair.get("kept_float")
+    if not isinstance(kept, list) or not all(isinstance(k, str) for k in kept):
+        return [f"repair kept_float {kept!r}, expected a list of layer names; fix: {fix}"]
+    if not isinstance(repair.get("passed"), bool) or not isinstance(repair.get("reason"), str):
+        return [f"repair record lacks passed (bool) or reason (text); fix: {fix}"]
+    if repair["passed"] and (not kept or repair.get("size_after") != entry.get("bytes")):
+        return [f"repair size_after {repair.get('size_after')} with {len(kept)} kept layers, "
+                f"expected the file's {entry.get('bytes')} bytes and >= 1 layer; fix: {fix}"]
+    return []
 
 
 def _read_text(path: Path) -> str:

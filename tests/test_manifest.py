@@ -305,3 +305,22 @@ def test_saved_model_sha256(tmp_path: Path) -> None:
     (tmp_path / "variables" / "v").write_bytes(b"weights")
     (tmp_path / "variables" / "v").rename(tmp_path / "variables" / "w")
     assert saved_model_sha256(tmp_path) != first
+
+
+@pytest.mark.parametrize(("repair", "needle"), [
+    ({"kept_float": "dense_1", "passed": True, "reason": "r", "size_after": 10},
+     "expected a list of layer names"),
+    ({"kept_float": ["dense_1"], "reason": "r", "size_after": 10}, "passed (bool)"),
+    ({"kept_float": ["dense_1"], "passed": True, "reason": "r", "size_after": 9},
+     "expected the file's 10 bytes"),
+    ({"kept_float": [], "passed": True, "reason": "r", "size_after": 10}, ">= 1 layer"),
+    ("dense_1", "expected an object"),
+])
+def test_a_bad_repair_record_is_a_manifest_problem(repair, needle):
+    from edgeport.export.manifest import repair_problems
+
+    good = {"kept_float": ["dense_1"], "passed": True, "reason": "r", "size_after": 10}
+    assert repair_problems({"bytes": 10, "repair": good}) == []
+    assert repair_problems({"bytes": 10}) == []
+    problems = repair_problems({"bytes": 10, "repair": repair})
+    assert len(problems) == 1 and needle in problems[0] and "--repair --force" in problems[0]

@@ -211,7 +211,7 @@ def resolve_baseline(path: str | os.PathLike[str],
             or any file that does not match.
     """
     from .integrity import SIGNATURE_NAME, folder_problems, manifest_sha256
-    from .manifest import read_manifest
+    from .manifest import artifact_file_problems, read_manifest
     from .parity import read_parity
 
     p = Path(path)
@@ -237,6 +237,9 @@ def resolve_baseline(path: str | os.PathLike[str],
                             "expected a signed baseline; fix: drop --baseline-key or sign it")
     manifest = read_manifest(export)
     problems = folder_problems(export, manifest)
+    for entry in manifest["artifacts"]:
+        name = str(entry["file"])
+        problems += [f"{name}: {p}" for p in artifact_file_problems(export / name, entry)]
     parity = read_parity(export)
     if parity is None:
         raise BaselineError(f"--baseline {export}: no parity.json; expected a gated export; "

@@ -89,8 +89,8 @@ class Budget:
                 "agreement": self.agreement_points}
 
 
-_BUDGET_FIX = ("expected e.g. accuracy=0.1,size=5%,latency=10% (accuracy and agreement in "
-               "points, size and latency in %) or a JSON file with those keys")
+_BUDGET_FIX = ("fix: e.g. --budget accuracy=0.1,size=5%,latency=10% (accuracy and agreement "
+               "in points, size and latency in %), or a JSON file with those keys")
 
 
 def parse_budget(spec: str | os.PathLike[str] | None) -> Budget:
@@ -107,21 +107,24 @@ def parse_budget(spec: str | os.PathLike[str] | None) -> Budget:
         try:
             doc = json.loads(Path(text).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as e:
-            raise BaselineError(f"--budget {text}: unreadable ({e}); {_BUDGET_FIX}") from None
+            raise BaselineError(f"--budget {text}: unreadable ({e}); expected a JSON object; "
+                                f"{_BUDGET_FIX}") from None
         if not isinstance(doc, dict):
-            raise BaselineError(f"--budget {text}: not a JSON object; {_BUDGET_FIX}")
+            raise BaselineError(f"--budget {text}: not a JSON object; expected one; {_BUDGET_FIX}")
         items = [(str(k), str(v)) for k, v in doc.items()]
     else:
         items = []
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, sep, value = part.partition("=")
             if not sep:
-                raise BaselineError(f"--budget {text}: {part!r} has no '='; {_BUDGET_FIX}")
+                raise BaselineError(f"--budget {text}: {part!r} has no '='; expected KEY=VALUE; "
+                                    f"{_BUDGET_FIX}")
             items.append((key.strip(), value.strip()))
     values: dict[str, float] = {}
     for key, value in items:
         if key not in ("accuracy", "agreement", "size", "latency"):
-            raise BaselineError(f"--budget: unknown key {key!r}; {_BUDGET_FIX}")
+            raise BaselineError(f"--budget: unknown key {key!r}; expected accuracy, agreement, "
+                                f"size or latency; {_BUDGET_FIX}")
         percent = key in ("size", "latency")
         m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*(%|pts?|points?)?", value)
         if not m or (percent and m.group(2) != "%") or (not percent and m.group(2) == "%"):

@@ -188,11 +188,12 @@ def test_readme_signing_block_runs(exported_run, tmp_path):
     assert "verify PASS" in res.stdout and "guarantee: signed" in res.stdout
 
 
-def test_device_runtimes_block_runs(device_python):
-    """mobile_demo/README.md's runtime check, in the TensorFlow-free device venv."""
+def test_device_runtimes_block_runs(device_python, tmp_path):
+    """mobile_demo/README.md's runtime check, in the TensorFlow-free device venv (from an
+    empty folder: the package the venv installed, not a checkout's `edgeport/` beside it)."""
     code = readme_block(REPO / "mobile_demo" / "README.md", "available_runtimes")
-    res = _bash(code.replace(".venv-device/bin/python", device_python), REPO, dict(os.environ),
-                timeout=120)
+    res = _bash(code.replace(".venv-device/bin/python", device_python), tmp_path,
+                dict(os.environ), timeout=120)
     assert res.returncode == 0, res.stderr
     assert "tflite-runtime" in res.stdout
 

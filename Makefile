@@ -5,7 +5,7 @@ DEVICE_VENV ?= .venv-device
 PY := $(VENV)/bin/python
 RUN ?= runs/quickstart
 
-.PHONY: run test lint bench device-venv web demo clean
+.PHONY: run test lint bench device-venv web demo wheel clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,5 +51,10 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed $(DEVICE_VENV)/.installed
 	EDGEPORT_DEVICE_PYTHON=$(abspath $(DEVICE_VENV))/bin/python $(PY) benchmarks/run_all.py
 
+# The installable wheel, until edgeport is on PyPI: dist/edgeport-<version>-py3-none-any.whl
+# (`pip install dist/edgeport-*.whl` is the device side; add [tensorflow] to train and export).
+wheel: $(VENV)/.installed
+	$(PY) -m build --wheel --outdir dist .
+
 clean:
-	rm -rf $(VENV) $(DEVICE_VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEVICE_VENV) runs dist build .pytest_cache .ruff_cache

@@ -9,7 +9,7 @@ Usage::
                         [--calibration-samples 500] [--force] [--repair]
     edgeport explain RUN [--file model_int8.tflite] [--json FILE]   which layer, what fixes it
     edgeport parity RUN [--json FILE] [--junit FILE] [--markdown FILE] [--thresholds FILE]
-                        [--browser]
+                        [--browser] [--baseline OLD [--budget SPEC] [--baseline-key PUB]]
     edgeport bench  RUN [--runs 1000] [--batch 256] [--json FILE] [--markdown FILE] [--plot FILE]
                         [--browser] [--target litert|tflite-runtime|onnxruntime|browser]
                         [--data-dir DIR]
@@ -56,6 +56,15 @@ def _add_parity_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--junit", help="write JUnit XML (one test case per artifact)")
     g.add_argument("--markdown", help="write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
     g.add_argument("--thresholds", help="JSON file overriding the default thresholds")
+    g = p.add_argument_group("release gate (export/baseline.py)")
+    g.add_argument("--baseline", metavar="OLD",
+                   help="also compare with an earlier run or export folder (e.g. the last "
+                        "release): accuracy, agreement, size, batch-1 latency; exit 1 on a "
+                        "broken budget")
+    g.add_argument("--budget", help="budgets for --baseline: accuracy=0.1,size=5%%,latency=10%% "
+                                    "(the defaults; points, %%) or a JSON file")
+    g.add_argument("--baseline-key", metavar="PUBLIC_KEY",
+                   help="verify a signed baseline (model.sig) with this public key first")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,6 +247,7 @@ def _parity(args: argparse.Namespace, run: Path) -> int:
     hints = _explain_hints(run, report)
     if hints:
         print("\n".join(hints))
+    code = 0 if report.passed else 1
     if args.json_out:
         atomic_write_json(args.json_out, report.to_dict())
     if args.junit:
@@ -250,7 +260,12 @@ def _parity(args: argparse.Namespace, run: Path) -> int:
         if hints:
             with open(args.markdown, "a", encoding="utf-8") as f:
                 f.write("\n" + "".join(f"- {h}\n" for h in hints))
-    return 0 if report.passed else 1
+    if getattr(args, "baseline_export", None) is not None:
+        from edgeport.export.baseline import release_gate
+
+        code = max(code, release_gate(run / "export", args.baseline_export, report,
+                                      args.budget_parsed, markdown=args.markdown))
+    return code
 
 
 def _explain_hints(run: Path, report: object) -> list[str]:
@@ -274,6 +289,10 @@ def _dispatch_command(args: argparse.Namespace) -> int:
         run_train(args)
         return 0
     _check_numbers(args)
+    if any(getattr(args, a, None) for a in ("baseline", "budget", "baseline_key")):
+        from edgeport.export.baseline import check_baseline_args
+
+        check_baseline_args(args)  # before any work: a bad OLD or budget is one line, exit 2
     if args.command == "verify":
         from edgeport.export.report import format_verify_table
         from edgeport.export.verify import verify_export

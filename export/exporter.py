@@ -46,6 +46,7 @@ from .manifest import (
     write_manifest,
 )
 from .metadata import build_metadata
+from .model_card import write_model_card
 from .onnx import DEFAULT_OPSET
 from .serving import Serving
 
@@ -452,6 +453,7 @@ def _write_support_files(
     manifest = build_manifest(
         run_dir=run.path, labels=run.labels, input=run.input, artifacts=written.entries
     )
+    write_model_card(tmp, manifest, run.metrics)  # listed in manifest["files"] just below
     manifest.update(support_files_entry(tmp))
     if written.not_produced:
         manifest["not_produced"] = written.not_produced

@@ -174,9 +174,10 @@ def build_manifest(
     }
 
 
-SUPPORT_FILES = ("labels.txt", "golden.npz", "required_operators.config")
-"""Files of an export besides the models that ``manifest.json["files"]`` hashes (the last,
-ONNX Runtime Mobile's reduced-build operator list, only when ``model.ort`` was made)."""
+SUPPORT_FILES = ("labels.txt", "golden.npz", "required_operators.config", "MODEL_CARD.md")
+"""Files of an export besides the models that ``manifest.json["files"]`` hashes (
+ONNX Runtime Mobile's reduced-build operator list only when ``model.ort`` was made;
+``MODEL_CARD.md``, export.model_card, rewritten with its figures by the parity gate)."""
 
 
 def support_files_entry(export_dir: str | os.PathLike[str]) -> dict[str, Any]:

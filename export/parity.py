@@ -274,6 +274,10 @@ def check_parity(
 
         results += browser_parity(info.path, thresholds=table, samples=browser_samples,
                                   split=(x, labels), progress=progress)
+    from .model_card import fill_model_card
+
+    # The card's figures, then its manifest entry, before the manifest hash parity.json keeps.
+    fill_model_card(export_dir, info.metrics, results, table)
     report = ParityReport(
         passed=bool(results) and all(r.passed for r in results), results=tuple(results),
         manifest_sha256=file_sha256(export_dir / "manifest.json"),

@@ -114,7 +114,8 @@ def test_missing_metrics(run_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_export_folder_contents(run_dir: Path) -> None:
     names = sorted(p.name for p in (run_dir / "export").iterdir())
-    extra = ["labels.txt", "manifest.json", "golden.npz", "required_operators.config", ".edgeport"]
+    extra = ["labels.txt", "manifest.json", "golden.npz", "required_operators.config",
+             "MODEL_CARD.md", ".edgeport"]
     assert names == sorted([*FILES, *APP_FILES, *extra])
     assert not list(run_dir.glob(".export.*"))  # the temporary folder was renamed away
     labels = (run_dir / "export" / "labels.txt").read_text().splitlines()

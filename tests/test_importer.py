@@ -29,6 +29,7 @@ from edgeport.export.cli import main
 from edgeport.train.importer import (
     NORMALIZATIONS,
     ModelFitError,
+    _normalization_warnings,
     _output_kind,
     make_normalization,
 )
@@ -135,12 +136,22 @@ def test_probabilities_are_rows_summing_to_one():
     assert _output_kind(np.abs(logits)) == "logits"  # non-negative, but rows do not sum to 1
 
 
+def test_one_picture_is_no_evidence_for_another_normalization():
+    """On 3 test pictures, 1 of 3 vs 2 of 3 is one picture: no "pass --normalize X" advice."""
+    by_norm = {"0-1": 1 / 3, "-1-1": 1 / 3, "imagenet": 2 / 3, "none": 1 / 3}
+    zero_one = NORMALIZATIONS["0-1"]
+    tiny = _normalization_warnings(by_norm, zero_one, 3, "default", 3)
+    assert len(tiny) == 1 and "no preset does clearly better" in tiny[0]
+    many = _normalization_warnings(by_norm, zero_one, 3, "default", 256)
+    assert len(many) == 1 and "fix: pass --normalize imagenet" in many[0]
+
+
 def test_help_lists_import_and_its_flags(capfd):
     with pytest.raises(SystemExit):
         main(["import", "--help"])
     out = capfd.readouterr().out
     for flag in ("--dataset", "--out", "--labels", "--input", "--output", "--signature",
-                 "--normalize", "--mean", "--std", "--image-size", "--split"):
+                 "--normalize", "--mean", "--std", "--image-size", "--split", "--allow-io-ops"):
         assert flag in out
 
 

@@ -313,7 +313,8 @@ def import_model(
     sample = _sample(ds.y_test, seed)
     by_norm = _accuracy_by_normalization(forward, normalization, x_test[sample],
                                          ds.y_test[sample])
-    warnings += _normalization_warnings(by_norm, normalization, num_classes, norm_source)
+    warnings += _normalization_warnings(by_norm, normalization, num_classes, norm_source,
+                                        len(sample))
     probe = np.asarray(forward(x_test[sample[:64]], normalization))
     kind = _output_kind(probe)
     calibration, why = _calibration_split(ds)
@@ -753,8 +754,11 @@ def _output_kind(scores: np.ndarray) -> str:
 
 
 def _normalization_warnings(by_norm: dict[str, float], chosen: Normalization, k: int,
-                            source: str) -> list[str]:
-    """A warning when the chosen normalization scores near chance and another does not."""
+                            source: str, n: int = CHECK_SAMPLES) -> list[str]:
+    """A warning when the chosen normalization scores near chance and another does not.
+
+    "Clearly better" is 20 points and at least two of the ``n`` sample pictures: on a
+    handful of test pictures one picture is no evidence."""
     chance = 1.0 / k
     acc = by_norm[chosen.name]
     if acc >= chance + 0.2 * (1 - chance):
@@ -763,7 +767,7 @@ def _normalization_warnings(by_norm: dict[str, float], chosen: Normalization, k:
     how = "the default" if source.startswith("default") else f"--normalize {chosen.name}"
     if chosen.name == "custom":
         how = "--mean/--std"
-    if by_norm[best] >= acc + 0.2:
+    if by_norm[best] >= acc + max(0.2, 2 / max(n, 1) - 1e-9):
         return [f"accuracy {acc:.1%} under {how} is near chance ({chance:.1%}); under "
                 f"--normalize {best} it is {by_norm[best]:.1%}: the model likely expects "
                 f"that; fix: pass --normalize {best}"]

@@ -68,12 +68,45 @@ def convert_onnx(
             f"ONNX conversion (opset {opset}) failed: {type(e).__name__}: {e}; expected a model "
             "of ops tf2onnx supports; fix: try another --opset or export without onnx"
         ) from e
+    unconverted = unconverted_ops(proto)
+    if unconverted:  # tf2onnx logs these and leaves the TensorFlow node in place
+        listed = ", ".join(f"{op} (node {_short(node)})" for op, node in unconverted[:3])
+        raise ExportError(
+            f"ONNX conversion (opset {opset}): tf2onnx has no ONNX op for TensorFlow "
+            f"{listed}{' and more' if len(unconverted) > 3 else ''}; expected ops tf2onnx "
+            "supports; fix: remove those ops from the model, or export without onnx"
+        )
     _finish_proto(proto, metadata, producer_version=f"tf2onnx {tf2onnx.__version__}")
     data = proto.SerializeToString(deterministic=True)
     problems = check_onnx(data, input_shape=serving.input_shape)
     if problems:
         raise ExportError(f"model.onnx breaks the export contract: {'; '.join(problems)}")
     return data
+
+
+def _short(node: str) -> str:
+    """A node name without the call wrappers: ``StatefulPartitionedCall/.../ReadFile`` ->
+    ``ReadFile``."""
+    parts = [p for p in node.split("/") if p not in ("StatefulPartitionedCall",
+                                                     "PartitionedCall")]
+    return "/".join(parts) or node
+
+
+def unconverted_ops(proto: Any) -> list[tuple[str, str]]:
+    """``(op_type, node name)`` of nodes (subgraphs included) that no ONNX opset defines:
+    TensorFlow ops tf2onnx could not convert and left as they were."""
+    import onnx
+
+    found: list[tuple[str, str]] = []
+    stack = [proto.graph]
+    while stack:
+        graph = stack.pop()
+        for node in graph.node:
+            for a in node.attribute:  # If/Loop/Scan bodies
+                stack.extend([a.g] if a.HasField("g") else a.graphs)
+            if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
+                found.append((node.op_type, node.name))
+    return found
 
 
 def _finish_proto(proto: Any, metadata: Mapping[str, Any], *, producer_version: str) -> None:
@@ -179,7 +212,11 @@ def check_onnx(model: bytes, *, input_shape: tuple[int, ...]) -> list[str]:
         read_onnx_metadata(model)
     except ExportError as e:
         problems.append(str(e))
-    inputs, outputs = onnx_tensor_details(model)
+    try:
+        inputs, outputs = onnx_tensor_details(model)
+    except Exception as e:  # onnxruntime's own exception types (InvalidGraph, Fail...)
+        text = " ".join(str(e).split())
+        return [*problems, f"ONNX Runtime cannot load it ({type(e).__name__}: {text[:300]})"]
     names = ([d["name"] for d in inputs], [d["name"] for d in outputs])
     if names != ([INPUT_NAME], list(OUTPUT_NAMES)):
         problems.append(f"I/O names {names}, expected (['image'], {list(OUTPUT_NAMES)})")

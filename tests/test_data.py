@@ -190,3 +190,10 @@ def test_failed_download_leaves_no_empty_folder(tmp_path):
     with pytest.raises(DatasetError):
         ensure_files(spec, tmp_path / "new" / "mnist", progress=False)
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize(("layout", "shape"), [("flat", (0, 12)), ("nhwc", (0, 2, 2, 3))])
+def test_model_input_of_no_images_keeps_its_shape(layout, shape):
+    """An empty split (a small folder without validation pictures) still has the right shape."""
+    x = to_model_input(np.zeros((0, 2, 2, 3), np.uint8), layout)
+    assert x.shape == shape and x.dtype == np.float32

@@ -354,3 +354,56 @@ def test_streamed_run_exports_from_a_calibration_sample(shapes, tmp_path):
     assert x.shape == (30, 784) and np.bincount(y).tolist() == [10, 10, 10]  # balanced
     x_all, _ = load_split(out, "train")  # without a sample: every training file, decoded
     assert len(x_all) > 30
+
+
+# --- A handful of pictures per class ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("per_class", "split", "needle"), [
+    (4, (0.8, 0.1, 0.1), "fix: add pictures (at least 6 in a class at this split), or a larger "
+                         "test fraction, e.g. --split 0.6,0.2,0.2"),
+    (2, (0.8, 0.1, 0.1), "fix: add pictures (at least 6 in a class at this split)"),
+    (6, (0.9, 0.1, 0.0), "fix: a test fraction > 0"),
+])
+def test_a_split_without_test_pictures_fails_in_one_line(per_class, split, needle, tmp_path):
+    """Too few pictures for the test share to round to one: a clear error, not a crash later."""
+    root = make_shapes(tmp_path / "few", per_class=per_class, bad=False)
+    with pytest.raises(DatasetError, match="leaves the test split empty") as e:
+        load_folder_dataset(root, seed=0, split=split, progress=False, verbose=False)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_a_tiny_folder_runs_exports_gates_and_benches(tmp_path, capfd):
+    """3 classes x 6 pictures (one test picture per class): `edgeport run` (train, plots,
+    export, golden vectors, parity) and `edgeport bench` complete and write every file."""
+    from edgeport.export.bench import benchmark
+    from edgeport.export.cli import main
+
+    root = make_shapes(tmp_path / "tiny", per_class=6, bad=False)
+    run = tmp_path / "run"
+    code = main(["run", "--dataset", str(root), "--model", "cnn", "--epochs", "3",
+                 "--batch-size", "4", "--out", str(run), "--quiet"])
+    out, err = capfd.readouterr()
+    assert code == 0, err + out
+    m = json.loads((run / "metrics.json").read_text())
+    assert {c: n["test"] for c, n in m["split"]["counts"].items()} == dict.fromkeys(CLASSES, 1)
+    for name in ("samples", "weights", "confusion_matrix", "accuracy"):
+        assert (run / "plots" / f"{name}.png").stat().st_size > 1000, name
+    with np.load(run / "reference.npz") as z:
+        assert z["probabilities"].shape == (3, 3)
+    export = run / "export"
+    with np.load(export / "golden.npz") as z:  # fewer test pictures than golden samples
+        assert z["inputs"].shape[0] == 3 and z["labels"].tolist() == [0, 1, 2]
+    parity = json.loads((export / "parity.json").read_text())
+    assert parity["passed"] and len(parity["results"]) == 10, parity
+    assert "parity PASS" in out
+
+    # The ONNX Runtime rows only: each row is a fresh process, and the TFLite files and the
+    # SavedModel baseline add half a minute without exercising anything else of a tiny set.
+    report = benchmark(run, runs=5, batch=4, warmup=2, repeats=2, runtimes=["onnxruntime"],
+                       baseline=False, json_path=tmp_path / "bench.json", progress=False)
+    rows = {r.artifact: r for r in report.rows}
+    assert set(rows) == {"model.onnx", "model.ort"}, rows
+    assert all(r.accuracy is not None and 0 <= r.accuracy <= 1 for r in rows.values())
+    assert json.loads((tmp_path / "bench.json").read_text())["rows"]

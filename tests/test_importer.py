@@ -29,6 +29,7 @@ from edgeport.export.cli import main
 from edgeport.train.importer import (
     NORMALIZATIONS,
     ModelFitError,
+    _normalization_warnings,
     _output_kind,
     make_normalization,
 )
@@ -135,12 +136,22 @@ def test_probabilities_are_rows_summing_to_one():
     assert _output_kind(np.abs(logits)) == "logits"  # non-negative, but rows do not sum to 1
 
 
+def test_one_picture_is_no_evidence_for_another_normalization():
+    """On 3 test pictures, 1 of 3 vs 2 of 3 is one picture: no "pass --normalize X" advice."""
+    by_norm = {"0-1": 1 / 3, "-1-1": 1 / 3, "imagenet": 2 / 3, "none": 1 / 3}
+    zero_one = NORMALIZATIONS["0-1"]
+    tiny = _normalization_warnings(by_norm, zero_one, 3, "default", 3)
+    assert len(tiny) == 1 and "no preset does clearly better" in tiny[0]
+    many = _normalization_warnings(by_norm, zero_one, 3, "default", 256)
+    assert len(many) == 1 and "fix: pass --normalize imagenet" in many[0]
+
+
 def test_help_lists_import_and_its_flags(capfd):
     with pytest.raises(SystemExit):
         main(["import", "--help"])
     out = capfd.readouterr().out
     for flag in ("--dataset", "--out", "--labels", "--input", "--output", "--signature",
-                 "--normalize", "--mean", "--std", "--image-size", "--split"):
+                 "--normalize", "--mean", "--std", "--image-size", "--split", "--allow-io-ops"):
         assert flag in out
 
 
@@ -439,3 +450,209 @@ def test_image_size_is_range_checked_before_any_work(size, tmp_path, colors, cap
         "float32 is 12 MB a picture); fix: pass the size the model was trained at, e.g. "
         "--image-size 224"]
     assert not (tmp_path / "run").exists()
+
+
+# --- What the model holds and does: finite weights and outputs, no file/network ops --------
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith(("edgeport:", "warning:"))]
+    assert len(lines) == 1 and lines[0].startswith("edgeport: error:"), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def _nothing_written(run: Path) -> None:
+    assert not run.exists()
+    assert not (run.parent.exists() and any(run.parent.iterdir()))  # no temporary folder
+
+
+def _poisoned_keras(tmp_path: Path, value: float, where: str) -> Path:
+    """A conv + dense model with ``value`` written into some weights of ``where``."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((SIZE, SIZE, 3)), layers.Conv2D(4, 3, activation="relu", name="conv"),
+        layers.GlobalAveragePooling2D(), layers.Dense(3, activation="softmax", name="dense_1"),
+    ])
+    layer = model.get_layer(where)
+    kernel = layer.kernel.numpy()
+    if where == "dense_1":
+        kernel[0, :3] = value  # 3 values
+    else:
+        kernel[...] = value  # every weight huge: the outputs overflow
+    layer.kernel.assign(kernel)
+    path = tmp_path / f"{where}.keras"
+    model.save(path)
+    return path
+
+
+def test_nan_weights_are_refused_before_the_model_runs(tmp_path, colors, capfd):
+    run = tmp_path / "runs" / "nan"
+    model = _poisoned_keras(tmp_path, float("nan"), "dense_1")
+    code, _, err = _run(["import", str(model), "--dataset", str(colors), "--out", str(run),
+                         "--quiet"], capfd)
+    assert code == 2
+    line = _one_error_line(err)
+    assert "dense_1/kernel has 3 NaN values; expected finite weights; fix: retrain or fix the " \
+        "checkpoint" in line
+    _nothing_written(run)
+
+
+def test_infinite_weights_of_a_saved_model_are_named(tmp_path, colors, capfd):
+    import tensorflow as tf
+
+    class Net(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = tf.Variable([[1.0, 0.0, float("inf")], [0.0, 1.0, 0.0],
+                                     [0.0, 0.0, 1.0]])
+
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def serve(self, x):
+            return {"scores": tf.matmul(tf.reduce_mean(x, axis=[1, 2]), self.head)}
+
+    net = Net()
+    tf.saved_model.save(net, str(tmp_path / "inf"), signatures={"serving_default": net.serve})
+    run = tmp_path / "runs" / "inf"
+    code, _, err = _run(["import", str(tmp_path / "inf"), "--dataset", str(colors), "--out",
+                         str(run), "--quiet"], capfd)
+    assert code == 2
+    assert "head has 1 infinite values; expected finite weights" in _one_error_line(err)
+    _nothing_written(run)
+
+
+def test_weights_that_overflow_the_outputs_are_refused(tmp_path, colors, capfd):
+    """1e38 is a finite float32, but the convolution's sums overflow: inf, then NaN."""
+    run = tmp_path / "runs" / "huge"
+    model = _poisoned_keras(tmp_path, 1e38, "conv")
+    code, _, err = _run(["import", str(model), "--dataset", str(colors), "--out", str(run),
+                         "--quiet"], capfd)
+    assert code == 2
+    line = _one_error_line(err)
+    assert "output dense_1 is non-finite (NaN or inf) on 9 of 9 test images" in line, line
+    assert "fix: check the weights for huge values" in line
+    _nothing_written(run)
+
+
+def _io_model(path: Path, side: Path, *, nested: bool = False) -> Path:
+    """A SavedModel whose serving function writes ``side`` and reads ``side.in``.
+
+    ``nested``: the file ops sit inside a ``tf.cond`` branch (a function of the graph's
+    library, not a node of the serving function itself)."""
+    import tensorflow as tf
+
+    class Leaky(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(tf.eye(3) * 4.0)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def serve(self, x):
+            pooled = tf.reduce_mean(x, axis=[1, 2])
+
+            def leak():
+                tf.io.write_file(str(side), tf.strings.as_string(tf.reduce_sum(x)))
+                return tf.cast(tf.strings.length(tf.io.read_file(str(side) + ".in")),
+                               tf.float32)
+
+            extra = (tf.cond(tf.reduce_sum(x) >= 0, leak, lambda: tf.constant(0.0))
+                     if nested else leak())
+            return {"scores": tf.matmul(pooled, self.w) + 0.0 * extra}
+
+    net = Leaky()
+    tf.saved_model.save(net, str(path), signatures={"serving_default": net.serve})
+    return path
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["flat", "nested"])
+def test_file_ops_are_refused_before_the_model_runs(nested, tmp_path, colors, capfd):
+    import tensorflow as tf
+
+    side = tmp_path / "side.txt"
+    Path(f"{side}.in").write_text("hello")
+    model = _io_model(tmp_path / "leaky", side, nested=nested)
+    # Loading a SavedModel does not run its serving function; calling it writes the file.
+    loaded = tf.saved_model.load(str(model))
+    assert not side.exists()
+    loaded.signatures["serving_default"](x=tf.zeros([1, SIZE, SIZE, 3]))
+    assert side.read_text() == "0.000000"  # tf.strings.as_string of the sum of zeros
+    side.unlink()
+
+    run = tmp_path / "runs" / "leaky"
+    code, _, err = _run(["import", str(model), "--dataset", str(colors), "--out", str(run),
+                         "--quiet"], capfd)
+    assert code == 2
+    line = _one_error_line(err)
+    node = "cond/" if nested else ""  # a tf.cond branch is a function of its own
+    fn = "__inference_cond_true_" if nested else "__inference_serve_"
+    assert f"WriteFile (node {node}WriteFile in {fn}" in line, line
+    assert f"ReadFile (node {node}ReadFile in {fn}" in line
+    assert "fix: re-export the model without them, or pass --allow-io-ops" in line
+    assert not side.exists()  # refused before the model ran on any picture
+    _nothing_written(run)
+
+    code, _, err = _run(["import", str(model), "--dataset", str(colors), "--out", str(run),
+                           "--quiet", "--allow-io-ops"], capfd)
+    assert code == 0, err
+    warning = [line for line in err.splitlines() if "--allow-io-ops" in line]
+    assert len(warning) == 1 and warning[0].startswith("warning: --allow-io-ops: ")
+    assert "is a program that reaches outside the model when run" in warning[0]
+    assert side.exists()  # it ran, as promised
+    record = json.loads((run / "metrics.json").read_text())["import"]
+    assert {op["op"] for op in record["io_ops"]} == {"WriteFile", "ReadFile"}
+
+
+def test_python_ops_are_refused(tmp_path, colors, capfd):
+    """tf.numpy_function: the Python code is not in the SavedModel; the op is named anyway."""
+    import tensorflow as tf
+
+    class Py(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def serve(self, x):
+            y = tf.numpy_function(lambda a: a, [tf.reduce_mean(x, axis=[1, 2])], tf.float32)
+            return {"scores": tf.reshape(y, [-1, 3])}
+
+    net = Py()
+    tf.saved_model.save(net, str(tmp_path / "py"), signatures={"serving_default": net.serve})
+    code, _, err = _run(["import", str(tmp_path / "py"), "--dataset", str(colors), "--out",
+                         str(tmp_path / "run"), "--quiet"], capfd)
+    assert code == 2
+    assert "PyFunc (node PyFunc in __inference_" in _one_error_line(err)
+    assert "runs Python code" in err
+
+
+@pytest.mark.slow
+def test_a_read_file_model_exports_without_onnx_with_the_reason(tmp_path, colors, capfd):
+    """ReadFile has no ONNX op: model.onnx is NOT PRODUCED with the reason; TFLite folds the
+    unused read away, so the TFLite files are made and gated."""
+    import tensorflow as tf
+
+    source = tmp_path / "note.txt"
+    source.write_text("hello")
+
+    class Reader(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(tf.eye(3) * 4.0)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def serve(self, x):
+            n = tf.cast(tf.strings.length(tf.io.read_file(str(source))), tf.float32)
+            return {"scores": tf.matmul(tf.reduce_mean(x, axis=[1, 2]), self.w) + 0.0 * n}
+
+    net = Reader()
+    tf.saved_model.save(net, str(tmp_path / "reader"), signatures={"serving_default": net.serve})
+    run = tmp_path / "run"
+    code, out, parity = _import_export_parity(tmp_path / "reader", colors, run, capfd,
+                                              "--allow-io-ops", "--normalize", "none")
+    assert code == 0, out
+    assert [n["file"] for n in parity["not_produced"]] == ["model.onnx"]
+    reason = parity["not_produced"][0]["reason"]
+    assert "tf2onnx has no ONNX op for TensorFlow ReadFile (node ReadFile)" in reason, reason
+    row = next(line for line in out.splitlines() if line.startswith("model.onnx"))
+    assert row.endswith("NOT PRODUCED")
+    assert {r["artifact"] for r in parity["results"]} >= {"model_float32.tflite",
+                                                         "model_int8.tflite"}

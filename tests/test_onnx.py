@@ -93,3 +93,26 @@ def test_opset_is_configurable_and_deterministic(run_dir: Path, model_bytes: byt
     assert again == model_bytes  # same process, second trace: still the same bytes
     older = onnx.load_from_string(convert_onnx(serving, metadata=doc, opset=13))
     assert {o.domain: o.version for o in older.opset_import}[""] == 13
+
+
+def _graph_with(op_type: str) -> onnx.ModelProto:
+    """``image`` [batch, 2] -> ``op_type`` -> ``probabilities``: what tf2onnx leaves behind
+    for a TensorFlow op it cannot convert (the node keeps the TensorFlow op name)."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node(op_type, ["image"], ["probabilities"], name=f"Call/{op_type}")],
+        "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_unconverted_tensorflow_ops_are_found_and_fail_the_check() -> None:
+    from edgeport.export.onnx import check_onnx, unconverted_ops
+
+    assert unconverted_ops(_graph_with("Relu")) == []
+    proto = _graph_with("ReadFile")
+    assert unconverted_ops(proto) == [("ReadFile", "Call/ReadFile")]
+    problems = check_onnx(proto.SerializeToString(), input_shape=(2,))
+    assert any(p.startswith("ONNX Runtime cannot load it") for p in problems), problems

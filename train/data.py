@@ -194,7 +194,7 @@ def to_model_input(x: np.ndarray, layout: str) -> np.ndarray:
     """uint8 ``[N, H, W, C]`` -> float32 in [0, 1], flat ``[N, H*W*C]`` or ``nhwc``."""
     out = np.asarray(x, dtype=np.float32) / np.float32(255.0)
     if layout == "flat":
-        return out.reshape(len(out), -1)
+        return out.reshape(len(out), int(np.prod(out.shape[1:])))  # also for 0 images
     if layout == "nhwc":
         return out
     raise ValueError(f"layout={layout!r}; expected 'flat' or 'nhwc'")

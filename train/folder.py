@@ -384,6 +384,8 @@ def load_folder_dataset(
     _require_images(root, classes, labels, skipped)
     parts = dict(zip(("train", "validation", "test"),
                      _stratified_split(labels, tuple(split), seed), strict=True))
+    if not len(parts["test"]):
+        _no_test_split(root, classes, labels, tuple(split))
 
     # 2. Pixels: decode (in memory) every split, or only validation and test (stream).
     arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -423,6 +425,27 @@ def load_folder_dataset(
             fractions=split, seed=seed, image_size=image_size, channels=channels, stream=stream,
         ),
         train_source=source,
+    )
+
+
+def _no_test_split(root: Path, classes: Sequence[str], labels: np.ndarray,
+                   split: tuple[float, ...]) -> None:
+    """Raise: every class's test share rounds to no picture (a handful of pictures per class,
+    or a test fraction of 0)."""
+    counts = np.bincount(labels, minlength=len(classes))
+    big = classes[int(counts.argmax())]
+    frac = split[2]
+    need = next((n for n in range(1, 10_001) if round(n * frac) >= 1), None)
+    if need is None:
+        how = "a test fraction > 0, e.g. --split 0.8,0.1,0.1"
+    else:
+        how = f"add pictures (at least {need} in a class at this split)"
+        if round(int(counts.max()) * 0.2) >= 1:
+            how += ", or a larger test fraction, e.g. --split 0.6,0.2,0.2"
+    raise DatasetError(
+        f"{root}: --split {','.join(f'{f:g}' for f in split)} leaves the test split empty (the "
+        f"largest class, {big!r}, has {int(counts.max())} pictures); expected at least one test "
+        f"picture (the reference accuracy and the parity gate score it); fix: {how}"
     )
 
 

@@ -64,8 +64,10 @@ from edgeport.errors import DatasetError, EdgeportError, InputShapeError, ModelF
 
 __all__ = [
     "NORMALIZATIONS",
+    "IOOpsError",
     "ImportResult",
     "ModelFitError",
+    "NonFiniteModelError",
     "Normalization",
     "import_model",
     "make_normalization",
@@ -80,6 +82,14 @@ _SUM_ATOL = 1e-3  # rows of a softmax output sum to 1 within float32 rounding
 
 class ModelFitError(EdgeportError, ValueError):
     """The model does not fit the data: not an image classifier, or another class count."""
+
+
+class NonFiniteModelError(ModelFitError):
+    """The model's weights, or its outputs on the test split, hold NaN or infinite values."""
+
+
+class IOOpsError(ModelFitError):
+    """The model's serving function reads or writes files, or the network (``--allow-io-ops``)."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +178,7 @@ class ImportResult:
         accuracy_by_normalization: accuracy on a test sample under each preset.
         calibration_split: where the exporter draws int8 calibration images from.
         warnings: every warning printed.
+        io_ops: the file-system/network/Python op types found (``--allow-io-ops``).
     """
 
     run_dir: Path
@@ -186,6 +197,7 @@ class ImportResult:
     accuracy_by_normalization: dict[str, float]
     calibration_split: str
     warnings: tuple[str, ...]
+    io_ops: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -193,6 +205,7 @@ class ImportResult:
         d["input_shape"] = list(self.input_shape)
         d["normalization"] = self.normalization.to_dict()
         d["warnings"] = list(self.warnings)
+        d["io_ops"] = list(self.io_ops)
         return d
 
 
@@ -233,6 +246,7 @@ def import_model(
     force: bool = False,
     progress: bool = True,
     force_normalize: bool = False,
+    allow_io_ops: bool = False,
 ) -> ImportResult:
     """Write a run directory (docs/contracts.md) for a user's image classifier.
 
@@ -254,6 +268,9 @@ def import_model(
         progress: show progress bars and the folder summary.
         force_normalize: write the run even when ``normalization`` scores near chance
             and another preset clearly does better (by default that is a ModelFitError).
+        allow_io_ops: run a model whose serving function reads or writes files or the
+            network (``ReadFile``, ``WriteFile``, ``PyFunc``...; see :data:`IO_OP_KINDS`),
+            with a warning; without it such a model is refused before it runs.
 
     Returns:
         What was chosen, measured and written.
@@ -264,6 +281,10 @@ def import_model(
             class count different from the dataset's or the labels file's.
         InputShapeError: the dataset's pictures do not fit the model's input.
         DatasetError: the dataset cannot be loaded.
+        NonFiniteModelError: a weight is NaN or infinite (checked before the model runs),
+            or the outputs on the test split are (e.g. overflow from huge weights).
+        IOOpsError: the serving function has file-system, network or Python ops and
+            ``allow_io_ops`` is false (checked before the model runs).
         RunDirError: ``out_dir`` exists and ``force`` is false.
     """
     from .run_dir import check_writable
@@ -276,6 +297,7 @@ def import_model(
     check_writable(out_dir, force=force,
                    protect=(model_path, dataset if os.path.isdir(str(dataset)) else None))
     user = load_user_model(model_path, signature=signature)
+    _check_weights(user, model_path)
     inp = _choose(user.inputs, input_name, "input", _image_score, model_path)
     h, w, c, layout = _image_geometry(inp, model_path, image_size)
     ds = _load_data(dataset, data_dir=data_dir, size=(h, w, c), seed=seed, split=split,
@@ -290,37 +312,45 @@ def import_model(
     normalization, norm_source = _resolve_normalization(normalization, user, c, model_path)
     forward = _forward(user, out.name, (h, w, c), inp.shape, inp.dtype)
     warnings: list[str] = []
+    # Before the model first runs: its graph, nested functions included.
+    io_ops = find_io_ops(forward, normalization, tuple(x_test.shape[1:]))
+    if io_ops:  # refused, or said before the model runs on any picture
+        warnings.append(_check_io_ops(io_ops, model_path, allowed=allow_io_ops))
+        print(f"warning: {warnings[-1]}", file=sys.stderr)
+    printed = len(warnings)
     sample = _sample(ds.y_test, seed)
     by_norm = _accuracy_by_normalization(forward, normalization, x_test[sample],
                                          ds.y_test[sample])
     warnings += _normalization_warnings(by_norm, normalization, num_classes, norm_source,
-                                        force=force_normalize)
+                                        len(sample), force=force_normalize)
     probe = np.asarray(forward(x_test[sample[:64]], normalization))
     kind = _output_kind(probe)
     calibration, why = _calibration_split(ds)
     if why:
         warnings.append(why)
-    for line in warnings:
-        print(f"warning: {line}", file=sys.stderr)
     run, accuracy = _write(
         out_dir, force=force, user=user, forward=forward, normalization=normalization,
         kind=kind, layout=layout, ds=ds, names=names, x_test=x_test,
         input_shape=tuple(x_test.shape[1:]),
         record=_import_record(model_path, user, inp, out, kind=kind,
                               normalization=normalization, norm_source=norm_source,
-                              by_norm=by_norm, sample_size=len(sample), warnings=warnings),
+                              by_norm=by_norm, sample_size=len(sample), warnings=warnings,
+                              io_ops=io_ops),
         config={"dataset": str(dataset), "data_dir": None if data_dir is None else str(data_dir),
                 "seed": int(seed), "image_size": h, "channels": c,
                 "split": [float(s) for s in split], "stream": False},
-        calibration=calibration,
+        calibration=calibration, model_path=model_path, output_name=out.name,
     )
+    # Printed once the outputs proved finite: a refused model gets its one error line only.
+    for line in warnings[printed:]:
+        print(f"warning: {line}", file=sys.stderr)
     return ImportResult(
         run_dir=run, source=str(model_path), format=user.format, signature=user.signature,
         input_name=inp.name, output_name=out.name, input_shape=tuple(inp.shape[1:]),
         layout=layout, num_classes=num_classes, normalization=normalization,
         normalization_source=norm_source, output_kind=kind, test_accuracy=accuracy,
         accuracy_by_normalization=by_norm, calibration_split=calibration,
-        warnings=tuple(warnings),
+        warnings=tuple(warnings), io_ops=tuple(op.op for op in io_ops),
     )
 
 
@@ -346,7 +376,8 @@ def _accuracy_by_normalization(forward: Callable, normalization: Normalization,
 
 def _import_record(model_path: Any, user: _UserModel, inp: _Tensor, out: _Tensor, *, kind: str,
                    normalization: Normalization, norm_source: str, by_norm: dict[str, float],
-                   sample_size: int, warnings: list[str]) -> dict[str, Any]:
+                   sample_size: int, warnings: list[str],
+                   io_ops: Sequence[IOOp] = ()) -> dict[str, Any]:
     """``metrics.json["import"]`` (without the test accuracy): what was chosen and measured."""
     return {
         "source": str(Path(model_path).resolve()), "format": user.format,
@@ -356,6 +387,7 @@ def _import_record(model_path: Any, user: _UserModel, inp: _Tensor, out: _Tensor
         "normalization_source": norm_source,
         "accuracy_by_normalization": {"sample": sample_size, **by_norm},
         "warnings": warnings,
+        "io_ops": [op.to_dict() for op in io_ops],
     }
 
 
@@ -743,8 +775,12 @@ def _output_kind(scores: np.ndarray) -> str:
 
 
 def _normalization_warnings(by_norm: dict[str, float], chosen: Normalization, k: int,
-                            source: str, *, force: bool = True) -> list[str]:
+                            source: str, n: int = CHECK_SAMPLES, *,
+                            force: bool = True) -> list[str]:
     """A warning when the chosen normalization scores near chance and another does not.
+
+    "Clearly better" is 20 points and at least two of the ``n`` sample pictures: on a
+    handful of test pictures one picture is no evidence.
 
     Raises:
         ModelFitError: another preset clearly does better and ``force`` is false: a run
@@ -758,7 +794,7 @@ def _normalization_warnings(by_norm: dict[str, float], chosen: Normalization, k:
     how = "the default" if source.startswith("default") else f"--normalize {chosen.name}"
     if chosen.name == "custom":
         how = "--mean/--std"
-    if by_norm[best] >= acc + 0.2:
+    if by_norm[best] >= acc + max(0.2, 2 / max(n, 1) - 1e-9):
         line = (f"accuracy {acc:.1%} under {how} is near chance ({chance:.1%}); under "
                 f"--normalize {best} it is {by_norm[best]:.1%}: the model likely expects "
                 f"that; fix: pass --normalize {best}")
@@ -773,7 +809,8 @@ def _normalization_warnings(by_norm: dict[str, float], chosen: Normalization, k:
 def _write(out_dir: Any, *, force: bool, user: _UserModel, forward: Callable,
            normalization: Normalization, kind: str, layout: str, ds, names: tuple[str, ...],
            x_test: np.ndarray, input_shape: tuple[int, ...], record: dict[str, Any],
-           config: dict[str, Any], calibration: str) -> tuple[Path, float]:
+           config: dict[str, Any], calibration: str, model_path: Any,
+           output_name: str) -> tuple[Path, float]:
     from edgeport.fileio import atomic_dir
 
     from . import plots
@@ -783,6 +820,7 @@ def _write(out_dir: Any, *, force: bool, user: _UserModel, forward: Callable,
     out = Path(out_dir)
     with atomic_dir(out, overwrite=force, marker="run") as tmp:
         probs = write_reference(tmp, module, module.serve, x_test=x_test, y_test=ds.y_test)
+        _check_outputs(probs, model_path, output_name)
         pred = probs.argmax(1)
         accuracy = float(np.mean(pred == ds.y_test))
         val_acc = _validation_accuracy(module.serve, ds, layout)
@@ -867,6 +905,187 @@ def _import_metrics(ds, layout: str, *, accuracy: float, val_acc: float | None, 
     }
 
 
+# --- 5. What the model holds and does: finite weights and outputs, no file/network ops ---
+
+
+def _check_weights(user: _UserModel, path: Any) -> None:
+    """Refuse NaN/infinite weights, before the model runs on any picture.
+
+    Raises:
+        NonFiniteModelError: names the first bad variable and how many values are bad.
+    """
+    bad: list[tuple[str, int, int]] = []
+    for name, value in _named_variables(user):
+        if not np.issubdtype(value.dtype, np.floating):
+            continue
+        nan = int(np.isnan(value).sum())
+        inf = int(np.isinf(value).sum())
+        if nan or inf:
+            bad.append((name, nan, inf))
+    if not bad:
+        return
+    name, nan, inf = bad[0]
+    what = " and ".join(part for part in (f"{nan} NaN" if nan else "",
+                                          f"{inf} infinite" if inf else "") if part)
+    more = f" (and {len(bad) - 1} more variables)" if len(bad) > 1 else ""
+    raise NonFiniteModelError(
+        f"{path}: {name} has {what} values{more}; expected finite weights; fix: retrain or "
+        "fix the checkpoint"
+    )
+
+
+def _named_variables(user: _UserModel) -> list[tuple[str, np.ndarray]]:
+    """``(name, value)`` of every variable the model owns: Keras paths (``dense_1/kernel``),
+    else the SavedModel attribute path, else the variable's own name."""
+    owner = user.owner
+    weights = getattr(owner, "weights", None)
+    if user.format != "saved_model" and weights is not None:
+        return [(_strip_scope(getattr(v, "path", None) or v.name), np.asarray(v))
+                for v in weights]
+    import tensorflow as tf
+
+    found: dict[int, tuple[str, Any]] = {}
+    seen: set[int] = set()
+    stack: list[tuple[str, Any]] = [("", owner)]
+    while stack and len(seen) < 100_000:  # attribute paths of the loaded objects
+        prefix, obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, tf.Variable):
+            found.setdefault(id(obj), (prefix or obj.name, obj))
+            continue
+        children = getattr(obj, "_trackable_children", None)
+        try:
+            items = children().items() if callable(children) else ()
+        except Exception:  # a child that cannot be listed names nothing
+            items = ()
+        for key, child in items:
+            if key not in ("signatures", "_self_saveable_object_factories"):
+                stack.append((f"{prefix}/{key}" if prefix else str(key), child))
+    fn_vars: list[Any] = []
+    if user.signature is not None:
+        fn_vars = list(getattr(owner.signatures[user.signature], "variables", ()))
+    for v in fn_vars:
+        found.setdefault(id(v), (v.name, v))
+    return [(_strip_scope(name), v.numpy()) for name, v in found.values()]
+
+
+def _strip_scope(name: str) -> str:
+    """``sequential/dense_1/kernel:0`` -> ``dense_1/kernel``: the layer and the weight."""
+    name = name.removesuffix(":0")
+    parts = name.split("/")
+    return "/".join(parts[-2:]) if len(parts) > 2 else name
+
+
+def _check_outputs(probs: np.ndarray, path: Any, output: str) -> None:
+    """Refuse a model whose probabilities on the test split are not finite (e.g. 1e38 weights
+    overflow to inf, whose softmax is NaN)."""
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise NonFiniteModelError(
+            f"{path}: output {output} is non-finite (NaN or inf) on {int(bad.sum())} of "
+            f"{len(probs)} test images (first: test image {first}); expected finite class "
+            "scores; fix: check the weights for huge values that overflow float32, and the "
+            "normalization (--normalize), or retrain"
+        )
+
+
+# Op types that reach outside the process: files, the network, or Python code. Matched by
+# name or by the pattern after it (ReadFile, WholeFileReaderV2, TFRecordDataset, SaveV2...).
+IO_OP_KINDS: dict[str, str] = {
+    "PyFunc": "runs Python code", "PyFuncStateless": "runs Python code",
+    "EagerPyFunc": "runs Python code", "ImmutableConst": "maps a file",
+}
+_IO_PATTERNS: tuple[tuple[str, str], ...] = (
+    (r"File|Reader|Record|CSVDataset|Sql|LMDB|Snapshot|^Save|^Restore|^Load|Checkpoint"
+     r"|^Write|SummaryWriter|^ImportEvent|^Debug|Vocab", "reads or writes files"),
+    (r"Rpc|DataService|RegisterDataset|^Collective|^_?(Host)?(Send|Recv)$|^Nccl",
+     "talks to the network or other processes"),
+    (r"PyFunc", "runs Python code"),
+)
+_QUIET_STREAMS = ("stderr", "stdout", "log(info)", "log(warning)", "log(error)")
+
+
+@dataclass(frozen=True)
+class IOOp:
+    """An op that reaches outside the process: its type, node, function and what it does."""
+
+    op: str
+    node: str
+    function: str | None
+    does: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        where = f" in {self.function}" if self.function else ""
+        return f"{self.op} (node {self.node}{where}; {self.does})"
+
+
+def io_op_kind(op: str, attrs: Any = None) -> str | None:
+    """What an op type does outside the process, or ``None`` for a pure tensor op."""
+    import re
+
+    if op == "PrintV2":  # prints to stderr, unless output_stream names a file
+        stream = attrs["output_stream"].s.decode() if attrs and "output_stream" in attrs else ""
+        return None if stream in ("", *_QUIET_STREAMS) else "writes files"
+    if op in IO_OP_KINDS:
+        return IO_OP_KINDS[op] or None
+    for pattern, does in _IO_PATTERNS:
+        if re.search(pattern, op):
+            return does
+    return None
+
+
+def find_io_ops(forward: Callable, normalization: Normalization,
+                input_shape: tuple[int, ...]) -> tuple[IOOp, ...]:
+    """The file-system, network and Python ops of the wrapped model, found without running it.
+
+    The forward pass is traced (not run) to a graph; its nodes and every function of its
+    library (the SavedModel's serving function, its nested functions, loop bodies...) are
+    read.
+    """
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([None, *input_shape], tf.float32)
+    graph = tf.function(lambda x: forward(x, normalization),
+                        autograph=False).get_concrete_function(spec).graph.as_graph_def()
+    found: list[IOOp] = []
+    for node in graph.node:
+        does = io_op_kind(node.op, node.attr)
+        if does:
+            found.append(IOOp(node.op, node.name, None, does))
+    for fn in graph.library.function:
+        for node in fn.node_def:
+            does = io_op_kind(node.op, node.attr)
+            if does:
+                found.append(IOOp(node.op, node.name, fn.signature.name, does))
+    return tuple(found)
+
+
+def _check_io_ops(ops: Sequence[IOOp], path: Any, *, allowed: bool) -> str:
+    """The warning line for ``--allow-io-ops``; without it, the refusal.
+
+    Raises:
+        IOOpsError: ``allowed`` is false.
+    """
+    listed = ", ".join(str(op) for op in ops[:3]) + (
+        f" and {len(ops) - 3} more" if len(ops) > 3 else "")
+    if not allowed:
+        raise IOOpsError(
+            f"{path}: the model's serving function has {len(ops)} op(s) that reach outside "
+            f"the model: {listed}; expected pure tensor ops (a SavedModel is a program: run, "
+            "it would read or write files on this machine); fix: re-export the model without "
+            "them, or pass --allow-io-ops if you trust it (it then runs with your permissions, "
+            "in import, export and parity)"
+        )
+    return (f"--allow-io-ops: {path} is a program that reaches outside the model when run "
+            f"(files, network or Python): {listed}; it runs with your permissions")
+
+
 # --- Command line ---------------------------------------------------------------------------
 
 
@@ -916,6 +1135,10 @@ def add_import_arguments(p: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the folder split and samples (0)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--allow-io-ops", action="store_true",
+                   help="import a model whose serving function reads/writes files or the "
+                   "network (ReadFile, WriteFile, PyFunc...): it runs with your permissions. "
+                   "Default: refuse it before it runs")
 
 
 def run_import(args: Any) -> ImportResult:
@@ -927,6 +1150,7 @@ def run_import(args: Any) -> ImportResult:
         normalization=make_normalization(args.normalize, mean=args.mean, std=args.std),
         image_size=args.image_size, split=args.split, seed=args.seed, force=args.force,
         progress=not args.quiet, force_normalize=args.force_normalize,
+        allow_io_ops=args.allow_io_ops,
     )
     n = res.normalization
     sig = f" signature {res.signature}," if res.signature else ""

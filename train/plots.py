@@ -24,14 +24,21 @@ def _save(fig, path: Path) -> None:
 
 
 def samples(path: Path, x_test: np.ndarray, y_test, pred, names) -> None:
-    """A 3x3 grid of test images, true and predicted class under each (misses in red)."""
+    """A 3x3 grid of test images, true and predicted class under each (misses in red).
+
+    A test split of fewer than 9 images fills the first rows; the empty cells stay blank.
+    """
     plt = _plt()
-    fig, axes = plt.subplots(3, 3, figsize=(5.2, 5.8))
-    for i, ax in enumerate(axes.flat):
+    n = min(9, len(x_test))
+    rows = max(1, -(-n // 3))
+    fig, axes = plt.subplots(rows, 3, figsize=(5.2, 0.4 + 1.8 * rows), squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    for i, ax in enumerate(list(axes.flat)[:n]):
         img = x_test[i]
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="binary")
         ok = pred[i] == y_test[i]
-        ax.set_xlabel(f"true: {names[y_test[i]]}  pred: {names[pred[i]]}",
+        ax.set_xlabel(f"true: {names[y_test[i]]}\npred: {names[pred[i]]}",
                       color="black" if ok else "red", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])

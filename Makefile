@@ -5,7 +5,7 @@ DEVICE_VENV ?= .venv-device
 PY := $(VENV)/bin/python
 RUN ?= runs/quickstart
 
-.PHONY: run test lint bench device-venv web demo clean
+.PHONY: run test lint bench device-venv web demo clean thresholds-table
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,3 +53,7 @@ bench: $(VENV)/.installed $(DEVICE_VENV)/.installed
 
 clean:
 	rm -rf $(VENV) $(DEVICE_VENV) runs .pytest_cache .ruff_cache
+
+# The README's thresholds table, rendered from export/thresholds.py (its one source).
+thresholds-table: $(VENV)/.installed
+	$(PY) -W ignore -m edgeport.export.thresholds --readme README.md

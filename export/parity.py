@@ -87,7 +87,7 @@ class ParityResult:
         max_abs_diff_bound: the ``max |Δp|`` bound the row was gated by; ``None``: the
             figure is reported, not gated (int8 files, app models).
         bound_source: where the bound came from: ``table``, or e.g.
-            ``2 x float16 simulation 5.7e-03`` (:func:`export.thresholds.calibrated_bound`).
+            ``4 x float16 simulation 5.7e-03`` (:func:`export.thresholds.calibrated_bound`).
     """
 
     artifact: str

@@ -5,7 +5,7 @@ DEVICE_VENV ?= .venv-device
 PY := $(VENV)/bin/python
 RUN ?= runs/quickstart
 
-.PHONY: run test lint bench device-venv web demo wheel clean
+.PHONY: run test lint bench device-venv web demo wheel clean thresholds-table
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,3 +58,7 @@ wheel: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) $(DEVICE_VENV) runs dist build .pytest_cache .ruff_cache
+
+# The README's thresholds table, rendered from export/thresholds.py (its one source).
+thresholds-table: $(VENV)/.installed
+	$(PY) -W ignore -m edgeport.export.thresholds --readme README.md

@@ -222,6 +222,9 @@ def _app_row(name: str, path: Path, precision: Precision, tol: Tolerance, runtim
         passed=not failures,
         failures=tuple(failures),
         bytes=path.stat().st_size if path.is_file() else 0,
+        images=len(ref.labels),
+        max_abs_diff_bound=tol.max_abs_diff,
+        bound_source="app table" if tol.max_abs_diff is not None else "not gated",
         **figures,
     )
 

@@ -388,6 +388,8 @@ def _check(
             artifact=name, format=ArtifactFormat(entry["format"]), precision=precision,
             reference_accuracy=reference_accuracy, passed=not failures,
             failures=tuple(failures), bytes=path.stat().st_size if path.is_file() else 0,
+            images=len(labels), max_abs_diff_bound=tol.max_abs_diff,
+            bound_source="table" if tol.max_abs_diff is not None else "not gated",
             **figures,
         )
 

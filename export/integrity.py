@@ -116,8 +116,11 @@ def parity_problems(
     export_dir: str | os.PathLike[str], manifest: Mapping[str, Any], table: Mapping[Any, Any]
 ) -> list[str]:
     """Why ``parity.json`` cannot be the gate's verdict on this export (empty: consistent)."""
+    from dataclasses import replace
+
     from .formats import Precision
     from .parity import _gate
+    from .thresholds import calibrated_bound
 
     path = Path(export_dir) / PARITY_NAME
     if not path.exists() and not path.is_symlink():
@@ -146,20 +149,29 @@ def parity_problems(
                         f"{sorted(set(artifacts))}")
     app_files = {str(e.get("file")) for e in manifest.get("artifacts", [])
                  if isinstance(e, Mapping) and e.get("family") == "app"}
+    simulated = _float16_simulated(doc, manifest)
     verdicts = []
     for r in results:
         if not isinstance(r, Mapping):
             problems.append("parity.json: a result is not an object")
             continue
         try:
-            tol = _row_table(r, app_files, table)[Precision(r["precision"])]
+            precision = Precision(r["precision"])
+            row_table = _row_table(r, app_files, table)
+            tol = row_table[precision]
+            if precision is Precision.FLOAT16 and row_table is table and not _in_browser(r):
+                # The bound the gate computed from its float16 simulation (table: the floor).
+                tol = replace(tol, max_abs_diff=calibrated_bound(tol.max_abs_diff,
+                                                                 simulated)[0])
             accuracy, ref = float(r["accuracy"]), float(r["reference_accuracy"])
             agreement = float(r["agreement"])
             max_diff = None if r.get("max_abs_diff") is None else float(r["max_abs_diff"])
             figures = [accuracy, ref, agreement] + ([max_diff] if max_diff is not None else [])
             if not all(math.isfinite(v) for v in figures):
                 raise ValueError
-            n = 10_000
+            n = int(r.get("images") or 10_000)
+            if n < 1:
+                raise ValueError
             gate = _gate(tol, accuracy=accuracy, reference_accuracy=ref, agreement=agreement,
                          flips=round((1 - agreement) * n), n=n, max_diff=max_diff)
             own = bool(r["passed"]) and not r.get("failures") and not gate
@@ -178,6 +190,24 @@ def parity_problems(
     return problems
 
 
+def _float16_simulated(doc: Mapping[str, Any], manifest: Mapping[str, Any]) -> float | None:
+    """parity.json's float16 simulation, when it was made for the export's SavedModel."""
+    calibration = doc.get("calibration")
+    if not isinstance(calibration, Mapping):
+        return None
+    content = manifest.get("saved_model_content_sha256")
+    value = calibration.get("float16_simulated_max_abs_diff")
+    if content is None or calibration.get("saved_model_content_sha256") != content:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _in_browser(row: Mapping[str, Any]) -> bool:
+    return "(chromium)" in str(row.get("runtime", ""))
+
+
 def _row_table(row: Mapping[str, Any], app_files: set[str],
                table: Mapping[Any, Any]) -> Mapping[Any, Any]:
     """The tolerances a parity row was judged by: an app model's own rows (LiteRT, MediaPipe)
@@ -185,5 +215,5 @@ def _row_table(row: Mapping[str, Any], app_files: set[str],
     same file in the page and in Python, and plain files by ``table``."""
     from .thresholds import APP_THRESHOLDS
 
-    in_browser = "(chromium)" in str(row.get("runtime", ""))
+    in_browser = _in_browser(row)
     return APP_THRESHOLDS if str(row.get("artifact")) in app_files and not in_browser else table

@@ -35,7 +35,7 @@ from edgeport.train.run_dir import RunInfo, saved_model_content_sha256
 
 from .thresholds import ORACLE_ATOL, ORACLE_SAMPLE
 
-__all__ = ["OracleError", "check_oracle"]
+__all__ = ["OracleError", "check_oracle", "float16_simulation"]
 
 
 class OracleError(EdgeportError, ValueError):
@@ -110,3 +110,41 @@ def _rerun(info: RunInfo, x: np.ndarray, probs: np.ndarray, retrain: str) -> Non
         raise OracleError(f"{info.path / 'reference.npz'}: not what {info.saved_model} computes "
                           f"(max |Δp| {diff:.1e} > {ORACLE_ATOL:.0e} on the first {n} test "
                           f"images); expected the run's own reference; {retrain}")
+
+
+def float16_simulation(info: RunInfo, x: np.ndarray, *, batch_size: int = 1000) -> float:
+    """max |Δp| between the run's SavedModel and itself with its weights rounded to float16.
+
+    The expected noise of a float16 file of this model: the test images ``x`` run
+    through the SavedModel as saved, then again with every float32 variable the
+    serving signature reads (kernels, biases, batch-norm statistics) rounded to
+    float16 and back. Both runs are fresh, so a tampered ``reference.npz`` cannot
+    widen the bound it is then judged by. The parity gate bounds the float16 rows by a
+    multiple of this (:func:`export.thresholds.calibrated_bound`), never below the table.
+
+    Args:
+        info: the run.
+        x: the test images in model input layout (float32 in [0, 1]).
+        batch_size: images per call.
+
+    Returns:
+        The largest ``|p_float16 - p_float32|`` over all images and classes (NaN if
+        either run gives one).
+    """
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(info.saved_model))  # owns the variables: keep it
+    fn = loaded.signatures["serving_default"]
+
+    def run() -> np.ndarray:
+        out = [fn(image=tf.constant(np.ascontiguousarray(x[i : i + batch_size],
+                                                         dtype=np.float32)))["probabilities"]
+               .numpy().astype(np.float64) for i in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, 1))
+
+    exact = run()
+    for v in fn.variables:  # a freshly loaded copy: the run's files are not touched
+        if v.dtype == tf.float32:
+            v.assign(tf.cast(tf.cast(v, tf.float16), tf.float32))
+    diff = np.abs(run() - exact)
+    return float(diff.max()) if diff.size else 0.0

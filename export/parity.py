@@ -31,7 +31,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,10 @@ from edgeport.errors import EdgeportError, ModelFileError
 from edgeport.fileio import atomic_write_json
 
 from .formats import ArtifactFormat, Precision
+from .integrity import folder_problems
 from .manifest import artifact_file_problems, file_sha256, read_manifest
 from .oracle import check_oracle
-from .thresholds import THRESHOLDS, Thresholds, Tolerance, load_thresholds
+from .thresholds import THRESHOLDS, Thresholds, Tolerance, calibrated_bound, load_thresholds
 
 __all__ = [
     "PARITY_NAME",
@@ -81,6 +82,12 @@ class ParityResult:
         passed: no failure.
         failures: one line per failed check, e.g. ``agreement 98.70% < 99.00%``.
         bytes: the file size.
+        images: how many test images the row ran (all of the test split for plain and
+            app rows; the first ``browser_samples`` for browser rows).
+        max_abs_diff_bound: the ``max |Δp|`` bound the row was gated by; ``None``: the
+            figure is reported, not gated (int8 files, app models).
+        bound_source: where the bound came from: ``table``, or e.g.
+            ``4 x float16 simulation 5.7e-03`` (:func:`export.thresholds.calibrated_bound`).
     """
 
     artifact: str
@@ -95,6 +102,9 @@ class ParityResult:
     passed: bool
     failures: tuple[str, ...]
     bytes: int
+    images: int | None = None
+    max_abs_diff_bound: float | None = None
+    bound_source: str = ""
 
     @property
     def accuracy_change(self) -> float | None:
@@ -116,6 +126,9 @@ class ParityResult:
             "passed": self.passed,
             "failures": list(self.failures),
             "bytes": self.bytes,
+            "images": self.images,
+            "max_abs_diff_bound": self.max_abs_diff_bound,
+            "bound_source": self.bound_source,
         }
 
     @classmethod
@@ -134,6 +147,9 @@ class ParityResult:
             passed=bool(d["passed"]),
             failures=tuple(str(f) for f in d["failures"]),
             bytes=int(d["bytes"]),
+            images=None if d.get("images") is None else int(d["images"]),
+            max_abs_diff_bound=d.get("max_abs_diff_bound"),
+            bound_source=str(d.get("bound_source") or ""),
         )
 
 
@@ -146,17 +162,31 @@ class ParityReport:
         results: one :class:`ParityResult` per artifact, in manifest order.
         not_produced: formats an imported model could not be converted to, with the
             reason (``manifest.json["not_produced"]``); shown, not gated.
+        problems: why the export folder itself was refused (a file ``manifest.json``
+            does not list, ...: :func:`export.integrity.folder_problems`, the check
+            ``verify`` makes); no row runs then.
+        calibration: the float16 simulation the bounds came from, keyed by the
+            SavedModel's content hash (``{"saved_model_content_sha256", "images",
+            "float16_simulated_max_abs_diff"}``); empty when nothing was calibrated.
     """
 
     passed: bool
     results: tuple[ParityResult, ...]
     manifest_sha256: str | None = None  # the manifest.json this verdict is about
     not_produced: tuple[dict[str, str], ...] = ()
+    problems: tuple[str, ...] = ()
+    calibration: Mapping[str, Any] | None = None
+
+    @property
+    def files(self) -> int:
+        """How many distinct files the rows cover (a file may have several runtimes)."""
+        return len({r.artifact for r in self.results})
 
     @property
     def failures(self) -> list[str]:
-        """Every failure as ``"<artifact>: <reason>"``, one per line of a report."""
-        return [f"{r.artifact}: {f}" for r in self.results for f in r.failures]
+        """Every failure as ``"<artifact>: <reason>"``, one per line, then the folder's."""
+        return [f"{r.artifact}: {f}" for r in self.results for f in r.failures] + list(
+            self.problems)
 
     def to_dict(self) -> dict[str, Any]:
         """``{"passed": bool, "results": [...]}``, the content of ``parity.json``."""
@@ -166,6 +196,10 @@ class ParityReport:
             d["not_produced"] = [dict(n) for n in self.not_produced]
         if self.manifest_sha256 is not None:
             d["manifest_sha256"] = self.manifest_sha256
+        if self.problems:
+            d["problems"] = list(self.problems)
+        if self.calibration:
+            d["calibration"] = dict(self.calibration)
         return d
 
     @classmethod
@@ -176,6 +210,9 @@ class ParityReport:
             results=tuple(ParityResult.from_dict(r) for r in d["results"]),
             manifest_sha256=d.get("manifest_sha256"),
             not_produced=tuple(dict(n) for n in d.get("not_produced", ())),
+            problems=tuple(str(p) for p in d.get("problems", ())),
+            calibration=dict(d["calibration"]) if isinstance(d.get("calibration"), Mapping)
+            else None,
         )
 
 
@@ -193,6 +230,13 @@ def check_parity(
     """Check every file of ``RUN/export`` against ``RUN/reference.npz`` on the test split.
 
     Writes ``RUN/export/parity.json`` (atomically) whatever the verdict.
+
+    The folder must hold exactly what ``manifest.json`` lists (the check ``verify``
+    makes, :func:`export.integrity.folder_problems`): otherwise the report fails
+    with ``problems`` and no row runs. float16 rows are gated on
+    ``max |Δp| <= max(table, K x the model's float16 simulation)``
+    (:func:`export.oracle.float16_simulation`, computed once per SavedModel and kept
+    in ``parity.json["calibration"]``).
 
     Args:
         run_dir: the run directory (``RUN``), holding ``reference.npz`` and ``export/``.
@@ -234,6 +278,15 @@ def check_parity(
     info = load_run(run_dir)
     export_dir = info.path / "export"
     manifest = _read_export(info.path, export_dir)
+    problems = folder_problems(export_dir, manifest)
+    if problems:  # judge the folder a user ships, not a list: refuse before the slow part
+        fix = (f"fix: make {export_dir} exactly what `edgeport export` wrote (move the "
+               f"extra file out, or re-run `edgeport export {info.path} --force`)")
+        report = ParityReport(passed=False, results=(),
+                              manifest_sha256=file_sha256(export_dir / "manifest.json"),
+                              problems=tuple(f"{export_dir.name}/{p}; {fix}" for p in problems))
+        atomic_write_json(export_dir / PARITY_NAME, report.to_dict())
+        return report
     app_entries = [e for e in manifest["artifacts"] if e.get("family") == "app"]
     entries = [e for e in manifest["artifacts"] if e.get("family") != "app"]
     reference = info.reference_probabilities
@@ -241,6 +294,8 @@ def check_parity(
     check_oracle(info, manifest, x=x, labels=labels)  # the oracle itself is checked first
     ref_top = reference.argmax(axis=1)
     reference_accuracy = float(np.mean(ref_top == labels))
+    calibration = _calibration(info, export_dir, entries, table, x=x, batch_size=batch_size)
+    simulated = (calibration or {}).get("float16_simulated_max_abs_diff")
 
     results: list[ParityResult] = []
     bar = tqdm(entries, desc="parity", unit="file", file=sys.stderr, disable=not progress,
@@ -260,6 +315,7 @@ def check_parity(
                     table=table,
                     runtime=runtime,
                     batch_size=batch_size,
+                    float16_simulated=simulated,
                 )
             )
     finally:
@@ -282,9 +338,37 @@ def check_parity(
         passed=bool(results) and all(r.passed for r in results), results=tuple(results),
         manifest_sha256=file_sha256(export_dir / "manifest.json"),
         not_produced=tuple(dict(n) for n in manifest.get("not_produced", ())),
+        calibration=calibration,
     )
     atomic_write_json(export_dir / PARITY_NAME, report.to_dict())
     return report
+
+
+def _calibration(info: Any, export_dir: Path, entries: list[Mapping[str, Any]],
+                 table: Thresholds, *, x: np.ndarray,
+                 batch_size: int) -> dict[str, Any] | None:
+    """The float16 simulation for this SavedModel: from parity.json when it was made for
+    the same SavedModel and images, else computed (once) now. ``None``: no float16 row
+    gated on max |Δp|."""
+    from edgeport.train.run_dir import saved_model_content_sha256
+
+    from .oracle import float16_simulation
+
+    tol = table.get(Precision.FLOAT16, THRESHOLDS[Precision.FLOAT16])
+    if tol.max_abs_diff is None or not any(
+            e.get("precision") == Precision.FLOAT16.value for e in entries):
+        return None
+    content = saved_model_content_sha256(info.saved_model)
+    try:
+        old = json.loads((export_dir / PARITY_NAME).read_text(encoding="utf-8"))["calibration"]
+        if (old["saved_model_content_sha256"] == content and old["images"] == len(x)
+                and isinstance(old["float16_simulated_max_abs_diff"], float)):
+            return dict(old)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        pass
+    return {"saved_model_content_sha256": content, "images": len(x),
+            "float16_simulated_max_abs_diff": float16_simulation(info, x,
+                                                                 batch_size=batch_size)}
 
 
 def _read_export(run: Path, export_dir: Path) -> dict[str, Any]:
@@ -373,11 +457,15 @@ def _check_artifact(
     table: Thresholds,
     runtime: str,
     batch_size: int,
+    float16_simulated: float | None = None,
 ) -> ParityResult:
     from edgeport.mobile_demo.runtime import load_model
 
     name, fmt, precision = _kind(export_dir, entry)
     tol = table.get(precision, THRESHOLDS[precision])
+    bound, source = calibrated_bound(
+        tol.max_abs_diff, float16_simulated if precision is Precision.FLOAT16 else None)
+    tol = replace(tol, max_abs_diff=bound)
     path = export_dir / name
     failures: list[str] = []
 
@@ -387,7 +475,8 @@ def _check_artifact(
         return ParityResult(
             artifact=name, format=fmt, precision=precision,
             reference_accuracy=reference_accuracy, passed=not failures,
-            failures=tuple(failures), bytes=size, **{**base, **figures},
+            failures=tuple(failures), bytes=size, images=len(x), max_abs_diff_bound=bound,
+            bound_source=source, **{**base, **figures},
         )
 
     # 1. The file is the one the manifest describes.

@@ -117,22 +117,38 @@ def _num(value: float | None, fmt: str) -> str:
 
 # --- parity -----------------------------------------------------------------------------------
 
-_PARITY_HEADERS = ("artifact", "format", "precision", "runtime", "size KB", "accuracy",
-                   "Δacc pts", "agreement", "max |Δp|", "result")
-_PARITY_ALIGN = "llllrrrrrl"
+_PARITY_HEADERS = ("artifact", "format", "precision", "runtime", "size KB", "images",
+                   "accuracy", "Δacc pts", "agreement", "max |Δp|", "max |Δp| bound", "result")
+_PARITY_ALIGN = "llllrrrrrrll"
+_NOT_GATED = "not gated"
+_PARITY_NOTE = ("agreement is gated on every row; Δacc only where the thresholds table has an "
+                "accuracy drop (int8, dynamic_int8, app models); max |Δp| where a bound is shown")
+
+
+def _bound(r: Any) -> str:
+    """The max |Δp| bound a row was gated by and its source, e.g. ``1.0e-03 (table)``."""
+    if r.max_abs_diff_bound is None:  # the max |Δp| cell says "(not gated)"
+        return "-"
+    return f"{r.max_abs_diff_bound:.1e} ({r.bound_source or 'table'})"
+
+
+def _max_diff(r: Any) -> str:
+    gated = r.max_abs_diff_bound is not None or r.bound_source != _NOT_GATED
+    cell = _sci(r.max_abs_diff)
+    return cell if gated or r.max_abs_diff is None else f"{cell} ({_NOT_GATED})"
 
 
 def _parity_rows(report: ParityReport) -> list[list[str]]:
     return [
         [r.artifact, r.format.value, r.precision.value, r.runtime or "-", _kb(r.bytes),
-         _pct(r.accuracy), _pts(r.accuracy_change), _pct(r.agreement), _sci(r.max_abs_diff),
-         "PASS" if r.passed else "FAIL"]
+         _num(r.images, ","), _pct(r.accuracy), _pts(r.accuracy_change), _pct(r.agreement),
+         _max_diff(r), _bound(r), "PASS" if r.passed else "FAIL"]
         for r in report.results
     ]
 
 
 def _not_produced_rows(report: ParityReport) -> list[list[str]]:
-    return [[n["file"], n["format"], n["precision"], *["-"] * 6, "NOT PRODUCED"]
+    return [[n["file"], n["format"], n["precision"], *["-"] * 8, "NOT PRODUCED"]
             for n in report.not_produced]
 
 
@@ -143,12 +159,20 @@ def _not_produced_lines(report: ParityReport) -> list[str]:
 def _parity_headline(report: ParityReport) -> str:
     n = len(report.results)
     ok = sum(r.passed for r in report.results)
-    ref = _pct(report.results[0].reference_accuracy) if report.results else "-"
     verdict = "PASS" if report.passed else "FAIL"
+    if report.problems and not report.results:
+        return (f"parity {verdict}: export folder refused ({len(report.problems)} "
+                "problem(s) below); no file was run")
+    # The first plain row's reference is the SavedModel's (browser rows compare with
+    # Python's run of the same file).
+    plain = [r for r in report.results if "(chromium)" not in (r.runtime or "")]
+    ref = _pct(plain[0].reference_accuracy) if plain else "-"
+    files = report.files
+    counts = f"{ok} passed" + (f", {n - ok} failed" if n - ok else "")
     missing = (f"; {len(report.not_produced)} format(s) not produced, reasons below"
                if report.not_produced else "")
-    return (f"parity {verdict}: {ok}/{n} artifacts reproduce the reference (accuracy {ref})"
-            f"{missing}")
+    return (f"parity {verdict}: {files} file{'s' * (files != 1)}, {n} row{'s' * (n != 1)}: "
+            f"{counts} (reference accuracy {ref}){missing}")
 
 
 def _terminal_view(table: str, headline: str, failures: Iterable[str]) -> str:
@@ -160,6 +184,8 @@ def format_parity_table(report: ParityReport) -> str:
     """The terminal view: one row per artifact, a verdict line, then one line per failure."""
     rows = _parity_rows(report) + _not_produced_rows(report)
     table = render_table(_PARITY_HEADERS, rows, align=_PARITY_ALIGN)
+    if report.results:
+        table += f"\n{_PARITY_NOTE}"
     return _terminal_view(table, _parity_headline(report),
                           [*report.failures, *_not_produced_lines(report)])
 
@@ -172,10 +198,11 @@ def _parity_markdown(report: ParityReport) -> str:
         row[-1] = "✅ PASS" if r.passed else "❌ FAIL"
     parts = [f"### {icon} edgeport {_parity_headline(report)}", "",
              markdown_table(_PARITY_HEADERS, rows + _not_produced_rows(report),
-                            align=_PARITY_ALIGN)]
+                            align=_PARITY_ALIGN), "", f"_{_PARITY_NOTE}_"]
     if report.failures:
         parts += ["", "**Failures**", ""]
         parts += [f"- `{r.artifact}`: {f}" for r in report.results for f in r.failures]
+        parts += [f"- {p}" for p in report.problems]
     if report.not_produced:
         parts += ["", "**Not produced**", ""]
         parts += [f"- `{n['file']}`: {n['reason']}" for n in report.not_produced]

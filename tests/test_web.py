@@ -276,6 +276,8 @@ def test_browser_parity_rows_pass(web_run, chromium, tmp_path):
     for key in [(APP_FILE, LITERT_JS), ("model.onnx", ORT_WEB)]:
         assert rows[key]["passed"], rows[key]["failures"]
         assert rows[key]["max_abs_diff"] <= 1e-5  # float32 row of export/thresholds.py
+        # The row says what it ran and what bounded it (the first 1,000 test images).
+        assert (rows[key]["images"], rows[key]["bound_source"]) == (1000, "table")
     int8 = rows[APP_INT8_FILE, LITERT_JS]  # uint8 in, uint8 out dequantized by the page
     assert int8["passed"] and int8["agreement"] >= 0.99, int8["failures"]
     assert code == 0

@@ -371,9 +371,7 @@ def check_npz_size(
     except FileNotFoundError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        reason = " ".join(str(e).split())[:200] or type(e).__name__
-        raise error(f"{path}: unreadable without pickle as plain arrays ({reason}); expected "
-                    f"an .npz written by edgeport; {fix}") from None
+        raise _unreadable_npz(path, e, error, fix) from None
     sizes = {k: math.prod(shape) * dtype.itemsize for k, (shape, dtype) in headers.items()}
     total = sum(sizes.values())
     if total > max_bytes:
@@ -404,6 +402,11 @@ def read_npz(
     except FileNotFoundError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        reason = " ".join(str(e).split())[:200] or type(e).__name__
-        raise error(f"{path}: unreadable without pickle as plain arrays ({reason}); expected "
-                    f"an .npz written by edgeport; {fix}") from None
+        raise _unreadable_npz(path, e, error, fix) from None
+
+
+def _unreadable_npz(path: str | os.PathLike[str], e: Exception, error: type[EdgeportError],
+                    fix: str) -> EdgeportError:
+    reason = " ".join(str(e).split())[:200] or type(e).__name__
+    return error(f"{path}: unreadable without pickle as plain arrays ({reason}); expected "
+                 f"an .npz written by edgeport; {fix}")

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -221,18 +221,11 @@ class Int8Requantizer:
     def _calibrate(self, images: np.ndarray) -> bytes:
         import tensorflow as tf
 
+        from .tflite import set_full_integer
+
         converter = tf.lite.TFLiteConverter.from_concrete_functions(
             [self.serving.function], self.serving.module)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-
-        def representative_dataset() -> Iterator[list[np.ndarray]]:
-            for image in images:
-                yield [image[None]]
-
-        converter.representative_dataset = representative_dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.uint8
+        set_full_integer(converter, images)  # the export's own int8 settings
         converter.experimental_mlir_quantizer = True
         converter._experimental_calibrate_only = True  # the debugger's route to mlir_quantize
         return converter.convert()

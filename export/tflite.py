@@ -84,16 +84,7 @@ def convert_tflite(
     if precision is Precision.FLOAT16:
         converter.target_spec.supported_types = [tf.float16]
     if precision is Precision.INT8:
-        images = _calibration(calibration_images, serving.input_shape)
-
-        def representative_dataset() -> Iterator[list[np.ndarray]]:
-            for image in images:
-                yield [image[None]]
-
-        converter.representative_dataset = representative_dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.uint8
+        set_full_integer(converter, _calibration(calibration_images, serving.input_shape))
     try:
         raw = converter.convert()
     except Exception as e:  # the converter raises ConverterError, ValueError, RuntimeError...
@@ -302,6 +293,23 @@ def check_tflite(model: bytes, *, precision: Precision, input_shape: tuple[int, 
             if y.ndim != 2 or y.shape[0] != batch or not np.all(np.isfinite(y)):
                 problems.append(f"batch {batch}: output {detail['name']} has shape {y.shape}")
     return problems
+
+
+def set_full_integer(converter: Any, images: np.ndarray) -> None:
+    """Full-integer settings on a TFLite converter (the one place they are written):
+    calibration on ``images`` (one picture a step), int8 kernels only, uint8 input and output
+    (the contract of ``model_int8.tflite``)."""
+    import tensorflow as tf
+
+    def representative_dataset() -> Iterator[list[np.ndarray]]:
+        for image in images:
+            yield [image[None]]
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_dataset
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
 
 
 def _calibration(images: np.ndarray | None, input_shape: tuple[int, ...]) -> np.ndarray:

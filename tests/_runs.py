@@ -34,6 +34,7 @@ __all__ = [
     "copy_run",
     "data_dir",
     "load_mnist",
+    "rehash",
     "shared_export",
 ]
 
@@ -198,3 +199,21 @@ def copy_run(run_dir: str | os.PathLike[str], dest: str | os.PathLike[str]) -> P
     dest = Path(dest)
     shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("export", ".export.*"))
     return dest
+
+
+def rehash(export_dir: Path, name: str) -> None:
+    """Edit manifest.json so its entries for ``name`` match the file as it is now (what a
+    hostile user who can write the folder does after changing a file)."""
+    import hashlib
+    import json
+
+    data = (export_dir / name).read_bytes()
+    now = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    path = export_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    for entry in manifest["artifacts"]:
+        if entry["file"] == name:
+            entry.update(now)
+    if name in manifest.get("files", {}):
+        manifest["files"][name] = now
+    path.write_text(json.dumps(manifest))

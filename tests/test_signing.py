@@ -8,13 +8,13 @@ seed model, five files) with a passing ``parity.json`` of its own (real MNIST).
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from _runs import rehash
 
 from edgeport.export.integrity import manifest_sha256
 from edgeport.export.signing import SignatureError, SigningRefused, sign_export
@@ -52,18 +52,6 @@ def one_line(res, code: int) -> str:
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
     assert lines[-1].startswith("edgeport: error: "), res.stderr
     return lines[-1]
-
-
-def rehash(export: Path, name: str) -> None:
-    """Update the manifest's entry for ``name`` after a change (the hostile user's move)."""
-    m = json.loads((export / "manifest.json").read_text())
-    data = (export / name).read_bytes()
-    for e in m["artifacts"]:
-        if e["file"] == name:
-            e["bytes"], e["sha256"] = len(data), hashlib.sha256(data).hexdigest()
-    if name in m.get("files", {}):
-        m["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    (export / "manifest.json").write_text(json.dumps(m))
 
 
 def reparity(export: Path) -> None:

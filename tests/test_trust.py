@@ -6,7 +6,6 @@ session's ``exported_run`` (the real seed model and its five files).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _runs import rehash
 
 from edgeport.errors import EXIT_INTERNAL, run_cli
 from edgeport.export.verify import verify_export
@@ -40,18 +40,6 @@ def copy_export(exported_run: Path, tmp_path: Path) -> Path:
     run = tmp_path / "run"
     shutil.copytree(exported_run, run, symlinks=True)
     return run
-
-
-def rehash(export: Path, name: str) -> None:
-    """Update the manifest's entry for ``name`` after a change (the hostile user's move)."""
-    m = json.loads((export / "manifest.json").read_text())
-    data = (export / name).read_bytes()
-    for e in m["artifacts"]:
-        if e["file"] == name:
-            e["bytes"], e["sha256"] = len(data), hashlib.sha256(data).hexdigest()
-    if name in m.get("files", {}):
-        m["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    (export / "manifest.json").write_text(json.dumps(m))
 
 
 # ---- never delete what edgeport did not write ------------------------------------------------

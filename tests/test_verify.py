@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _runs import rehash
 
 from edgeport.export.formats import ARTIFACT_KINDS
 from edgeport.export.manifest import ManifestError
@@ -27,21 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _copy_export(run: Path, dest: Path) -> Path:
     return Path(shutil.copytree(run / "export", dest / "export"))
-
-
-def _rehash(export_dir: Path, name: str) -> None:
-    """Edit manifest.json so its entries for ``name`` match the file as it is now."""
-    from edgeport.export.manifest import file_sha256
-
-    path = export_dir / "manifest.json"
-    manifest = json.loads(path.read_text())
-    now = {"bytes": (export_dir / name).stat().st_size, "sha256": file_sha256(export_dir / name)}
-    for entry in manifest["artifacts"]:
-        if entry["file"] == name:
-            entry.update(now)
-    if name in manifest["files"]:
-        manifest["files"][name].update(now)
-    path.write_text(json.dumps(manifest))
 
 
 def _npz_declaring(path: Path, shape: tuple[int, ...]) -> Path:
@@ -110,7 +96,7 @@ def test_tampered_golden_fails_naming_the_artifact(exported_run: Path, tmp_path:
     arrays["model_int8__probabilities"] = arrays["model_int8__probabilities"] + np.float32(0.01)
     del arrays["model__probabilities"]
     np.savez(export_dir / "golden.npz", **arrays)
-    _rehash(export_dir, "golden.npz")  # an edited manifest too: else golden.npz is not loaded
+    rehash(export_dir, "golden.npz")  # an edited manifest too: else golden.npz is not loaded
     report = verify_export(export_dir)
     res = _by_file(report)
     assert not report.passed
@@ -127,7 +113,7 @@ def test_missing_and_unloadable_files_are_failures(exported_run: Path, tmp_path:
     (export_dir / "model_float16.tflite").unlink()
     (export_dir / "model.onnx").write_bytes(b"not an onnx model")
     (export_dir / "model_int8.tflite").write_bytes(b"not a tflite model")
-    _rehash(export_dir, "model_int8.tflite")  # its manifest entry edited to match
+    rehash(export_dir, "model_int8.tflite")  # its manifest entry edited to match
     report = verify_export(export_dir)
     res = _by_file(report)
     assert res["model_float16.tflite"].failures == (
@@ -196,7 +182,7 @@ def test_a_golden_npz_declaring_huge_arrays_is_refused_before_loading(
     # are read first and the declared 292 GB refused with exit 2, nothing loaded.
     export_dir = _copy_export(exported_run, tmp_path)
     _npz_declaring(export_dir / "golden.npz", (10**11, 784))
-    _rehash(export_dir, "golden.npz")
+    rehash(export_dir, "golden.npz")
     with pytest.raises(VerifyError) as e:
         verify_export(export_dir)
     assert e.value.exit_code == 2

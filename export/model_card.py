@@ -180,7 +180,10 @@ def _threshold_lines(figures: Sequence[Mapping[str, Any]],
              "|---|---:|---:|---:|"]
     for t in thresholds:
         mad, drop = t.get("max_abs_diff"), t.get("max_accuracy_drop")
-        lines.append(f"| {t['precision']} | {'-' if mad is None else f'{mad:.0e}'} | "
+        bound = "-" if mad is None else f"{mad:.1e}"
+        if mad is not None and t.get("bound_source") not in (None, "", "table"):
+            bound += f" ({t['bound_source']})"
+        lines.append(f"| {t['precision']} | {bound} | "
                      f"≥ {_pct(t.get('min_agreement'))} | "
                      f"{'-' if drop is None else f'≤ {drop * 100:.1f} pts'} |")
     return lines
@@ -246,8 +249,7 @@ def fill_model_card(export_dir: str | os.PathLike[str], metrics: Mapping[str, An
     if MODEL_CARD_NAME not in (manifest.get("files") or {}):
         return False
     rows = [r.to_dict() for r in results]
-    precisions = list(dict.fromkeys(r["precision"] for r in rows))
-    thresholds = [{"precision": p, **_tolerance(table, p)} for p in precisions]
+    thresholds = _thresholds_used(rows, manifest, table)
     latency, empty = _measure(root, manifest)
     text = render_model_card(manifest, metrics, figures=rows, thresholds=thresholds,
                              latency=latency, empty_frame=empty)
@@ -256,6 +258,27 @@ def fill_model_card(export_dir: str | os.PathLike[str], metrics: Mapping[str, An
     files[MODEL_CARD_NAME] = support_files_entry(root)["files"][MODEL_CARD_NAME]
     write_manifest(root, {**manifest, "files": files})
     return True
+
+
+def _thresholds_used(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any],
+                     table: Mapping[Any, Any]) -> list[dict[str, Any]]:
+    """One line per tolerance the gate applied: the row's own table (the app models' rows in
+    LiteRT and MediaPipe by ``APP_THRESHOLDS``, as verify judges them) and the ``max |Δp|``
+    bound the row was gated by (calibrated for float16), not the table's floor."""
+    from .integrity import _row_table
+
+    app_files = {str(a.get("file")) for a in manifest.get("artifacts", [])
+                 if a.get("family") == "app"}
+    used: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        own = _row_table(r, app_files, table)
+        label = f"app {r['precision']}" if own is not table else str(r["precision"])
+        line = used.setdefault((label, str(r.get("bound_source") or "")),
+                               {"precision": label, **_tolerance(own, str(r["precision"]))})
+        if r.get("max_abs_diff_bound") is not None:
+            line["max_abs_diff"] = r["max_abs_diff_bound"]
+            line["bound_source"] = r.get("bound_source") or "table"
+    return list(used.values())
 
 
 def _tolerance(table: Mapping[Any, Any], precision: str) -> dict[str, Any]:

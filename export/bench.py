@@ -314,7 +314,7 @@ def benchmark(
     run_dir: str | os.PathLike[str],
     *,
     runs: int = 1000,
-    batch: int = 256,
+    batch: int | None = None,
     warmup: int = 50,
     repeats: int = 10,
     runtimes: Iterable[str] | None = None,
@@ -335,7 +335,8 @@ def benchmark(
     Args:
         run_dir: the run directory holding ``export/``.
         runs: timed batch-1 calls per row (p50 and p99 latency).
-        batch: images per call for the throughput figure.
+        batch: images per call for the throughput figure; ``None``: 256, or the whole
+            test split when it is smaller (a larger ``batch`` than the split is refused).
         warmup: untimed batch-1 calls before the timed ones.
         repeats: timed calls at ``batch`` images; the median is reported.
         runtimes: names from :data:`BENCH_RUNTIMES`; ``None`` uses LiteRT,
@@ -358,8 +359,8 @@ def benchmark(
         DatasetError: the test split cannot be loaded (checked before anything slow).
         RunDirError, ParityError, ManifestError: the run or export is missing or broken.
     """
-    _check_options(runs=runs, batch=batch, warmup=warmup, repeats=repeats,
-                   num_threads=num_threads)
+    _check_options(runs=runs, batch=DEFAULT_BATCH if batch is None else batch, warmup=warmup,
+                   repeats=repeats, num_threads=num_threads)
     if target not in BENCH_TARGETS:
         raise BenchError(f"target {target!r}; expected one of {', '.join(BENCH_TARGETS)} "
                          "(the runtime the files will run in)")
@@ -368,6 +369,8 @@ def benchmark(
 
     # The dataset first: without it nothing below can run, so fail before the slow parts.
     x, _ = load_split(info, "test", data_dir=data_dir)
+    if batch is None:  # the default fits any test split: 256 images, or all of a smaller one
+        batch = min(DEFAULT_BATCH, len(x))
     _check_options(runs=runs, batch=batch, warmup=warmup, repeats=repeats,
                    num_threads=num_threads, test_images=len(x))  # batch <= the test split
     chosen, skipped = _select_runtimes(runtimes)
@@ -410,6 +413,9 @@ _Job = tuple[dict[str, Any], dict[str, Any]]  # (worker spec, row fields)
 # batch call; the median of 1,000 is as stable as it gets.
 _MAX_BATCH = 10_000
 _MAX_REPEATS = 1000
+
+
+DEFAULT_BATCH = 256
 
 
 def _check_options(*, runs: int, batch: int, warmup: int, repeats: int,

@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command("bench", "size, accuracy, latency and throughput of every artifact")
     sp.add_argument("run", help="run directory with an export/ folder")
     sp.add_argument("--runs", type=int, default=1000, help="batch-1 timing runs (default 1000)")
-    sp.add_argument("--batch", type=int, default=256, help="throughput batch size (256)")
+    sp.add_argument("--batch", type=int, default=None,
+                    help="throughput batch size (256, or the whole test split if smaller)")
     sp.add_argument("--json", dest="json_out", help="also write the JSON here")
     sp.add_argument("--markdown", help="write a Markdown table")
     sp.add_argument("--plot", help="write a PNG: latency against size")
@@ -313,7 +314,7 @@ def _dispatch_command(args: argparse.Namespace) -> int:
     if args.command == "import":  # a picture given as MODEL is refused before TensorFlow loads
         from edgeport.train.importer import check_model_path
 
-        check_model_path(args.model)
+        check_model_path(args.model, image_size=args.image_size)
     key = _signing_key(args)
     if key and args.command in ("export", "run"):  # an unusable key stops before the work
         _signing_key_usable(key)

@@ -401,9 +401,11 @@ def test_a_tiny_folder_runs_exports_gates_and_benches(tmp_path, capfd):
 
     # The ONNX Runtime rows only: each row is a fresh process, and the TFLite files and the
     # SavedModel baseline add half a minute without exercising anything else of a tiny set.
-    report = benchmark(run, runs=5, batch=4, warmup=2, repeats=2, runtimes=["onnxruntime"],
+    # The default batch (256) fits the 3-image test split: all of it.
+    report = benchmark(run, runs=5, warmup=2, repeats=2, runtimes=["onnxruntime"],
                        baseline=False, json_path=tmp_path / "bench.json", progress=False)
     rows = {r.artifact: r for r in report.rows}
+    assert report.batch == 3
     assert set(rows) == {"model.onnx", "model.ort"}, rows
     assert all(r.accuracy is not None and 0 <= r.accuracy <= 1 for r in rows.values())
     assert json.loads((tmp_path / "bench.json").read_text())["rows"]

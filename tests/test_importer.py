@@ -387,7 +387,10 @@ def test_a_format_the_model_cannot_take_is_explained_in_the_parity_table(tmp_pat
     model = Sine()
     tf.saved_model.save(model, str(tmp_path / "sine"), signatures={"serving_default": model.serve})
     run = tmp_path / "run"
-    code, out, parity = _import_export_parity(tmp_path / "sine", colors, run, capfd)
+    # An untrained toy: --normalize none is what it scores best under (else the import refuses
+    # a normalization near chance).
+    code, out, parity = _import_export_parity(tmp_path / "sine", colors, run, capfd,
+                                              "--normalize", "none")
     assert code == 0, out
     assert parity["passed"] and len(parity["results"]) == 9  # 4 plain, .ort, 2 app x 2 runtimes
     assert [n["file"] for n in parity["not_produced"]] == ["model_int8.tflite"]

@@ -289,11 +289,7 @@ def import_model(
     """
     from .run_dir import check_writable
 
-    if image_size is not None and not 8 <= image_size <= 1024:
-        # Each picture of the dataset is resized to this and held as float32 (issue 18).
-        raise InputShapeError(
-            f"image_size={image_size}; expected 8..1024 pixels a side (1024x1024x3 float32 is "
-            "12 MB a picture); fix: pass the size the model was trained at, e.g. image_size=224")
+    _check_image_size(image_size)
     check_writable(out_dir, force=force,
                    protect=(model_path, dataset if os.path.isdir(str(dataset)) else None))
     user = load_user_model(model_path, signature=signature)
@@ -394,13 +390,23 @@ def _import_record(model_path: Any, user: _UserModel, inp: _Tensor, out: _Tensor
 # --- 1. Reading the model -------------------------------------------------------------
 
 
-def check_model_path(path: str | os.PathLike[str]) -> None:
+def _check_image_size(image_size: int | None) -> None:
+    if image_size is not None and not 8 <= image_size <= 1024:
+        # Each picture of the dataset is resized to this and held as float32 (issue 18).
+        raise InputShapeError(
+            f"image_size={image_size}; expected 8..1024 pixels a side (1024x1024x3 float32 is "
+            "12 MB a picture); fix: pass the size the model was trained at, e.g. image_size=224")
+
+
+def check_model_path(path: str | os.PathLike[str], *, image_size: int | None = None) -> None:
     """The checks that need no TensorFlow: the CLI runs them before importing it.
 
     Raises:
+        InputShapeError: ``image_size`` outside 8..1024 (checked first, before the path).
         ModelFileError: missing, a folder without ``saved_model.pb``, or a file whose
             suffix is not ``.keras``/``.h5``/``.hdf5`` (e.g. a picture given as MODEL).
     """
+    _check_image_size(image_size)
     p = Path(path)
     expected = ("expected a Keras 3 .keras file, a legacy .h5 file or a SavedModel folder "
                 "(with saved_model.pb)")

@@ -343,6 +343,7 @@ def test_missing_dataset_fails_first_with_a_fix_bench_has(exported_run: Path, tm
 
     run = _copy(exported_run, tmp_path / "run")
     (run / "export" / "parity.json").unlink(missing_ok=True)
+    (run / "bench.json").unlink(missing_ok=True)  # another test's bench of the shared run
     blocked = tmp_path / "no-data"
     blocked.write_text("a file, so no download can land there either (with or without network)")
     env = {**os.environ, "EDGEPORT_DATA": str(blocked)}

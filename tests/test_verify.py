@@ -27,7 +27,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _copy_export(run: Path, dest: Path) -> Path:
-    return Path(shutil.copytree(run / "export", dest / "export"))
+    """The shared run's export, without the parity.json another test may have left in it
+    (these tests judge the files; a stale parity.json would add its own problem)."""
+    export = Path(shutil.copytree(run / "export", dest / "export"))
+    (export / "parity.json").unlink(missing_ok=True)
+    return export
 
 
 def _npz_declaring(path: Path, shape: tuple[int, ...]) -> Path:

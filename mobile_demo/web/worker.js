@@ -10,10 +10,14 @@
      /vendor/litertjs/wasm/           LiteRT.js .wasm files
      /vendor/ort/                     onnxruntime-web's .mjs and .wasm files
 
-   Messages in:  {type: 'load', runtime: 'litert' | 'ort', file, entry, backend, input}
+   Messages in:  {type: 'load', runtime: 'litert' | 'ort', file, entry, backend, input, strict}
+                 (strict: a backend that cannot run the file is an error, no fallback:
+                 what the parity gate's WebGPU rows need)
                  {type: 'classify', pixels, width, height}  RGBA pixels of the picture
                  {type: 'runMany', images, count}           parity: uint8 model inputs
-   Messages out: {type: 'loaded', backend, loadMs} | {type: 'result', probs, ms}
+   Messages out: {type: 'loaded', backend, requested, fallback, loadMs, warmupMs}
+                 (fallback: why the requested backend is not the one running, or '')
+                 | {type: 'result', probs, ms}
                  | {type: 'many', probs, times} | {type: 'error', message, stage}
 */
 'use strict';
@@ -35,7 +39,7 @@ async function fetchModel(file) {
 
 // --- LiteRT.js: the app models, input [1, S, S, 3] RGB pixel values (float32 or uint8).
 let litert = null;
-async function loadLiteRtModel(file, entry, backend) {
+async function loadLiteRtModel(file, entry, backend, strict) {
   if (!litert) {
     litert = await import('/vendor/litertjs/core/index.js');
     // The Emscripten glue looks for its .wasm next to the worker; the loader passes
@@ -44,13 +48,21 @@ async function loadLiteRtModel(file, entry, backend) {
     await litert.loadLiteRt('/vendor/litertjs/wasm/');
   }
   const bytes = await fetchModel(file);
-  let accelerator = backend === 'webgpu' && litert.isWebGPUSupported() ? 'webgpu' : 'wasm';
+  let accelerator = backend === 'webgpu' ? 'webgpu' : 'wasm';
+  let fallback = '';
+  if (accelerator === 'webgpu' && !litert.isWebGPUSupported()) {
+    if (strict) throw new Error('webgpu: this browser exposes no WebGPU adapter');
+    accelerator = 'wasm';
+    fallback = 'this browser exposes no WebGPU adapter';
+  }
   let compiled;
   try {
     compiled = await litert.loadAndCompile(bytes, { accelerator });
   } catch (e) {
-    if (accelerator === 'wasm') throw e;
-    accelerator = 'wasm'; // WebGPU refused this model or device: CPU still works
+    if (accelerator === 'wasm' || strict) throw new Error(`${accelerator}: ${e.message || e}`);
+    // WebGPU refused this model or device: CPU still works, and the page says so.
+    fallback = `WebGPU could not run ${file} (${String(e.message || e).split('\n')[0]})`;
+    accelerator = 'wasm';
     compiled = await litert.loadAndCompile(bytes, { accelerator });
   }
   const input = compiled.getInputDetails()[0];
@@ -65,7 +77,7 @@ async function loadLiteRtModel(file, entry, backend) {
   const described = entry.outputs || [];
   const q = described.find((o) => o.name === 'probabilities') || described[0] || {};
   return {
-    runtime: 'LiteRT.js', backend: accelerator, size: shape[1], dtype: input.dtype,
+    runtime: 'LiteRT.js', backend: accelerator, fallback, size: shape[1], dtype: input.dtype,
     async run(rgb) {
       const data = input.dtype === 'uint8' ? Uint8Array.from(rgb, (v) => Math.round(v))
         : Float32Array.from(rgb);
@@ -84,8 +96,11 @@ async function loadLiteRtModel(file, entry, backend) {
 }
 
 // --- onnxruntime-web: model.onnx, input [N, 784] or [N, 28, 28, 1] in [0, 1].
-async function loadOrtModel(file, entry, backend, inputDesc) {
+async function loadOrtModel(file, entry, backend, inputDesc, strict) {
   const webgpu = backend === 'webgpu' && 'gpu' in navigator;
+  if (backend === 'webgpu' && !webgpu && strict) {
+    throw new Error('webgpu: this browser exposes no WebGPU adapter');
+  }
   const ort = await import(webgpu ? '/vendor/ort/ort.webgpu.min.mjs' : '/vendor/ort/ort.wasm.min.mjs');
   ort.env.wasm.wasmPaths = '/vendor/ort/';
   ort.env.wasm.numThreads = 1; // threads need cross-origin isolation; one is plenty here
@@ -100,6 +115,7 @@ async function loadOrtModel(file, entry, backend, inputDesc) {
     : session.outputNames[0];
   return {
     runtime: 'onnxruntime-web', backend: webgpu ? 'webgpu' : 'wasm', size,
+    fallback: backend === 'webgpu' && !webgpu ? 'this browser exposes no WebGPU adapter' : '',
     preprocess: inputDesc.preprocess || 'mnist',
     async run(x) {
       const tensor = new ort.Tensor('float32', Float32Array.from(x), [1, ...sample]);
@@ -136,13 +152,17 @@ onmessage = async (event) => {
     const t0 = performance.now();
     try {
       model = msg.runtime === 'litert'
-        ? await loadLiteRtModel(msg.file, msg.entry, msg.backend)
-        : await loadOrtModel(msg.file, msg.entry, msg.backend, msg.input || {});
-      // One warm-up call, so the first answer's latency is the model's, not the JIT's.
+        ? await loadLiteRtModel(msg.file, msg.entry, msg.backend, !!msg.strict)
+        : await loadOrtModel(msg.file, msg.entry, msg.backend, msg.input || {}, !!msg.strict);
+      const loadMs = performance.now() - t0;
+      // One warm-up call, so the first answer's latency is the model's, not the JIT's;
+      // reported apart (warmupMs) so nobody reads it as the steady latency.
+      const t1 = performance.now();
       await model.run(new Float32Array(model.runtime === 'LiteRT.js'
         ? model.size * model.size * 3 : model.size * model.size));
       postMessage({ type: 'loaded', runtime: model.runtime, backend: model.backend,
-        size: model.size, loadMs: performance.now() - t0 });
+        requested: msg.backend, fallback: model.fallback || '', size: model.size,
+        loadMs, warmupMs: performance.now() - t1 });
     } catch (e) {
       fail('load', e);
     }

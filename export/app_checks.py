@@ -121,6 +121,7 @@ def check_app_parity(
     x: np.ndarray,
     labels: np.ndarray,
     progress: bool = False,
+    empty_frames: int = APP_EMPTY_FRAMES,
 ) -> list[Any]:
     """One :class:`~export.parity.ParityResult` per (app file, runtime).
 
@@ -135,7 +136,7 @@ def check_app_parity(
     from edgeport.progress import progress_bar as tqdm
 
     digits = render_pictures(x, info.input)
-    frames = _empty_frames(info.input)
+    frames = _empty_frames(info.input, empty_frames)
     pictures = np.concatenate([digits, frames]) if len(frames) else digits
     names = app_labels(info.labels, info.input)
     jobs = [(entry, runtime) for entry in entries for runtime in _app_runtimes()]
@@ -169,13 +170,13 @@ def check_app_parity(
     return rows
 
 
-def _empty_frames(input: Mapping[str, Any]) -> np.ndarray:
+def _empty_frames(input: Mapping[str, Any], n: int) -> np.ndarray:
     """The generated frames with no digit of the ``(no digit)`` rows (digit models only)."""
-    if input.get("preprocess") != "mnist":
+    if input.get("preprocess") != "mnist" or n < 1:
         return np.zeros((0, 1, 1, 3), np.uint8)
     from .frames import empty_frames
 
-    return empty_frames(APP_EMPTY_FRAMES, app_size(input), seed=1)[0]
+    return empty_frames(n, app_size(input), seed=1)[0]
 
 
 def _reference(pictures: np.ndarray, oracle: np.ndarray, labels: np.ndarray,

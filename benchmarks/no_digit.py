@@ -8,8 +8,8 @@ Usage::
 Frames and photos are generated (``export.frames``; nothing is stored): ``--frames``
 empty frames of paper (blank, gradient, texture, speck, shadow, ruled, finger,
 vignette, in turn) and ``--photos`` real MNIST test digits photographed on paper (evenly
-lit, or ``--light gradient``), all ``--size`` px square (MediaPipe fits them to the app model's S x S
-itself, as it does with a camera frame). For each app model, MediaPipe Tasks'
+lit, or ``--light gradient``), all ``--size`` px square (MediaPipe fits them to the app
+model's S x S itself, as it does with a camera frame). For each app model, MediaPipe Tasks'
 ``ImageClassifier`` with default options gives the top category; edgeport-demo's side is
 ``model_float32.tflite`` through ``mobile_demo``'s numpy pipeline
 (``prepare_digits`` + ``with_none``). Issue 20's bar: ``none`` on >= 95 % of the frames

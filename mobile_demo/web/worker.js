@@ -10,7 +10,8 @@
      /vendor/litertjs/wasm/           LiteRT.js .wasm files
      /vendor/ort/                     onnxruntime-web's .mjs and .wasm files
 
-   Messages in:  {type: 'load', runtime: 'litert' | 'ort', file, entry, backend, input, strict}
+   Messages in:  {type: 'load', runtime: 'litert' | 'ort', file, entry, backend, input, strict,
+                  verbose}  (verbose: pass the runtimes' INFO/WARNING lines to the console)
                  (strict: a backend that cannot run the file is an error, no fallback:
                  what the parity gate's WebGPU rows need)
                  {type: 'classify', pixels, width, height}  RGBA pixels of the picture
@@ -23,6 +24,45 @@
 'use strict';
 
 importScripts('preprocess.js');
+
+// --- the console: the runtimes' own chatter (LiteRT.js prints every INFO line through
+// Emscripten's printErr, i.e. console.error) goes to console.debug, which browsers hide
+// at the default log level; lines that are errors stay errors. A load with verbose: true
+// passes everything through unchanged.
+let verbose = false;
+const ERROR_LINE = /^\s*(ERROR|FATAL|[EF]\d{4}\b)|abort|exception/i;
+// console.warn lines of LiteRT.js that the page reports itself (as the backend's fallback)
+const RUNTIME_WARNING = /^(Failed to create default WebGPU device|%c\[LiteRT\]|\[StreamWeights\])/;
+const consoleWarn = console.warn.bind(console);
+let litertWarnings = [];
+console.warn = (...args) => {
+  const text = args.map(String).join(' ');
+  if (verbose || !RUNTIME_WARNING.test(text)) { consoleWarn(...args); return; }
+  litertWarnings.push(text.replace(/%c/g, ''));
+  console.debug(...args);
+};
+function runtimeLine(stream) {
+  return (...args) => {
+    const text = args.map(String).join(' ');
+    if (verbose) (stream === 'err' ? console.error : console.log)(...args);
+    else if (stream === 'err' && ERROR_LINE.test(text)) console.error(...args);
+    else console.debug(...args);
+  };
+}
+
+// Why WebGPU cannot run here ('' when an adapter answers): navigator.gpu alone is not
+// enough (headless or --disable-gpu Chromium has it, but no adapter).
+async function webgpuProblem() {
+  if (!('gpu' in navigator)) return 'this browser has no WebGPU (navigator.gpu is missing)';
+  try {
+    if (!(await navigator.gpu.requestAdapter())) {
+      return 'this browser exposes no WebGPU adapter (no usable GPU, or the GPU is disabled)';
+    }
+  } catch (e) {
+    return `WebGPU refused an adapter (${String(e.message || e).split('\n')[0]})`;
+  }
+  return '';
+}
 
 let model = null; // {runtime, backend, run(tensorData) -> Promise<Float32Array>, size, ...}
 
@@ -44,17 +84,21 @@ async function loadLiteRtModel(file, entry, backend, strict) {
     litert = await import('/vendor/litertjs/core/index.js');
     // The Emscripten glue looks for its .wasm next to the worker; the loader passes
     // self.Module to it, so point locateFile at the served folder.
-    self.Module = { locateFile: (name) => `/vendor/litertjs/wasm/${name}` };
+    // print/printErr: Emscripten's stdout and stderr, filtered (see runtimeLine).
+    self.Module = { locateFile: (name) => `/vendor/litertjs/wasm/${name}`,
+      print: runtimeLine('out'), printErr: runtimeLine('err') };
     await litert.loadLiteRt('/vendor/litertjs/wasm/');
   }
   const bytes = await fetchModel(file);
   let accelerator = backend === 'webgpu' ? 'webgpu' : 'wasm';
   let fallback = '';
-  if (accelerator === 'webgpu' && !litert.isWebGPUSupported()) {
-    if (strict) throw new Error('webgpu: this browser exposes no WebGPU adapter');
+  const problem = accelerator === 'webgpu' ? await webgpuProblem() : '';
+  if (problem) {
+    if (strict) throw new Error(`webgpu: ${problem}`);
     accelerator = 'wasm';
-    fallback = 'this browser exposes no WebGPU adapter';
+    fallback = problem;
   }
+  litertWarnings = [];
   let compiled;
   try {
     compiled = await litert.loadAndCompile(bytes, { accelerator });
@@ -64,6 +108,16 @@ async function loadLiteRtModel(file, entry, backend, strict) {
     fallback = `WebGPU could not run ${file} (${String(e.message || e).split('\n')[0]})`;
     accelerator = 'wasm';
     compiled = await litert.loadAndCompile(bytes, { accelerator });
+  }
+  // LiteRT.js itself recompiles for WASM (with a console warning) when WebGPU cannot
+  // run the whole model on a browser without JSPI: the backend is the one it compiled for.
+  const compiledFor = (compiled.options && compiled.options.accelerator) || accelerator;
+  if (compiledFor !== accelerator) {
+    const why = litertWarnings.find((w) => /Model not fully compiled/.test(w)) ||
+      `LiteRT.js compiled ${file} for ${compiledFor}`;
+    if (strict) { compiled.delete(); throw new Error(`${accelerator}: ${why.trim()}`); }
+    fallback = `WebGPU could not run all of ${file} (${why.replace(/^\s*\[LiteRT\]\s*/, '')})`;
+    accelerator = compiledFor;
   }
   const input = compiled.getInputDetails()[0];
   const outputs = compiled.getOutputDetails();
@@ -97,13 +151,13 @@ async function loadLiteRtModel(file, entry, backend, strict) {
 
 // --- onnxruntime-web: model.onnx, input [N, 784] or [N, 28, 28, 1] in [0, 1].
 async function loadOrtModel(file, entry, backend, inputDesc, strict) {
-  const webgpu = backend === 'webgpu' && 'gpu' in navigator;
-  if (backend === 'webgpu' && !webgpu && strict) {
-    throw new Error('webgpu: this browser exposes no WebGPU adapter');
-  }
+  const problem = backend === 'webgpu' ? await webgpuProblem() : '';
+  const webgpu = backend === 'webgpu' && !problem;
+  if (problem && strict) throw new Error(`webgpu: ${problem}`);
   const ort = await import(webgpu ? '/vendor/ort/ort.webgpu.min.mjs' : '/vendor/ort/ort.wasm.min.mjs');
   ort.env.wasm.wasmPaths = '/vendor/ort/';
   ort.env.wasm.numThreads = 1; // threads need cross-origin isolation; one is plenty here
+  ort.env.logLevel = verbose ? 'verbose' : 'error';
   const bytes = await fetchModel(file);
   const providers = webgpu ? ['webgpu', 'wasm'] : ['wasm'];
   const session = await ort.InferenceSession.create(bytes, { executionProviders: providers });
@@ -115,7 +169,7 @@ async function loadOrtModel(file, entry, backend, inputDesc, strict) {
     : session.outputNames[0];
   return {
     runtime: 'onnxruntime-web', backend: webgpu ? 'webgpu' : 'wasm', size,
-    fallback: backend === 'webgpu' && !webgpu ? 'this browser exposes no WebGPU adapter' : '',
+    fallback: problem,
     preprocess: inputDesc.preprocess || 'mnist',
     async run(x) {
       const tensor = new ort.Tensor('float32', Float32Array.from(x), [1, ...sample]);
@@ -149,6 +203,7 @@ onmessage = async (event) => {
   const msg = event.data;
   if (msg.type === 'load') {
     model = null;
+    verbose = !!msg.verbose;
     const t0 = performance.now();
     try {
       model = msg.runtime === 'litert'

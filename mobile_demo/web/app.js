@@ -22,8 +22,9 @@
 
    Choosing a model or a backend (action 'load') clears the answer and starts over; a
    failed picture (action 'failed') clears it too, so no answer outlives what it answered.
-   A load or a picture started before the latest load is ignored when it finishes (the
-   state's generation number).
+   An answer is shown only if nothing happened since its picture was taken: a load bumps
+   the state's generation (gen), a new picture, an error or Clear its sequence number
+   (seq), and an answer carrying older numbers is dropped.
 
    window.edgeport exposes the same steps to the tests and the browser parity gate;
    window.edgeportState() returns a copy of the state. `?log=verbose` in the URL lets
@@ -50,7 +51,8 @@ let loading = null;     // the promise of the load in progress
 // --- the state machine
 const state = {
   phase: 'loading',     // loading | ready | running | answered | error
-  gen: 0,               // bumped by every load: older answers are dropped
+  gen: 0,               // bumped by every load: older loads and answers are dropped
+  seq: 0,               // bumped by every picture, error and clear: older answers are dropped
   model: '',            // the chosen model's key (its file name)
   runtime: '',          // LiteRT.js | onnxruntime-web
   requested: 'wasm',    // the backend asked for
@@ -79,7 +81,8 @@ function labelsOf(entry) {
 function reduce(s, a) {
   switch (a.type) {
     case 'load':
-      return { ...s, phase: 'loading', gen: s.gen + 1, model: a.model, runtime: a.runtime,
+      return { ...s, phase: 'loading', gen: s.gen + 1, seq: s.seq + 1, model: a.model,
+        runtime: a.runtime,
         requested: a.requested, backend: '', fallback: '', loadMs: null, warmupMs: null,
         result: null, error: '' };
     case 'loaded':
@@ -89,7 +92,7 @@ function reduce(s, a) {
       return { ...s, phase: 'error', backend: '', result: null, error: a.message };
     case 'run':
       // A new picture: the last answer stays (greyed) only while the same input is redrawn.
-      return { ...s, phase: 'running', input: a.input, error: '',
+      return { ...s, phase: 'running', seq: s.seq + 1, input: a.input, error: '',
         result: a.input === s.input ? s.result : null };
     case 'answer': {
       const labels = labelsOf(a.entry || current?.entry);
@@ -104,11 +107,11 @@ function reduce(s, a) {
       return { ...s, phase: 'answered', error: '', result: {
         labels: [], probs: [], top: NONE, none: true, ms: a.ms ?? null, reason: a.reason } };
     case 'failed': // (a picture refused while a model loads: the load goes on)
-      return { ...s, phase: s.phase === 'loading' ? 'loading' : 'error', result: null,
-        error: a.message };
+      return { ...s, phase: s.phase === 'loading' ? 'loading' : 'error', seq: s.seq + 1,
+        result: null, error: a.message };
     case 'clear':
-      return { ...s, phase: s.backend ? 'ready' : s.phase, result: null, error: '',
-        input: 'draw' };
+      return { ...s, phase: s.backend ? 'ready' : s.phase, seq: s.seq + 1, result: null,
+        error: '', input: 'draw' };
     case 'notice':
       return { ...s, notice: a.text };
     default:
@@ -117,7 +120,9 @@ function reduce(s, a) {
 }
 
 function dispatch(action) {
-  if (action.gen !== undefined && action.gen !== state.gen) return false; // a stale answer
+  // An answer to an older load or picture (a newer one was started since) is dropped.
+  if (action.gen !== undefined && action.gen !== state.gen) return false;
+  if (action.seq !== undefined && action.seq !== state.seq) return false;
   if (action.type !== 'notice' && !PHASES[state.phase].includes(action.type)) {
     throw new Error(`${action.type} is not possible while ${state.phase}`);
   }
@@ -312,17 +317,18 @@ async function classify(source, width, height, input) {
   const entry = current.entry;
   const { pixels, width: w, height: h } = pixelsOf(source, width, height);
   dispatch({ type: 'run', input });
+  const seq = state.seq;
   try {
     const r = await ask({ type: 'classify', pixels, width: w, height: h }, [pixels.buffer]);
-    dispatch({ type: 'answer', gen, probs: r.probs, ms: r.ms, entry });
+    dispatch({ type: 'answer', gen, seq, probs: r.probs, ms: r.ms, entry });
     return r;
   } catch (e) {
     if (e.stage === 'classify' && /no ink/.test(e.message)) {
       // model.onnx: preprocess.js found nothing to classify, which is an answer too.
-      dispatch({ type: 'noDigit', gen, reason: e.message });
+      dispatch({ type: 'noDigit', gen, seq, reason: e.message });
       return { none: true, reason: e.message };
     }
-    dispatch({ type: 'failed', gen,
+    dispatch({ type: 'failed', gen, seq,
       message: `The model could not classify this picture: ${e.message}` });
     throw e;
   }

@@ -435,7 +435,7 @@ function stopCamera() {
   stream.getTracks().forEach((t) => t.stop());
   stream = null;
   video.hidden = true;
-  $('camera').textContent = 'Live camera';
+  $('camera').textContent = 'Camera';
   render();
 }
 
@@ -454,7 +454,7 @@ async function startCamera() {
   }
   video.srcObject = stream;
   video.hidden = false;
-  $('camera').textContent = 'Stop camera';
+  $('camera').textContent = 'Stop';
   render();
   await video.play();
   const loop = async () => {

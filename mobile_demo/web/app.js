@@ -58,6 +58,7 @@ const state = {
   requested: 'wasm',    // the backend asked for
   backend: '',          // the backend running ('' while loading or when no model runs)
   fallback: '',         // why the requested backend is not the one running ('' if it is)
+  partial: '',          // what of a WebGPU model runs on WASM ('' if none)
   loadMs: null,
   warmupMs: null,       // the first inference after load, reported apart
   input: 'draw',        // draw | photo | camera
@@ -83,10 +84,12 @@ function reduce(s, a) {
     case 'load':
       return { ...s, phase: 'loading', gen: s.gen + 1, seq: s.seq + 1, model: a.model,
         runtime: a.runtime,
-        requested: a.requested, backend: '', fallback: '', loadMs: null, warmupMs: null,
+        requested: a.requested, backend: '', fallback: '', partial: '', loadMs: null,
+        warmupMs: null,
         result: null, error: '' };
     case 'loaded':
       return { ...s, phase: 'ready', backend: a.backend, fallback: a.fallback || '',
+        partial: a.partial || '',
         loadMs: a.loadMs, warmupMs: a.warmupMs, error: '' };
     case 'loadFailed':
       return { ...s, phase: 'error', backend: '', result: null, error: a.message };
@@ -132,6 +135,7 @@ function dispatch(action) {
 }
 
 const upper = (b) => (b === 'webgpu' ? 'WebGPU' : String(b).toUpperCase());
+const running = (s) => `${upper(s.backend)}${s.partial ? ' (part on WASM)' : ''}`;
 const fmtMs = (ms) => (ms >= 10 ? ms.toFixed(0) : ms.toFixed(2));
 
 function render() {
@@ -154,15 +158,18 @@ function render() {
   if (busy) status = s.model ? `loading ${file} on ${upper(s.requested)}…` : 'loading…';
   else if (!s.backend) status = 'no model loaded';
   else if (s.result && s.result.ms != null) {
-    status = `${s.runtime} · ${upper(s.backend)} · ${fmtMs(s.result.ms)} ms per inference`;
-  } else status = `${s.runtime} · ${upper(s.backend)} · ready`;
+    status = `${s.runtime} · ${running(s)} · ${fmtMs(s.result.ms)} ms per inference`;
+  } else status = `${s.runtime} · ${running(s)} · ready`;
   $('status').textContent = status;
+  $('status').title = s.partial; // which operations WebGPU leaves to the CPU
   $('timing').textContent = s.backend && s.loadMs != null
     ? `${file}: loaded in ${s.loadMs.toFixed(0)} ms; first run (warm-up, not counted) ` +
       `${fmtMs(s.warmupMs)} ms` : '';
   $('timing').hidden = !$('timing').textContent;
+  const why = /^WebGPU /.test(s.fallback) ? s.fallback
+    : `${upper(s.requested)} is not running: ${s.fallback}`;
   $('fallback').textContent = s.backend && s.fallback
-    ? `${upper(s.requested)} is not running: ${s.fallback}. Running on ${upper(s.backend)}.` : '';
+    ? `${why}. Running on ${upper(s.backend)}.` : '';
   $('fallback-box').hidden = !$('fallback').textContent;
   $('use-backend').textContent = `Use ${upper(s.backend || 'wasm')}`;
 
@@ -308,7 +315,11 @@ function pixelsOf(source, width, height) {
 }
 
 async function classify(source, width, height, input) {
-  if (!current && state.phase === 'loading' && loading) await loading.catch(() => {});
+  // A picture taken while a model loads waits for that load (or the one that replaced it).
+  for (let job = null; !current && state.phase === 'loading' && loading !== job;) {
+    job = loading;
+    await job.catch(() => {});
+  }
   if (!current) {
     dispatch({ type: 'failed', message: 'No model is loaded: pick one in the Model list.' });
     throw new Error('no model loaded');

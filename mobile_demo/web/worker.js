@@ -16,8 +16,9 @@
                  what the parity gate's WebGPU rows need)
                  {type: 'classify', pixels, width, height}  RGBA pixels of the picture
                  {type: 'runMany', images, count}           parity: uint8 model inputs
-   Messages out: {type: 'loaded', backend, requested, fallback, loadMs, warmupMs}
-                 (fallback: why the requested backend is not the one running, or '')
+   Messages out: {type: 'loaded', backend, requested, fallback, partial, loadMs, warmupMs}
+                 (fallback: why the requested backend is not the one running, or '';
+                 partial: what of a WebGPU model runs on WASM, or '')
                  | {type: 'result', probs, ms}
                  | {type: 'many', probs, times} | {type: 'error', message, stage}
 */
@@ -36,18 +37,34 @@ const RUNTIME_WARNING = /^(Failed to create default WebGPU device|%c\[LiteRT\]|\
 const consoleWarn = console.warn.bind(console);
 let litertWarnings = [];
 console.warn = (...args) => {
-  const text = args.map(String).join(' ');
+  const text = String(args[0] ?? ''); // the message (LiteRT.js styles it with %c and CSS)
   if (verbose || !RUNTIME_WARNING.test(text)) { consoleWarn(...args); return; }
-  litertWarnings.push(text.replace(/%c/g, ''));
+  litertWarnings.push(text.replace(/%c/g, '') + (args[1] instanceof Error ? ` ${args[1]}` : ''));
   console.debug(...args);
 };
+// LiteRT's GPU delegate lists the operations it leaves to the CPU ("ERROR: Following
+// operations are not supported by GPU delegate:", then one "OP: why" line each): the page
+// reports them in the backend's fallback reason, so they are collected, not shown.
+let gpuOps = null;
+let listing = false;
+const GPU_REPORT = /not supported by GPU delegate/;
 function runtimeLine(stream) {
   return (...args) => {
     const text = args.map(String).join(' ');
+    if (GPU_REPORT.test(text)) { gpuOps = []; listing = true; }
+    else if (listing && /^[A-Z][A-Z0-9_]*: /.test(text)) gpuOps.push(text.split(':')[0]);
+    else listing = false;
     if (verbose) (stream === 'err' ? console.error : console.log)(...args);
-    else if (stream === 'err' && ERROR_LINE.test(text)) console.error(...args);
-    else console.debug(...args);
+    else if (stream === 'err' && ERROR_LINE.test(text) && !GPU_REPORT.test(text)) {
+      console.error(...args);
+    } else console.debug(...args);
   };
+}
+function gpuOpsNote() {
+  if (!gpuOps || !gpuOps.length) return '';
+  const kinds = [...new Set(gpuOps)].sort();
+  return `; LiteRT's GPU delegate does not support ${gpuOps.length} of its operations ` +
+    `(${kinds.join(', ')})`;
 }
 
 // Why WebGPU cannot run here ('' when an adapter answers): navigator.gpu alone is not
@@ -105,7 +122,8 @@ async function loadLiteRtModel(file, entry, backend, strict) {
   } catch (e) {
     if (accelerator === 'wasm' || strict) throw new Error(`${accelerator}: ${e.message || e}`);
     // WebGPU refused this model or device: CPU still works, and the page says so.
-    fallback = `WebGPU could not run ${file} (${String(e.message || e).split('\n')[0]})`;
+    fallback = `WebGPU could not run ${file} (${String(e.message || e).split('\n')[0]}` +
+      `${gpuOpsNote()})`;
     accelerator = 'wasm';
     compiled = await litert.loadAndCompile(bytes, { accelerator });
   }
@@ -119,6 +137,9 @@ async function loadLiteRtModel(file, entry, backend, strict) {
     fallback = `WebGPU could not run all of ${file} (${why.replace(/^\s*\[LiteRT\]\s*/, '')})`;
     accelerator = compiledFor;
   }
+  // WebGPU with some operations left to the CPU (LiteRT.js on a JSPI build): said, too.
+  const partial = accelerator === 'webgpu' && compiled.isFullyAccelerated === false
+    ? `part of ${file} runs on WASM${gpuOpsNote()}` : '';
   const input = compiled.getInputDetails()[0];
   const outputs = compiled.getOutputDetails();
   const shape = Array.from(input.shape);
@@ -131,7 +152,8 @@ async function loadLiteRtModel(file, entry, backend, strict) {
   const described = entry.outputs || [];
   const q = described.find((o) => o.name === 'probabilities') || described[0] || {};
   return {
-    runtime: 'LiteRT.js', backend: accelerator, fallback, size: shape[1], dtype: input.dtype,
+    runtime: 'LiteRT.js', backend: accelerator, fallback, partial, size: shape[1],
+    dtype: input.dtype,
     async run(rgb) {
       const data = input.dtype === 'uint8' ? Uint8Array.from(rgb, (v) => Math.round(v))
         : Float32Array.from(rgb);
@@ -204,19 +226,37 @@ onmessage = async (event) => {
   if (msg.type === 'load') {
     model = null;
     verbose = !!msg.verbose;
+    gpuOps = null;
+    listing = false;
     const t0 = performance.now();
+    const load = (backend) => (msg.runtime === 'litert'
+      ? loadLiteRtModel(msg.file, msg.entry, backend, !!msg.strict)
+      : loadOrtModel(msg.file, msg.entry, backend, msg.input || {}, !!msg.strict));
+    // One warm-up call, so the first answer's latency is the model's, not the JIT's;
+    // reported apart (warmupMs) so nobody reads it as the steady latency.
+    const warmUp = (m) => m.run(new Float32Array(m.runtime === 'LiteRT.js'
+      ? m.size * m.size * 3 : m.size * m.size));
     try {
-      model = msg.runtime === 'litert'
-        ? await loadLiteRtModel(msg.file, msg.entry, msg.backend, !!msg.strict)
-        : await loadOrtModel(msg.file, msg.entry, msg.backend, msg.input || {}, !!msg.strict);
-      const loadMs = performance.now() - t0;
-      // One warm-up call, so the first answer's latency is the model's, not the JIT's;
-      // reported apart (warmupMs) so nobody reads it as the steady latency.
-      const t1 = performance.now();
-      await model.run(new Float32Array(model.runtime === 'LiteRT.js'
-        ? model.size * model.size * 3 : model.size * model.size));
+      model = await load(msg.backend);
+      let loadMs = performance.now() - t0;
+      let t1 = performance.now();
+      try {
+        await warmUp(model);
+      } catch (e) {
+        // A WebGPU model that compiled but cannot run (LiteRT.js 2.5.3 splits a graph the
+        // GPU delegate cannot take whole, and the split run then fails) is a failed start.
+        if (model.backend !== 'webgpu') throw e;
+        const why = `${String(e.message || e).split('\n')[0]}${gpuOpsNote()}`;
+        if (msg.strict) throw new Error(`webgpu: ${why}`);
+        model = await load('wasm');
+        model.fallback = `WebGPU could not run ${msg.file} (${why})`;
+        loadMs = performance.now() - t0;
+        t1 = performance.now();
+        await warmUp(model);
+      }
       postMessage({ type: 'loaded', runtime: model.runtime, backend: model.backend,
-        requested: msg.backend, fallback: model.fallback || '', size: model.size,
+        requested: msg.backend, fallback: model.fallback || '', partial: model.partial || '',
+        size: model.size,
         loadMs, warmupMs: performance.now() - t1 });
     } catch (e) {
       fail('load', e);

@@ -71,12 +71,12 @@ def server(tmp_path_factory, exported_run, chromium):
 
 @contextlib.contextmanager
 def _open(url: str, chromium: str, tmp_path: Path, width: int = 390, height: int = 844,
-          before=None):
+          before=None, flags=CHROMIUM_FLAGS):
     """A fresh Chromium page at ``url``, loaded; yields (page, console messages)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=list(CHROMIUM_FLAGS))
+        browser = p.chromium.launch(executable_path=chromium, args=list(flags))
         try:
             # With a route, no service worker: page.route must see the page's fetches.
             context = browser.new_context(viewport={"width": width, "height": height},
@@ -258,6 +258,39 @@ def test_switching_model_backend_or_a_failed_upload_clears_the_answer(server, ch
         s = _wait_phase(page, "error")
         _assert_no_answer(page)
         assert "is not a picture" in page.inner_text("#message")
+    assert not _noisy(console), _noisy(console)
+
+
+# A WebGPU adapter in headless Chromium without a GPU: SwiftShader (a CPU Vulkan).
+SWIFTSHADER_FLAGS = (*(f for f in CHROMIUM_FLAGS if f != "--disable-gpu"),
+                     "--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader",
+                     "--enable-unsafe-swiftshader")
+
+
+def test_webgpu_shown_is_webgpu_running(server, chromium, seven, tmp_path):
+    """With a WebGPU adapter, the page shows what LiteRT.js really runs the app model on.
+
+    LiteRT.js 2.5.3 (its non-JSPI build, which the page loads) compiles the app model for
+    WebGPU but its first run fails ("Asyncify is not defined": the GPU delegate leaves
+    some operations to the CPU): the page then runs WASM and says why, naming those
+    operations. Should a later LiteRT.js run it on WebGPU, the page must say WebGPU,
+    with "part on WASM" when some operations stay on the CPU.
+    """
+    with _open(server, chromium, tmp_path, flags=SWIFTSHADER_FLAGS) as (page, console):
+        assert page.evaluate("navigator.gpu.requestAdapter().then((a) => a !== null)")
+        page.select_option("#backend", "webgpu")
+        s = _wait_phase(page, "ready")
+        assert s["requested"] == "webgpu" and page.input_value("#backend") == s["backend"]
+        status = page.inner_text("#status")
+        if s["backend"] == "wasm":
+            assert s["fallback"].startswith(f"WebGPU could not run {APP_FILE}"), s
+            assert "operations" in s["fallback"], s  # which ones LiteRT's delegate refused
+            assert page.is_visible("#fallback-box") and "WASM" in status, status
+        else:
+            assert s["backend"] == "webgpu" and not s["fallback"], s
+            assert "WebGPU" in status and ("part on WASM" in status) == bool(s["partial"])
+        _draw(page, seven)
+        assert _top1(page) == "7"
     assert not _noisy(console), _noisy(console)
 
 

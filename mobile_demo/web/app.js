@@ -75,8 +75,11 @@ const PHASES = {
   error: ['load', 'run', 'clear', 'failed'],
 };
 
-function labelsOf(entry) {
-  return (entry && Array.isArray(entry.labels) ? entry.labels : manifest?.labels) || [];
+/** The class names of `entry`'s n outputs: its own `labels`, else the manifest's; an
+    app model with one output more than those labels answers `none` with its last one. */
+function labelsOf(entry, n) {
+  const labels = (entry && Array.isArray(entry.labels) ? entry.labels : manifest?.labels) || [];
+  return entry?.family === 'app' && n === labels.length + 1 ? [...labels, NONE] : labels;
 }
 
 function reduce(s, a) {
@@ -98,7 +101,7 @@ function reduce(s, a) {
       return { ...s, phase: 'running', seq: s.seq + 1, input: a.input, error: '',
         result: a.input === s.input ? s.result : null };
     case 'answer': {
-      const labels = labelsOf(a.entry || current?.entry);
+      const labels = labelsOf(a.entry || current?.entry, a.probs.length);
       const name = (i) => String(labels[i] ?? i);
       const order = Array.from(a.probs.keys()).sort((x, y) => a.probs[y] - a.probs[x]).slice(0, 3);
       const top = name(order[0]);
@@ -331,7 +334,8 @@ async function classify(source, width, height, input) {
   const seq = state.seq;
   try {
     const r = await ask({ type: 'classify', pixels, width: w, height: h }, [pixels.buffer]);
-    dispatch({ type: 'answer', gen, seq, probs: r.probs, ms: r.ms, entry });
+    if (r.none !== undefined) dispatch({ type: 'noDigit', gen, seq, reason: r.none });
+    else dispatch({ type: 'answer', gen, seq, probs: r.probs, ms: r.ms, entry });
     return r;
   } catch (e) {
     if (e.stage === 'classify' && /no ink/.test(e.message)) {

@@ -19,7 +19,8 @@
    Messages out: {type: 'loaded', backend, requested, fallback, partial, loadMs, warmupMs}
                  (fallback: why the requested backend is not the one running, or '';
                  partial: what of a WebGPU model runs on WASM, or '')
-                 | {type: 'result', probs, ms}
+                 | {type: 'result', probs, ms} | {type: 'result', none: reason}
+                 (none: model.onnx's picture holds no digit by findDigit, not classified)
                  | {type: 'many', probs, times} | {type: 'error', message, stage}
 */
 'use strict';
@@ -218,6 +219,12 @@ function modelInput(pixels, width, height) {
     gray[i] = (pixels[4 * i] * 299 + pixels[4 * i + 1] * 587 + pixels[4 * i + 2] * 114) /
       1000 / 255;
   }
+  // The digit rule first (what the app models do in their graph, and edgeport-demo
+  // before model.onnx): a picture without a digit is answered `none`, not classified.
+  if (model.preprocess === 'mnist' && self.findDigit) {
+    const check = self.findDigit(gray, width, height, model.size);
+    if (!check.found) return { none: check.reason };
+  }
   return self.preprocessDigit(gray, width, height, model.size);
 }
 
@@ -265,6 +272,7 @@ onmessage = async (event) => {
     if (!model) { fail('classify', new Error('no model loaded')); return; }
     try {
       const x = modelInput(msg.pixels, msg.width, msg.height);
+      if (x.none !== undefined) { postMessage({ type: 'result', none: x.none }); return; }
       const t0 = performance.now();
       const probs = await model.run(x);
       postMessage({ type: 'result', probs, ms: performance.now() - t0 });

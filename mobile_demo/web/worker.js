@@ -215,9 +215,9 @@ function modelInput(pixels, width, height) {
     return rgb;
   }
   const gray = new Float64Array(width * height);
-  for (let i = 0; i < width * height; i++) { // Pillow's "L": ITU-R 601-2 luma
-    gray[i] = (pixels[4 * i] * 299 + pixels[4 * i + 1] * 587 + pixels[4 * i + 2] * 114) /
-      1000 / 255;
+  for (let i = 0; i < width * height; i++) { // Pillow's "L": ITU-R 601-2 luma, its fixed point
+    gray[i] = ((pixels[4 * i] * 19595 + pixels[4 * i + 1] * 38470 + pixels[4 * i + 2] * 7471 +
+      0x8000) >> 16) / 255;
   }
   // The digit rule first (what the app models do in their graph, and edgeport-demo
   // before model.onnx): a picture without a digit is answered `none`, not classified.

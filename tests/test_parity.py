@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 FILES = [k.file for k in ARTIFACT_KINDS]
 RESULT_KEYS = {"artifact", "format", "precision", "runtime", "accuracy", "reference_accuracy",
                "agreement", "max_abs_diff", "mean_abs_diff", "passed", "failures", "bytes",
-               "images", "max_abs_diff_bound", "bound_source"}
+               "images", "max_abs_diff_bound", "bound_source", "near_ties"}
 
 
 @pytest.fixture(scope="module")

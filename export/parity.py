@@ -88,6 +88,11 @@ class ParityResult:
             figure is reported, not gated (int8 files, app models).
         bound_source: where the bound came from: ``table``, or e.g.
             ``4 x float16 simulation 5.7e-03`` (:func:`export.thresholds.calibrated_bound`).
+        gpu_ready: WebGPU rows only (``None`` elsewhere): LiteRT.js ran the file on
+            WebGPU within the thresholds (``True``), or not (``False``, reason in ``note``).
+        note: why a WebGPU row is "not GPU-ready" (LiteRT.js's message, or the figures
+            outside the thresholds); such a row passes unless the manifest claims WebGPU
+            support for the file.
     """
 
     artifact: str
@@ -105,6 +110,8 @@ class ParityResult:
     images: int | None = None
     max_abs_diff_bound: float | None = None
     bound_source: str = ""
+    gpu_ready: bool | None = None
+    note: str = ""
 
     @property
     def accuracy_change(self) -> float | None:
@@ -112,7 +119,8 @@ class ParityResult:
         return None if self.accuracy is None else self.accuracy - self.reference_accuracy
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form stored in ``parity.json``."""
+        """The JSON form stored in ``parity.json`` (``gpu_ready``/``note`` on WebGPU rows)."""
+        gpu = {} if self.gpu_ready is None else {"gpu_ready": self.gpu_ready, "note": self.note}
         return {
             "artifact": self.artifact,
             "format": self.format.value,
@@ -129,6 +137,7 @@ class ParityResult:
             "images": self.images,
             "max_abs_diff_bound": self.max_abs_diff_bound,
             "bound_source": self.bound_source,
+            **gpu,
         }
 
     @classmethod
@@ -150,6 +159,8 @@ class ParityResult:
             images=None if d.get("images") is None else int(d["images"]),
             max_abs_diff_bound=d.get("max_abs_diff_bound"),
             bound_source=str(d.get("bound_source") or ""),
+            gpu_ready=None if d.get("gpu_ready") is None else bool(d["gpu_ready"]),
+            note=str(d.get("note") or ""),
         )
 
 
@@ -251,8 +262,9 @@ def check_parity(
         batch_size: test images per runtime call.
         progress: show a progress bar per artifact on stderr.
         browser: also run the phone page's runtimes in headless Chromium
-            (:func:`export.browser.browser_parity`: rows ``litert.js (chromium)`` and
-            ``onnxruntime-web (chromium)``) on ``browser_samples`` test images.
+            (:func:`export.browser.browser_parity`: rows ``litert.js (chromium)``,
+            ``onnxruntime-web (chromium)`` and ``litert.js webgpu (chromium)``) on
+            ``browser_samples`` test images.
         browser_samples: test images per browser row (the first ones of the split).
 
     Returns:

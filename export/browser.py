@@ -54,7 +54,7 @@ import os
 import shutil
 import statistics
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -551,7 +551,8 @@ def browser_parity(
 
 
 def _no_adapter(runtime: str) -> str:
-    return f"{runtime}: Chromium exposes no WebGPU adapter; expected SwiftShader's; {NO_ADAPTER_FIX}"
+    return (f"{runtime}: Chromium exposes no WebGPU adapter; expected SwiftShader's; "
+            f"{NO_ADAPTER_FIX}")
 
 
 def _webgpu_row(page: Any, adapter: str, export_dir: Path, entry: Mapping[str, Any],
@@ -720,9 +721,14 @@ def browser_bench(
 ) -> list[dict[str, Any]]:
     """Batch-1 latency inside the page (p50/p99 over ``runs`` calls) and load time per target.
 
+    WASM rows for every browser target, then ``litert.js webgpu (chromium)`` rows for the
+    app models in a Chromium with SwiftShader's WebGPU adapter (the warm-up call, where
+    WebGPU compiles its shaders, apart from the load).
+
     Returns:
-        One dict per browser target: ``artifact``, ``precision``, ``runtime``, ``backend``,
-        ``bytes``, ``load_ms``, ``latency_p50_ms``, ``latency_p99_ms``, ``runs``.
+        One dict per row: ``artifact``, ``precision``, ``runtime``, ``backend``, ``bytes``,
+        ``load_ms``, ``warmup_ms``, ``latency_p50_ms``, ``latency_p99_ms``, ``runs``; a
+        WebGPU row LiteRT.js could not run has ``None`` figures, ``runs`` 0 and ``error``.
     """
     from edgeport.train.run_dir import load_run, load_split
 
@@ -739,23 +745,57 @@ def browser_bench(
             inputs = images if runtime == ORT_WEB else app_pictures(images, _app_size(entry))
             page.evaluate("(f) => window.edgeport.selectModel(f)", name)  # a cold load
             run = run_images(page, name, inputs)
-            rows.append({
-                "artifact": name, "precision": str(entry.get("precision")), "runtime": runtime,
-                "backend": run.backend, "bytes": int(entry.get("bytes") or 0),
-                "load_ms": run.load_ms,
-                "latency_p50_ms": float(statistics.median(run.times_ms)),
-                "latency_p99_ms": float(np.percentile(run.times_ms, 99)),
-                "runs": len(run.times_ms),
-            })
+            warmup = page.evaluate("window.edgeport.current.warmupMs")
+            rows.append(_bench_row(entry, runtime, replace(run, warmup_ms=float(warmup or 0))))
+    apps = [e for e in webgpu_targets(manifest) if e.get("family") == "app"]
+    if apps:  # LiteRT.js on WebGPU (SwiftShader): a second Chromium, as in the parity gate
+        with open_demo_page(export_dir, webgpu=True) as page:
+            adapter = webgpu_adapter(page)
+            for entry in apps:
+                try:
+                    if not adapter:
+                        raise BrowserError(_no_adapter(LITERT_WEBGPU))
+                    run = run_images_webgpu(page, entry, app_pictures(images, _app_size(entry)),
+                                            manifest.get("input") or {})
+                except BrowserError as e:
+                    rows.append(_bench_row(entry, LITERT_WEBGPU, None, error=str(e)))
+                else:
+                    rows.append(_bench_row(entry, LITERT_WEBGPU, run))
     return rows
 
 
-_BENCH_HEADERS = ("artifact", "runtime", "backend", "size KB", "load ms", "p50 ms", "p99 ms")
+def _bench_row(entry: Mapping[str, Any], runtime: str, run: BrowserRun | None,
+               error: str = "") -> dict[str, Any]:
+    """One browser bench row; ``run`` ``None``: the runtime could not run it (``error``)."""
+    row: dict[str, Any] = {
+        "artifact": str(entry["file"]), "precision": str(entry.get("precision")),
+        "runtime": runtime, "backend": run.backend if run else "webgpu",
+        "bytes": int(entry.get("bytes") or 0), "load_ms": None, "warmup_ms": None,
+        "latency_p50_ms": None, "latency_p99_ms": None, "runs": 0,
+    }
+    if run is not None:
+        row.update(load_ms=run.load_ms, warmup_ms=run.warmup_ms,
+                   latency_p50_ms=float(statistics.median(run.times_ms)),
+                   latency_p99_ms=float(np.percentile(run.times_ms, 99)),
+                   runs=len(run.times_ms))
+    if error:
+        row["error"] = error
+    return row
+
+
+_BENCH_HEADERS = ("artifact", "runtime", "backend", "size KB", "load ms", "warm-up ms",
+                  "p50 ms", "p99 ms", "note")
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
 
 
 def _bench_cells(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     return [[r["artifact"], r["runtime"], r["backend"].upper(), f"{r['bytes'] / 1024:.1f}",
-             f"{r['load_ms']:.0f}", f"{r['latency_p50_ms']:.3f}", f"{r['latency_p99_ms']:.3f}"]
+             _cell(r["load_ms"], ".0f"), _cell(r.get("warmup_ms"), ".0f"),
+             _cell(r["latency_p50_ms"], ".3f"), _cell(r["latency_p99_ms"], ".3f"),
+             " ".join(str(r.get("error", "")).split())[:120]]
             for r in rows]
 
 

@@ -119,6 +119,8 @@ class BrowserRun:
         load_ms: fetching and compiling the model in the page.
         backend: ``wasm`` or ``webgpu``.
         warmup_ms: the one warm-up call after loading (shader compilation on WebGPU).
+        partial: WebGPU only: why LiteRT.js did not put the whole graph on WebGPU (its
+            GPU delegate's own lines, summarized); ``""``: every op on WebGPU.
     """
 
     probabilities: np.ndarray
@@ -126,6 +128,7 @@ class BrowserRun:
     load_ms: float
     backend: str
     warmup_ms: float = 0.0
+    partial: str = ""
 
 
 def find_chromium() -> str:
@@ -346,11 +349,19 @@ def run_images_webgpu(page: Any, entry: Mapping[str, Any], images: np.ndarray,
 
     file = str(entry["file"])
     page.evaluate(_GPU_JS)
+    console: list[str] = []  # LiteRT.js prints its GPU delegate's partition on the console
+
+    def listen(message: Any) -> None:
+        console.append(message.text)
+
+    page.on("console", listen)
     try:
         info = page.evaluate("([f, e, i]) => window.edgeportGpu.load(f, e, i)",
                              [file, dict(entry), dict(input_desc or {})])
     except PlaywrightError as e:
         raise BrowserError(_page_error(e, file)) from None
+    finally:
+        page.remove_listener("console", listen)
     if "error" in info:
         raise BrowserError(f"LiteRT.js: {_strip_backend(info['error'])}")
     if info.get("backend") != "webgpu":  # strict: cannot happen; never gate a WASM run as GPU
@@ -373,7 +384,39 @@ def run_images_webgpu(page: Any, entry: Mapping[str, Any], images: np.ndarray,
         probs += out["probs"]
         times += out["times"]
     return BrowserRun(np.asarray(probs, dtype=np.float32), np.asarray(times),
-                      float(info["loadMs"]), "webgpu", float(info.get("warmupMs") or 0.0))
+                      float(info["loadMs"]), "webgpu", float(info.get("warmupMs") or 0.0),
+                      partial=delegation_summary(console))
+
+
+def delegation_summary(console: Sequence[str]) -> str:
+    """LiteRT.js's console lines at compile time, as one reason; ``""``: all on WebGPU.
+
+    LiteRT.js (JSPI build) partitions a graph its GPU delegate does not fully support and
+    runs the rest on WASM, printing ``ERROR: Following operations are not supported by GPU
+    delegate:``, one ``OP: reason`` line each, and ``N operations will run on the GPU,
+    and the remaining M operations will run on the CPU``.
+    """
+    import re
+
+    text = "\n".join(console)
+    counts = re.search(r"(\d+) operations will run on the GPU, and the remaining (\d+) "
+                       r"operations will run on the CPU", text)
+    partial = counts is not None or "not fully compiled for webgpu" in text.lower()
+    if not partial:
+        return ""
+    reasons: dict[str, list[str]] = {}  # reason -> ops, in the delegate's order
+    for op, why in re.findall(r"(?m)^([A-Z][A-Z0-9_]+): (.+)$", text):
+        if op in ("INFO", "ERROR", "WARNING"):
+            continue
+        why = re.sub(r'Tensor "[^"]*" has bad input dims size: 0\.?', "a 0-d (scalar) input",
+                     why).strip().rstrip(".")
+        ops = reasons.setdefault(why, [])
+        if op not in ops:
+            ops.append(op)
+    refused = "; ".join(f"{'/'.join(ops)}: {why}" for why, ops in reasons.items())
+    head = (f"{counts.group(2)} of {int(counts.group(1)) + int(counts.group(2))} ops run on "
+            "WASM, not WebGPU" if counts else "not every op runs on WebGPU")
+    return f"LiteRT.js: {head}" + (f" (its GPU delegate refuses {refused})" if refused else "")
 
 
 def probe_plain_webgpu(page: Any, entry: Mapping[str, Any]) -> str | None:
@@ -566,16 +609,27 @@ def _webgpu_row(page: Any, adapter: str, export_dir: Path, entry: Mapping[str, A
     if not adapter:
         check["problems"] = [*check.get("problems", ()), _no_adapter(LITERT_WEBGPU)]
     input_desc = check.pop("input_desc", {})
-    row = _check(page, export_dir, entry, LITERT_WEBGPU,
-                 runner=lambda pg, images: run_images_webgpu(pg, entry, images, input_desc),
-                 **check)
-    if not row.failures:
+    partial: list[str] = []
+
+    def runner(pg: Any, images: np.ndarray) -> BrowserRun:
+        run = run_images_webgpu(pg, entry, images, input_desc)
+        partial.append(run.partial)
+        return run
+
+    row = _check(page, export_dir, entry, LITERT_WEBGPU, runner=runner, **check)
+    split = next((p for p in partial if p), "")  # ran, but not all of it on WebGPU
+    if not row.failures and not split:
         return replace(row, gpu_ready=True)
-    if not adapter or claims_webgpu(entry) or artifact_file_problems(export_dir / name, entry):
-        return replace(row, gpu_ready=False)  # a FAIL: the machine, a claim, or the file
     prefix = f"{LITERT_WEBGPU}: "
     reasons = [f[len(prefix):] if f.startswith(prefix) else f for f in row.failures]
     reasons = [r[len("cannot run: "):] if r.startswith("cannot run: ") else r for r in reasons]
+    if split:
+        reasons = [split, *(f"the split run: {r}" for r in reasons)]
+    if not adapter or artifact_file_problems(export_dir / name, entry):
+        return replace(row, gpu_ready=False)  # a FAIL: the machine or the file
+    if claims_webgpu(entry):  # a FAIL: the manifest promised WebGPU
+        return replace(row, passed=False, gpu_ready=False, failures=(
+            *row.failures, *([f"{LITERT_WEBGPU}: claims WebGPU, but {split}"] if split else [])))
     return replace(row, passed=True, failures=(), gpu_ready=False,
                    note=f"not GPU-ready ({'; '.join(reasons)})")
 
@@ -780,6 +834,8 @@ def _bench_row(entry: Mapping[str, Any], runtime: str, run: BrowserRun | None,
                    runs=len(run.times_ms))
     if error:
         row["error"] = error
+    elif run is not None and run.partial:
+        row["error"] = run.partial  # it ran, split between WebGPU and WASM
     return row
 
 

@@ -308,7 +308,7 @@ _PLAIN_PROBE_JS = r"""async ([file, shape]) => {
     try {
       const litert = await import(origin + '/vendor/litertjs/core/index.js');
       self.Module = { locateFile: (n) => origin + '/vendor/litertjs/wasm/' + n };
-      await litert.loadLiteRt(origin + '/vendor/litertjs/wasm/', { jspi: true });
+      await litert.loadLiteRt(origin + '/vendor/litertjs/wasm/');
       const response = await fetch(origin + '/models/' + file);
       const bytes = new Uint8Array(await response.arrayBuffer());
       const model = await litert.loadAndCompile(bytes, { accelerator: 'webgpu' });
@@ -362,8 +362,10 @@ def run_images_webgpu(page: Any, entry: Mapping[str, Any], images: np.ndarray,
         raise BrowserError(_page_error(e, file)) from None
     finally:
         page.remove_listener("console", listen)
+    split = delegation_summary(console)
     if "error" in info:
-        raise BrowserError(f"LiteRT.js: {_strip_backend(info['error'])}")
+        raise BrowserError(f"LiteRT.js: {_strip_backend(info['error'])}"
+                           + (f" ({split})" if split else ""))
     if info.get("backend") != "webgpu":  # strict: cannot happen; never gate a WASM run as GPU
         raise BrowserError(f"LiteRT.js: ran on {info.get('backend')}, not WebGPU "
                            f"({info.get('fallback') or 'no reason given'})")
@@ -385,16 +387,17 @@ def run_images_webgpu(page: Any, entry: Mapping[str, Any], images: np.ndarray,
         times += out["times"]
     return BrowserRun(np.asarray(probs, dtype=np.float32), np.asarray(times),
                       float(info["loadMs"]), "webgpu", float(info.get("warmupMs") or 0.0),
-                      partial=delegation_summary(console))
+                      partial=f"LiteRT.js: {split}" if split else "")
 
 
 def delegation_summary(console: Sequence[str]) -> str:
     """LiteRT.js's console lines at compile time, as one reason; ``""``: all on WebGPU.
 
-    LiteRT.js (JSPI build) partitions a graph its GPU delegate does not fully support and
-    runs the rest on WASM, printing ``ERROR: Following operations are not supported by GPU
-    delegate:``, one ``OP: reason`` line each, and ``N operations will run on the GPU,
-    and the remaining M operations will run on the CPU``.
+    When its GPU delegate does not take the whole graph, LiteRT.js prints ``ERROR:
+    Following operations are not supported by GPU delegate:``, one ``OP: reason`` line
+    each, and ``N operations will run on the GPU, and the remaining M operations will run
+    on the CPU``. Its default build cannot split a graph between WebGPU and WASM (it then
+    fails with "Asyncify is not defined"); its JSPI build runs the split.
     """
     import re
 
@@ -414,9 +417,10 @@ def delegation_summary(console: Sequence[str]) -> str:
         if op not in ops:
             ops.append(op)
     refused = "; ".join(f"{'/'.join(ops)}: {why}" for why, ops in reasons.items())
-    head = (f"{counts.group(2)} of {int(counts.group(1)) + int(counts.group(2))} ops run on "
-            "WASM, not WebGPU" if counts else "not every op runs on WebGPU")
-    return f"LiteRT.js: {head}" + (f" (its GPU delegate refuses {refused})" if refused else "")
+    head = (f"its GPU delegate takes {counts.group(1)} of "
+            f"{int(counts.group(1)) + int(counts.group(2))} ops" if counts
+            else "its GPU delegate does not take every op")
+    return head + (f" and refuses {refused}" if refused else "")
 
 
 def probe_plain_webgpu(page: Any, entry: Mapping[str, Any]) -> str | None:

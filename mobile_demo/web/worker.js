@@ -45,11 +45,7 @@ async function loadLiteRtModel(file, entry, backend, strict) {
     // The Emscripten glue looks for its .wasm next to the worker; the loader passes
     // self.Module to it, so point locateFile at the served folder.
     self.Module = { locateFile: (name) => `/vendor/litertjs/wasm/${name}` };
-    // LiteRT.js's WebGPU path suspends WebAssembly while the GPU works: only its JSPI
-    // build can (the plain build fails with "Asyncify is not defined"). The page makes
-    // a worker per model choice, so the build follows the backend asked for.
-    const jspi = backend === 'webgpu' && typeof WebAssembly.Suspending === 'function';
-    await litert.loadLiteRt('/vendor/litertjs/wasm/', jspi ? { jspi: true } : undefined);
+    await litert.loadLiteRt('/vendor/litertjs/wasm/');
   }
   const bytes = await fetchModel(file);
   let accelerator = backend === 'webgpu' ? 'webgpu' : 'wasm';

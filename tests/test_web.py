@@ -432,3 +432,51 @@ def test_serve_prints_the_url_and_how_a_phone_reaches_it(web_run, chromium):
     # with the real port (tests/test_serve.py checks the QR code of a LAN address).
     assert "█" not in text
     assert "--host 0.0.0.0 --https" in text and f"adb reverse tcp:{port} tcp:{port}" in text
+
+
+def _gpu_friendly_app_model(path: Path, size: int = 112) -> bytes:
+    """A batch-1 picture-in classifier made of ops LiteRT.js's GPU delegate takes (scale,
+    average pooling, a 3x3 convolution, a dense layer, softmax), with fixed random weights."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([
+        tf.keras.Input((size, size, 3), batch_size=1),
+        tf.keras.layers.Rescaling(1 / 255),
+        tf.keras.layers.AveragePooling2D(4),
+        tf.keras.layers.Conv2D(8, 3, activation="relu"),
+        tf.keras.layers.GlobalAveragePooling2D(),
+        tf.keras.layers.Dense(10, activation="softmax"),
+    ])
+    data = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    path.write_bytes(data)
+    return data
+
+
+@pytest.mark.slow
+def test_webgpu_path_gates_a_model_it_runs_fully(tmp_path, chromium, digit):
+    """The "GPU-ready" path end to end: a graph LiteRT.js puts wholly on WebGPU runs there
+    (no split, no WASM fallback) and matches the same file in Python's LiteRT."""
+    import hashlib
+
+    from edgeport.export.app import predict_app
+    from edgeport.export.browser import app_pictures, open_demo_page, run_images_webgpu
+
+    export = tmp_path / "export"
+    export.mkdir()
+    data = _gpu_friendly_app_model(export / "model_app_gpu.tflite")
+    entry = {"file": "model_app_gpu.tflite", "format": "tflite", "precision": "float32",
+             "family": "app", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+             "inputs": [{"name": "image", "shape": [1, 112, 112, 3], "dtype": "float32"}],
+             "outputs": [{"name": "probabilities", "shape": [1, 10], "dtype": "float32"}]}
+    (export / "manifest.json").write_text(json.dumps(
+        {"format_version": 1, "labels": [str(i) for i in range(10)], "artifacts": [entry],
+         "input": {"height": 28, "width": 28, "channels": 1}}))
+    (export / "labels.txt").write_text("".join(f"{i}\n" for i in range(10)))
+    pictures = app_pictures(np.stack([digit(label) for label in range(10)]), 112)
+    with open_demo_page(export, webgpu=True) as page:
+        run = run_images_webgpu(page, entry, pictures)
+    assert (run.backend, run.partial) == ("webgpu", "")
+    assert run.load_ms > 0 and run.warmup_ms > 0 and len(run.times_ms) == 10
+    expected = predict_app(data, pictures)
+    assert np.abs(run.probabilities - expected).max() <= 1e-5  # the float32 row's bound

@@ -635,6 +635,7 @@ def _webgpu_row(page: Any, adapter: str, export_dir: Path, entry: Mapping[str, A
         return replace(row, passed=False, gpu_ready=False, failures=(
             *row.failures, *([f"{LITERT_WEBGPU}: claims WebGPU, but {split}"] if split else [])))
     return replace(row, passed=True, failures=(), gpu_ready=False,
+                   images=row.images if row.accuracy is not None else None,
                    note=f"not GPU-ready ({'; '.join(reasons)})")
 
 

@@ -25,21 +25,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 from _common import add_run_argument, interleaved_ns, load_average, machine, read_manifest, table
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
 
 def _photos(n: int, side: int = 240) -> np.ndarray:
-    from _runs import load_mnist
-    from test_app import _paper_digits  # the generator the tests use
+    from edgeport.export.frames import digit_photos  # the generator the tests use
+    from edgeport.train.data import load_dataset
 
-    x, _ = load_mnist("test")
-    return _paper_digits(x[:n], n, side, seed=1)
+    x = load_dataset("mnist").x_test[:n].astype(np.float32) / 255.0
+    return digit_photos(x, side, seed=1, light=False)
 
 
 def main() -> None:

@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeport.mobile_demo.preprocess import DIGIT_RULE, NONE_LABEL, labels_with_none
+
 from .errors import ExportError
 from .formats import ArtifactFormat, ArtifactKind, Precision
 
@@ -55,6 +57,7 @@ __all__ = [
     "GOLDEN_PICTURES",
     "NORMALIZATION",
     "app_input",
+    "app_labels",
     "app_size",
     "build_app_function",
     "convert_app",
@@ -80,6 +83,19 @@ _EPS = 1e-12
 def app_size(input: Mapping[str, Any]) -> int:
     """The side S of the square picture an app model takes (4x the model's larger side)."""
     return APP_SCALE * max(int(input["height"]), int(input["width"]))
+
+
+def app_labels(labels: Sequence[str], input: Mapping[str, Any]) -> list[str]:
+    """The class names of an app model: a digit model's labels and ``none`` (no digit).
+
+    A digit model (``preprocess == "mnist"``) answers ``none`` to a frame that holds no
+    digit (:func:`edgeport.mobile_demo.preprocess.find_digit`): one more output after the
+    K classes, unless the labels already have a ``none`` class, which then takes that
+    answer. Other models keep their labels.
+    """
+    if input.get("preprocess") == "mnist":
+        return labels_with_none(labels)
+    return [str(label) for label in labels]
 
 
 def _quantile(tf: Any, x: Any, q: float) -> Any:
@@ -258,6 +274,67 @@ def _fit_and_centre(tf: Any, ink: Any, r0: Any, ch: Any, c0: Any, cw: Any, size:
     return _resample(tf, shift_rows, small, shift_cols)
 
 
+def _box_filter(tf: Any, a: Any, k: int, reduce: Any, pad: float) -> Any:
+    """As preprocess._box_filter: a k x k max or min filter (``reduce`` tf.maximum /
+    tf.minimum), padded with ``pad``; element-wise ops, so the int8 model keeps it float.
+    Windows double (1, 2, 4, 8, then the rest: 4 ops an axis for k = 11, not 10); max and
+    min are exact, so the result is numpy's to the bit."""
+    r = k // 2
+    out = tf.pad(a, [[r, r], [r, r]], constant_values=pad)
+    for axis in (0, 1):
+        cover = 1
+        while cover < k:
+            step = min(cover, k - cover)
+            n = int(out.shape[axis]) - step
+            head = out[:n] if axis == 0 else out[:, :n]
+            tail = out[step:] if axis == 0 else out[:, step:]
+            out = reduce(head, tail)
+            cover += step
+    return out
+
+
+def _first_last(tf: Any, present: Any) -> tuple[Any, Any]:
+    """First and last index where a bool profile is true (n and -1 when none is)."""
+    n = int(present.shape[0])
+    idx = tf.range(n, dtype=tf.float32)
+    return (tf.reduce_min(tf.where(present, idx, float(n))),
+            tf.reduce_max(tf.where(present, idx, -1.0)))
+
+
+def _digit_found(tf: Any, g: Any, size: int) -> Any:
+    """As preprocess.find_digit on a grayscale ``[S, S]`` picture: 1.0 (a digit) or 0.0.
+
+    S is twice the rule's grid (2 x size), so the grid is a 2 x 2 average, what
+    Pillow's BOX resize does for a factor of 2; the rest is ``ink_map`` and
+    ``check_ink`` step for step, with :data:`DIGIT_RULE`'s thresholds.
+    """
+    rule = DIGIT_RULE
+    side = rule.grid_side(size)
+    if int(g.shape[0]) != 2 * side:
+        raise ExportError(f"app picture {int(g.shape[0])} px; expected {2 * side} (2 x the grid)")
+    grid = (g[0::2, 0::2] + g[1::2, 0::2] + g[0::2, 1::2] + g[1::2, 1::2]) / 4.0
+    paper = _quantile(tf, _border(tf, grid), 0.5)
+    lo, hi = tf.reduce_min(grid), tf.reduce_max(grid)
+    v = tf.where(paper >= (lo + hi) / 2.0, grid, 1.0 - grid)
+    k = rule.window_px(size)
+    light = _box_filter(tf, _box_filter(tf, v, k, tf.maximum, 0.0), k, tf.minimum, 1.0)
+    ink = tf.clip_by_value(1.0 - v / tf.maximum(light, 1e-3), 0.0, 1.0)
+    mask = tf.cast(ink > rule.ink, tf.float32)
+    count = tf.reduce_sum(mask)
+    r0, r1 = _first_last(tf, tf.reduce_max(mask, axis=1) > 0.0)
+    c0, c1 = _first_last(tf, tf.reduce_max(mask, axis=0) > 0.0)
+    height = (r1 - r0 + 1.0) / side
+    width = (c1 - c0 + 1.0) / side
+    area = count / float(side * side)
+    b = rule.band_px(size)
+    edge = 1.0 - tf.reduce_sum(mask[b:-b, b:-b]) / tf.maximum(count, 1.0)
+    density = area / tf.maximum(height * width, _EPS)
+    found = ((count > 0.0) & (area >= rule.min_area) & (area <= rule.max_area)
+             & (edge <= rule.max_edge) & (height >= rule.min_height)
+             & (density >= rule.min_density))
+    return tf.cast(found, tf.float32)
+
+
 def _resize(tf: Any, x: Any, height: int, width: int, *, bilinear: bool) -> Any:
     """Resize ``[S, S, C]`` to ``[height, width, C]`` as Pillow does (BOX for grayscale
     float pictures, antialiased BILINEAR for RGB: what ``preprocess_resize`` calls): per
@@ -272,16 +349,20 @@ def _resize(tf: Any, x: Any, height: int, width: int, *, bilinear: bool) -> Any:
     return tf.transpose(out, [1, 2, 0])
 
 
-def build_app_function(serving: Any, input: Mapping[str, Any], *, uint8: bool = False) -> Any:
+def build_app_function(serving: Any, input: Mapping[str, Any], *, uint8: bool = False,
+                       labels: Sequence[str] | None = None) -> Any:
     """The app graph as a ``tf.function``: ``image`` float32 ``[1, S, S, 3]`` (0-255) in.
 
     Args:
         serving: the loaded reference signature (takes pixel values in [0, 1]).
         input: ``metrics.json["input"]`` (layout, height, width, channels, preprocess).
         uint8: take the picture as uint8 instead (cast to float inside the graph).
+        labels: the model's class names (a digit model's ``none`` answer goes to its own
+            ``none`` class when it has one, else to an output after the K classes).
 
     Returns:
-        A ``tf.function`` returning ``{"probabilities": [1, K]}``.
+        A ``tf.function`` returning ``{"probabilities": [1, K']}``, K' =
+        ``len(app_labels(labels, input))``.
     """
     import tensorflow as tf
 
@@ -298,6 +379,8 @@ def build_app_function(serving: Any, input: Mapping[str, Any], *, uint8: bool = 
     weights = tf.constant((np.array([19595, 38470, 7471]) / 65536.0).reshape(1, 3, 1),
                           tf.float32)
     function = serving.function
+    names = [str(label) for label in labels] if labels is not None else []
+    own_none = names.index(NONE_LABEL) if NONE_LABEL in names else None
 
     dtype = tf.uint8 if uint8 else tf.float32
 
@@ -314,7 +397,16 @@ def build_app_function(serving: Any, input: Mapping[str, Any], *, uint8: bool = 
             x = _resize(tf, pixels[0] / 255.0, height, width, bilinear=True)
         x = tf.clip_by_value(x, 0.0, 1.0)
         shape = [1, height * width * channels] if input["layout"] == "flat" else [1, *x.shape]
-        return {"probabilities": function(image=tf.reshape(x, shape))["probabilities"]}
+        probs = function(image=tf.reshape(x, shape))["probabilities"]
+        if not digit:
+            return {"probabilities": probs}
+        # No digit in the frame: probability 1 for `none`, 0 for every digit.
+        found = _digit_found(tf, gray, height)
+        if own_none is None:
+            return {"probabilities": tf.concat([probs * found, tf.reshape(1.0 - found, [1, 1])],
+                                               axis=1)}
+        onehot = tf.one_hot([own_none], int(probs.shape[1]), dtype=tf.float32)
+        return {"probabilities": probs * found + onehot * (1.0 - found)}
 
     return app
 
@@ -352,13 +444,13 @@ def convert_app(
 
     precision = Precision(precision)
     if precision is Precision.FLOAT32:
-        app = build_app_function(serving, input)
+        app = build_app_function(serving, input, labels=labels)
         converter = tf.lite.TFLiteConverter.from_concrete_functions(
             [app.get_concrete_function()], serving.module
         )
         raw = _convert(converter, precision)
     elif precision is Precision.INT8:
-        raw = _convert_int8(serving, input, _calibration(calibration, app_size(input)))
+        raw = _convert_int8(serving, input, _calibration(calibration, app_size(input)), labels)
     else:
         raise ExportError(f"app model precision={precision.value!r}; expected float32 or int8")
     data = finalize_tflite(raw, metadata=metadata, outputs=("probabilities",))
@@ -371,7 +463,7 @@ def convert_app(
     return add_task_metadata(
         data,
         name=f"edgeport {metadata.get('model', 'model')} {metadata.get('dataset', '')}".strip(),
-        labels=labels,
+        labels=app_labels(labels, input),
         uint8_input=precision is Precision.INT8,
         mean=NORMALIZATION[0],
         std=NORMALIZATION[1],
@@ -393,7 +485,8 @@ _INT8_OPS = frozenset({
 })
 
 
-def _convert_int8(serving: Any, input: Mapping[str, Any], pictures: np.ndarray) -> bytes:
+def _convert_int8(serving: Any, input: Mapping[str, Any], pictures: np.ndarray,
+                  labels: Sequence[str]) -> bytes:
     """uint8 picture in, float preprocessing, int8 classifier (selective quantization).
 
     A full-integer graph breaks the crop (a quantized DIV fails on a zero
@@ -409,7 +502,7 @@ def _convert_int8(serving: Any, input: Mapping[str, Any], pictures: np.ndarray) 
 
     from .tflite import tflite_ops
 
-    app = build_app_function(serving, input, uint8=True)
+    app = build_app_function(serving, input, uint8=True, labels=labels)
     module = tf.Module()
     module.reference = serving.module  # keeps the variables the function reads
     module.app = app
@@ -501,6 +594,19 @@ APP_KINDS: tuple[ArtifactKind, ...] = (
 APP_FAMILY = "app"
 GOLDEN_PICTURES = "app_pictures"  # golden.npz key: uint8 [G, S, S, 3]
 GOLDEN_APP_COUNT = 8  # 37 KB per 112-px picture: a few replay the file, parity covers the rest
+GOLDEN_EMPTY_COUNT = 2  # and, for digit models, two empty frames replay the `none` answer
+
+
+def golden_pictures(images: np.ndarray, input: Mapping[str, Any]) -> np.ndarray:
+    """The golden app pictures: the first test images rendered, then (digit models) empty
+    frames of paper (``export.frames``), so a replay covers the ``none`` answer too."""
+    pictures = render_pictures(images[:GOLDEN_APP_COUNT], input)
+    if input.get("preprocess") != "mnist":
+        return pictures
+    from .frames import empty_frames
+
+    frames, _ = empty_frames(GOLDEN_EMPTY_COUNT, app_size(input), seed=0)
+    return np.concatenate([pictures, frames])
 
 
 def app_input(input: Mapping[str, Any], precision: Precision) -> dict[str, Any]:
@@ -571,12 +677,13 @@ def write_app_models(
     from .manifest import artifact_entry
     from .metadata import build_metadata
 
-    pictures = render_pictures(golden_inputs[:GOLDEN_APP_COUNT], run.input)
+    pictures = golden_pictures(golden_inputs, run.input)
     entries, arrays = [], {GOLDEN_PICTURES: pictures}
+    names = app_labels(run.labels, run.input)
     calibration_pictures = None if calibration is None else render_pictures(calibration, run.input)
     for kind in APP_KINDS:
         doc = build_metadata(
-            labels=run.labels,
+            labels=names,
             input=app_input(run.input, kind.precision),
             precision=kind.precision,
             dataset=run.dataset,
@@ -591,6 +698,7 @@ def write_app_models(
             calibration=calibration_pictures,
         )
         atomic_write_bytes(export_dir / kind.file, data)
-        entries.append({**artifact_entry(export_dir / kind.file, kind), "family": APP_FAMILY})
+        entries.append({**artifact_entry(export_dir / kind.file, kind), "family": APP_FAMILY,
+                        "labels": names})
         arrays[f"{kind.stem}__probabilities"] = predict_app(data, pictures)
     return entries, arrays

@@ -23,25 +23,47 @@ from typing import Any
 
 import numpy as np
 
-from .app import GOLDEN_PICTURES, predict_app, render_pictures
+from edgeport.mobile_demo.preprocess import NONE_LABEL
+
+from .app import GOLDEN_PICTURES, app_labels, app_size, predict_app, render_pictures
 from .formats import ArtifactFormat, Precision
 from .manifest import artifact_file_problems
-from .thresholds import APP_THRESHOLDS, Tolerance
+from .thresholds import APP_EMPTY_FRAMES, APP_THRESHOLDS, NO_DIGIT, Tolerance, none_failures
 
-__all__ = ["app_oracle", "check_app_parity", "classify_mediapipe", "verify_app_artifact"]
+__all__ = [
+    "app_oracle",
+    "check_app_parity",
+    "classify_mediapipe",
+    "verify_app_artifact",
+]
 
 
 def app_oracle(
-    saved_model: str | os.PathLike[str], input: Mapping[str, Any], pictures: np.ndarray
+    saved_model: str | os.PathLike[str], input: Mapping[str, Any], pictures: np.ndarray,
+    labels: Sequence[str],
 ) -> np.ndarray:
-    """The reference probabilities for pictures put through the numpy preprocessing."""
+    """The reference probabilities for pictures put through the numpy preprocessing.
+
+    For a digit model, over :func:`export.app.app_labels`: a picture in which
+    ``find_digit`` finds no digit is answered ``none``, as the app graph answers it.
+    """
     import tensorflow as tf
 
-    from edgeport.mobile_demo.preprocess import preprocess_digit, preprocess_resize
+    from edgeport.mobile_demo.preprocess import (
+        find_digit,
+        preprocess_digit,
+        preprocess_resize,
+        with_none,
+    )
 
     h, w, c = int(input["height"]), int(input["width"]), int(input["channels"])
-    if input.get("preprocess") == "mnist":
-        x = np.stack([preprocess_digit(p, size=h) for p in pictures])
+    digit = input.get("preprocess") == "mnist"
+    found = np.ones(len(pictures), bool)
+    if digit:
+        found = np.array([find_digit(p, size=h).found for p in pictures], bool)
+        x = np.zeros((len(pictures), h, w), np.float32)
+        for i in np.flatnonzero(found):
+            x[i] = preprocess_digit(pictures[i], size=h)
     else:
         x = np.stack([preprocess_resize(p, height=h, width=w, channels=c) for p in pictures])
     shape = (-1, h * w * c) if input["layout"] == "flat" else (-1, h, w, c)
@@ -52,7 +74,8 @@ def app_oracle(
         ].numpy()
         for i in range(0, len(x), 512)
     ]
-    return np.concatenate(out).astype(np.float32)
+    probs = np.concatenate(out).astype(np.float32)
+    return with_none(probs, found, labels) if digit else probs
 
 
 def _one_line(e: BaseException) -> str:
@@ -98,6 +121,7 @@ def check_app_parity(
     x: np.ndarray,
     labels: np.ndarray,
     progress: bool = False,
+    empty_frames: int = APP_EMPTY_FRAMES,
 ) -> list[Any]:
     """One :class:`~export.parity.ParityResult` per (app file, runtime).
 
@@ -111,31 +135,56 @@ def check_app_parity(
 
     from edgeport.progress import progress_bar as tqdm
 
-    pictures = render_pictures(x, info.input)
+    digits = render_pictures(x, info.input)
+    frames = _empty_frames(info.input, empty_frames)
+    pictures = np.concatenate([digits, frames]) if len(frames) else digits
+    names = app_labels(info.labels, info.input)
     jobs = [(entry, runtime) for entry in entries for runtime in _app_runtimes()]
     bar = tqdm(total=len(jobs) + 1, desc=f"parity app models ({len(pictures)} pictures)",
                unit="run", file=sys.stderr, disable=not progress, leave=False)
     with bar, ThreadPoolExecutor(max_workers=max(1, min(len(jobs), _cores()))) as pool:
-        runs = [pool.submit(_run_app, export_dir / str(entry["file"]), runtime, pictures,
-                            info.labels) for entry, runtime in jobs]
+        runs = [pool.submit(_run_app, export_dir / str(entry["file"]), runtime, pictures, names)
+                for entry, runtime in jobs]
         for run in runs:
             run.add_done_callback(lambda _: bar.update())
-        oracle = app_oracle(info.saved_model, info.input, pictures)
+        oracle = app_oracle(info.saved_model, info.input, pictures, info.labels)
         bar.update()
         outputs = [run.result() for run in runs]
-    ref_top = oracle.argmax(axis=1)
-    ref = _AppReference(pictures=pictures, probabilities=oracle, top=ref_top, labels=labels,
-                        accuracy=float(np.mean(ref_top == labels)), class_names=info.labels)
+    n = len(digits)
+    refs = [_reference(digits, oracle[:n], labels, names)]
+    if len(frames):  # every frame's true answer is `none`
+        refs.append(_reference(frames, oracle[n:], np.full(len(frames), names.index(NONE_LABEL)),
+                               names, suffix=NO_DIGIT))
     file_problems = {str(e["file"]): artifact_file_problems(export_dir / str(e["file"]), e)
                      for e in entries}  # hashed once per file, shared by its runtimes
     rows = []
-    for (entry, runtime), (probs, error) in zip(jobs, outputs, strict=True):
-        name = str(entry["file"])
-        precision = Precision(entry["precision"])
-        problems = file_problems[name] + ([error] if error else [])
-        rows.append(_app_row(name, export_dir / name, precision, APP_THRESHOLDS[precision],
-                             runtime, problems, ref, probs))
+    for ref in refs:
+        start = 0 if not ref.suffix else n
+        for (entry, runtime), (probs, error) in zip(jobs, outputs, strict=True):
+            name = str(entry["file"])
+            precision = Precision(entry["precision"])
+            problems = file_problems[name] + ([error] if error else [])
+            part = None if probs is None else probs[start : start + len(ref.labels)]
+            rows.append(_app_row(name, export_dir / name, precision, APP_THRESHOLDS[precision],
+                                 runtime, problems, ref, part))
     return rows
+
+
+def _empty_frames(input: Mapping[str, Any], n: int) -> np.ndarray:
+    """The generated frames with no digit of the ``(no digit)`` rows (digit models only)."""
+    if input.get("preprocess") != "mnist" or n < 1:
+        return np.zeros((0, 1, 1, 3), np.uint8)
+    from .frames import empty_frames
+
+    return empty_frames(n, app_size(input), seed=1)[0]
+
+
+def _reference(pictures: np.ndarray, oracle: np.ndarray, labels: np.ndarray,
+               names: Sequence[str], suffix: str = "") -> _AppReference:
+    top = oracle.argmax(axis=1)
+    return _AppReference(pictures=pictures, probabilities=oracle, top=top, labels=labels,
+                         accuracy=float(np.mean(top == labels)), class_names=names,
+                         suffix=suffix)
 
 
 def _cores() -> int:
@@ -154,7 +203,8 @@ class _AppReference:
     top: np.ndarray  # the oracle's top class per picture
     labels: np.ndarray  # the true class per picture
     accuracy: float  # the oracle's accuracy
-    class_names: Any  # the run's labels (MediaPipe answers in names)
+    class_names: Any  # the app model's labels (MediaPipe answers in names)
+    suffix: str = ""  # NO_DIGIT for the rows on empty frames (accuracy = `none` rate)
 
 
 def _app_runtimes() -> list[str]:
@@ -212,12 +262,12 @@ def _app_row(name: str, path: Path, precision: Precision, tol: Tolerance, runtim
             flips=flips,
             n=len(top),
             max_diff=figures["max_abs_diff"],
-        )
+        ) if not ref.suffix else none_failures(figures["accuracy"], len(top))
     return ParityResult(
         artifact=name,
         format=ArtifactFormat.TFLITE,
         precision=precision,
-        runtime=runtime,
+        runtime=runtime + ref.suffix,
         reference_accuracy=ref.accuracy,
         passed=not failures,
         failures=tuple(failures),

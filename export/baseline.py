@@ -42,6 +42,8 @@ import numpy as np
 
 from edgeport.errors import EdgeportError
 
+from .thresholds import NO_DIGIT
+
 __all__ = [
     "BaselineError",
     "BaselineReport",
@@ -327,7 +329,9 @@ def compare_baseline(export_dir: str | os.PathLike[str], baseline: Path, report:
     seen: set[str] = set()
     for r in report.results:
         old = old_rows.get((r.artifact, r.runtime))
-        if old is None:  # e.g. an older runtime name: fall back to the file's first row
+        if old is None and not (r.runtime or "").endswith(NO_DIGIT):
+            # e.g. an older runtime name: fall back to the file's first row (not for the
+            # `none` rows on empty frames, whose accuracy is another measure)
             old = next((o for o in old_rows.values() if o.artifact == r.artifact), None)
         sizes = (r.bytes, old_entries[r.artifact]["bytes"] if r.artifact in old_entries
                  else None)

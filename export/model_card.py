@@ -80,7 +80,8 @@ def render_model_card(
     out += ["## Input contract", "", *_input_lines(inp, arts), ""]
     out += ["## Files", "", *_file_lines(arts, figures, latency or {}), ""]
     out += ["## Thresholds", "", *_threshold_lines(figures, thresholds), ""]
-    out += ["## Known limits", "", *_limit_lines(labels, inp, empty_frame or {}), ""]
+    apps = [str(a.get("file")) for a in arts if a.get("family") == "app"]
+    out += ["## Known limits", "", *_limit_lines(labels, inp, empty_frame or {}, apps), ""]
     out += ["## How to verify this folder", "",
             "```bash",
             "edgeport verify EXPORT_DIR                # hashes, golden vectors, this card",
@@ -161,10 +162,13 @@ def _file_lines(arts: Sequence[Mapping[str, Any]], figures: Sequence[Mapping[str
             f"{_pct(r.get('accuracy'))} | {_pct(r.get('agreement'))} | "
             f"{'-' if ms is None else f'{ms:.3f} ms'} | {_verdict(r)} |"
         )
+    none_rows = any(str(r.get("runtime") or "").endswith(" (no digit)") for r in figures)
     return [*lines, "", "Agreement: share of test images whose top-1 class equals the "
                     "reference model's. Latency: p50 of batch-1 calls on the machine that ran "
                     f"the gate ({platform.machine()}, {os.cpu_count()} cores), the runtime "
-                    "`edgeport-demo` picks; a phone differs."]
+                    "`edgeport-demo` picks; a phone differs."
+                    + (" On `(no digit)` rows, accuracy is the share of generated frames with "
+                       "no digit answered `none`." if none_rows else "")]
 
 
 def _verdict(r: Mapping[str, Any]) -> str:
@@ -197,11 +201,22 @@ def _threshold_lines(figures: Sequence[Mapping[str, Any]],
 
 
 def _limit_lines(labels: Sequence[str], inp: Mapping[str, Any],
-                 empty_frame: Mapping[str, tuple[str, float]]) -> list[str]:
-    lines = [f"- There is no \"no digit\" / \"unknown\" class: every input, an empty frame "
-             f"included, gets one of the {len(labels)} labels, at times with high confidence. "
-             "An app must decide itself when there is nothing to classify (e.g. too little "
-             "ink in the frame)."]
+                 empty_frame: Mapping[str, tuple[str, float]], apps: Sequence[str]) -> list[str]:
+    from .thresholds import APP_EMPTY_FRAMES, APP_NONE_RATE
+
+    plain = (f"every input, an empty frame included, gets one of the {len(labels)} labels, "
+             "at times with high confidence")
+    if inp.get("preprocess") == "mnist" and apps:
+        lines = [f"- The app models ({', '.join(f'`{a}`' for a in apps)}) answer `none` when "
+                 "the frame holds no digit (`edgeport.mobile_demo.preprocess.DIGIT_RULE`, in "
+                 "the graph): blank paper, gradients, shadows, specks, ruled lines, a finger at "
+                 f"the edge. The gate requires `none` on at least {APP_NONE_RATE:.0%} of "
+                 f"{APP_EMPTY_FRAMES:,} generated empty frames. The plain files have no `none` "
+                 f"class: {plain}; run `find_digit` first (edgeport-demo does) or use an app "
+                 "model."]
+    else:
+        lines = [f"- There is no \"no digit\" / \"unknown\" class: {plain}. An app must decide "
+                 "itself when there is nothing to classify (e.g. too little ink in the frame)."]
     if empty_frame:
         lines.append("- Measured on an empty input (a blank plain input / a white picture): "
                      + "; ".join(f"`{f}` answers `{lab}` ({p:.0%})"
@@ -273,11 +288,14 @@ def _thresholds_used(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, A
     LiteRT and MediaPipe by ``APP_THRESHOLDS``, as verify judges them) and the ``max |Δp|``
     bound the row was gated by (calibrated for float16), not the table's floor."""
     from .integrity import _row_table
+    from .thresholds import NO_DIGIT
 
     app_files = {str(a.get("file")) for a in manifest.get("artifacts", [])
                  if a.get("family") == "app"}
     used: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:
+        if str(r.get("runtime") or "").endswith(NO_DIGIT):  # gated on the `none` rate
+            continue
         own = _row_table(r, app_files, table)
         label = f"app {r['precision']}" if own is not table else str(r["precision"])
         line = used.setdefault((label, str(r.get("bound_source") or "")),
@@ -309,6 +327,7 @@ def _measure(root: Path, manifest: Mapping[str, Any]
     empty: dict[str, tuple[str, float]] = {}
     for entry in manifest.get("artifacts", []):
         name = str(entry.get("file"))
+        names = [str(n) for n in entry.get("labels") or labels]
         try:
             model, x, blank = batch1_inputs(root, entry)
             latency[name] = float(batch1_latency([lambda m=model, x=x: m.predict(x)],
@@ -318,5 +337,5 @@ def _measure(root: Path, manifest: Mapping[str, Any]
             # measuring is a courtesy: the gate has already judged the file
             continue
         k = int(p.argmax())
-        empty[name] = (labels[k] if k < len(labels) else str(k), float(p[k]))
+        empty[name] = (names[k] if k < len(names) else str(k), float(p[k]))
     return latency, empty

@@ -36,8 +36,11 @@ from edgeport.errors import EdgeportError
 from .formats import Precision
 
 __all__ = [
+    "APP_EMPTY_FRAMES",
+    "APP_NONE_RATE",
     "APP_THRESHOLDS",
     "FLOAT16_CALIBRATION_K",
+    "NO_DIGIT",
     "THRESHOLDS",
     "Thresholds",
     "ThresholdsError",
@@ -45,6 +48,7 @@ __all__ = [
     "calibrated_bound",
     "load_thresholds",
     "markdown_thresholds",
+    "none_failures",
     "readme_with_thresholds",
 ]
 
@@ -241,6 +245,24 @@ APP_THRESHOLDS: Thresholds = MappingProxyType(
         ),
     }
 )
+
+
+# The `none` answer of digit app models (mobile_demo.preprocess.DIGIT_RULE in the graph): the
+# parity gate's "(no digit)" rows feed each app file APP_EMPTY_FRAMES generated frames of paper
+# with no digit (export/frames.py: blank, gradients, texture, specks, shadows, ruled lines, a
+# finger at the edge, vignettes) and require `none` on at least APP_NONE_RATE of them.
+# Seen: 100 % (softmax and cnn, float and int8, LiteRT and MediaPipe) on 1,000 frames.
+APP_NONE_RATE = 0.95
+APP_EMPTY_FRAMES = 1000
+NO_DIGIT = " (no digit)"  # the runtime suffix of those rows: "litert (no digit)"
+
+
+def none_failures(rate: float, n: int) -> list[str]:
+    """The ``(no digit)`` rows' gate: ``none`` on at least :data:`APP_NONE_RATE` of the frames."""
+    if rate >= APP_NONE_RATE:
+        return []
+    return [f"`none` on {rate:.2%} of {n} empty frames < {APP_NONE_RATE:.0%} "
+            "(a camera app would show a digit on empty paper)"]
 
 
 # --- calibrated bounds --------------------------------------------------------------------

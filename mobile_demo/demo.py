@@ -27,7 +27,13 @@ import numpy as np
 from edgeport.errors import DatasetError, InputShapeError, LimitError, ModelFileError
 from edgeport.fileio import read_labels
 
-from .preprocess import IMAGE_SUFFIXES, prepare_input
+from .preprocess import (
+    IMAGE_SUFFIXES,
+    answers_none,
+    labels_with_none,
+    prepare_digits,
+    with_none,
+)
 from .runtime import Model, load_model
 from .timing import latency_ms, time_calls
 
@@ -233,17 +239,23 @@ def _predict_batch(
     progress: Progress | None,
     done: int,
     total: int,
+    names: Sequence[str],
 ) -> np.ndarray:
-    x = prepare_input(items, model.input_desc, preprocess=preprocess)
+    x, found = prepare_digits(items, model.input_desc, preprocess=preprocess)
     probs = probabilities(model.predict(x))
+    if answers_none(model.input_desc, preprocess=preprocess):
+        # A frame with no digit is answered `none`, as the app models answer it.
+        probs = with_none(probs, found, names)
     if progress is not None:
         progress(done + len(items), total)
     return probs
 
 
 def _all_probabilities(
-    model: Model, items: Sequence[Any], *, preprocess: bool, progress: Progress | None
+    model: Model, items: Sequence[Any], *, preprocess: bool, progress: Progress | None,
+    names: Sequence[str],
 ) -> np.ndarray:
+    """Every picture's answers; a digit model's gain a ``none`` column (see ``_answer_names``)."""
     parts = [
         _predict_batch(
             model,
@@ -252,12 +264,20 @@ def _all_probabilities(
             progress=progress,
             done=i,
             total=len(items),
+            names=names,
         )
         for i in range(0, len(items), _CHUNK)
     ]
     if not parts:
-        return np.zeros((0, max(_num_classes(model), 0)), dtype=np.float32)
+        return np.zeros((0, len(_answer_names(model, names, preprocess))), dtype=np.float32)
     return np.concatenate(parts)
+
+
+def _answer_names(model: Model, names: Sequence[str], preprocess: bool) -> list[str]:
+    """The class names of the answers: a digit model's labels and ``none`` (no digit found)."""
+    if answers_none(model.input_desc, preprocess=preprocess):
+        return labels_with_none(names)
+    return list(names)
 
 
 def classify(
@@ -284,12 +304,15 @@ def classify(
         One :class:`Prediction` per picture, in order.
 
     Raises:
-        ImageError: a picture is missing, unreadable or holds no ink.
+        ImageError: a picture is missing or unreadable (a digit model answers ``none``
+            to a picture that holds no digit).
     """
     if top_k < 1:
         raise ValueError(f"top_k={top_k}; expected a positive integer")
-    names = list(labels) if labels is not None else resolve_labels(model)
-    probs = _all_probabilities(model, images, preprocess=preprocess, progress=progress)
+    given = list(labels) if labels is not None else resolve_labels(model)
+    probs = _all_probabilities(model, images, preprocess=preprocess, progress=progress,
+                               names=given)
+    names = _answer_names(model, given, preprocess)
     if probs.shape[1] != len(names):
         raise ModelFileError(
             f"{model.path}: {probs.shape[1]} outputs but {len(names)} class names; "
@@ -351,12 +374,13 @@ def evaluate(
 
     Raises:
         DatasetError: the folder is missing or empty, or a label is not one of the model's.
-        ImageError: a picture is unreadable or holds no ink.
+        ImageError: a picture is unreadable.
     """
     root = Path(directory)
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder; expected a folder of labelled pictures")
-    names = list(labels) if labels is not None else resolve_labels(model)
+    given = list(labels) if labels is not None else resolve_labels(model)
+    names = _answer_names(model, given, preprocess)
     files = find_images([root])
     index = {name: i for i, name in enumerate(names)}
     truth = []
@@ -369,7 +393,8 @@ def evaluate(
                 "rename the folder or file"
             )
         truth.append(index[lab])
-    probs = _all_probabilities(model, files, preprocess=preprocess, progress=progress)
+    probs = _all_probabilities(model, files, preprocess=preprocess, progress=progress,
+                               names=given)
     pred = probs.argmax(axis=1)
     k = len(names)
     cm = np.zeros((k, k), dtype=np.int64)

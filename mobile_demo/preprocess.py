@@ -9,6 +9,14 @@ MNIST digits are light strokes on black, cropped to their ink, scaled so the
 longer side is 20 px and pasted in a 28x28 frame with the centre of mass in
 the middle. :func:`preprocess_digit` puts a photo or drawing through the same
 steps, so the model sees what it was trained on. Only numpy and Pillow.
+
+Most camera frames hold no digit. :func:`find_digit` decides whether one does,
+with :data:`DIGIT_RULE`, the one rule that edgeport-demo, the app models' graph
+(``export/app.py`` imports these constants) and the phone page share: on a grid
+of twice the model's side, the paper's own light is divided out (a grey closing
+wider than any stroke estimates it), so gradients, shadows and vignettes vanish;
+what is left must be ink of a plausible digit: enough of it, tall enough, dense
+enough, and clear of the picture's edge. A frame that fails is answered ``none``.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import math
 import os
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +37,20 @@ from edgeport.fileio import check_input_file
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "DIGIT_RULE",
     "IMAGE_SUFFIXES",
+    "NONE_LABEL",
+    "DigitCheck",
+    "DigitRule",
+    "answers_none",
+    "find_digit",
+    "labels_with_none",
     "load_image",
+    "prepare_digits",
     "prepare_input",
     "preprocess_digit",
     "preprocess_resize",
+    "with_none",
 ]
 
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: above any phone photo, far below a decompression bomb
@@ -46,6 +64,173 @@ _WORK_SCALE = 4  # strokes are measured and thickened at 4x the final size
 _MIN_STROKE = 6.0  # px at 4x: MNIST strokes are 2-3 px wide in the 20-px box
 _MAX_SIDE = 1024  # larger photos are shrunk first: a digit needs no more detail
 _MASS_TRIM = 0.002  # the crop ignores stray specks that hold 0.2% of the ink on each side
+
+
+NONE_LABEL = "none"  # the answer of a digit model to a frame that holds no digit
+
+
+@dataclass(frozen=True)
+class DigitRule:
+    """When a picture holds a digit: the thresholds of :func:`find_digit` (and the graph's).
+
+    Measured on generated frames (``export/frames.py``: blank paper in varied light,
+    gradients, textures, specks, soft shadows, ruled lines, a finger at the edge) and
+    on MNIST test digits photographed the same ways; each bound sits outside what
+    digits show, with a margin (docs/contracts.md has the figures).
+    """
+
+    grid: int = 2  # the picture is judged on a grid of grid x the model's side (56 for MNIST)
+    window: float = 11 / 56  # closing width / grid side: wider than any stroke (11 px of 56)
+    ink: float = 0.3  # a pixel is ink when 30 % darker than the paper's light around it
+    min_area: float = 0.004  # ink covers at least 0.4 % of the picture (a speck covers less)
+    max_area: float = 0.35  # ... and at most 35 % (digits: 21 % at most)
+    min_height: float = 0.2  # the ink spans at least 20 % of the picture's height
+    min_density: float = 0.1  # ink / its bounding box (scattered specks: 2-5 %; digits >= 12 %)
+    band: float = 1 / 16  # the picture's edge: its outer 1/16 on each side
+    max_edge: float = 0.1  # at most 10 % of the ink lies on the edge (lines, fingers, shadows)
+
+    def grid_side(self, size: int) -> int:
+        return self.grid * size
+
+    def window_px(self, size: int) -> int:
+        """The closing's odd width in grid pixels (11 for MNIST)."""
+        return max(3, round(self.window * self.grid_side(size)) | 1)
+
+    def band_px(self, size: int) -> int:
+        return max(1, int(self.band * self.grid_side(size)))
+
+
+DIGIT_RULE = DigitRule()
+
+
+@dataclass(frozen=True)
+class DigitCheck:
+    """Whether a picture holds a digit, and the measures that decided it.
+
+    Attributes:
+        found: a digit is there (the model's answer counts); otherwise the answer is ``none``.
+        reason: why not ("" when found), in words a user understands.
+        area: the ink's share of the picture.
+        height: the ink's height over the picture's.
+        density: the ink's share of its bounding box.
+        edge: the ink's share lying on the picture's edge.
+    """
+
+    found: bool
+    reason: str
+    area: float
+    height: float
+    density: float
+    edge: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _box_filter(a: np.ndarray, k: int, reduce: Any, pad: float) -> np.ndarray:
+    """A k x k max or min filter (``reduce`` = np.max / np.min), padded with ``pad``."""
+    r = k // 2
+    padded = np.pad(a, r, constant_values=pad)
+    rows = reduce([padded[i : i + a.shape[0], :] for i in range(k)], axis=0)
+    return reduce([rows[:, j : j + a.shape[1]] for j in range(k)], axis=0)
+
+
+def ink_map(gray: np.ndarray, size: int = 28, rule: DigitRule = DIGIT_RULE) -> np.ndarray:
+    """Ink strength on the rule's grid, the paper's light divided out.
+
+    Args:
+        gray: grayscale ``[H, W]`` in [0, 1].
+        size: the model's side (the grid is ``rule.grid * size``).
+
+    Returns:
+        float64 ``[G, G]``: 0 on paper, 1 - (pixel / local paper level) on ink.
+    """
+    g = rule.grid_side(size)
+    if gray.shape != (g, g):
+        gray = _resize(gray, g, g)
+    gray = np.clip(gray, 0.0, 1.0)
+    paper = float(np.median(_border(gray)))
+    lo, hi = float(gray.min()), float(gray.max())
+    # Dark ink on light paper; a light digit on a dark board is turned over first.
+    v = gray if paper >= (lo + hi) / 2 else 1.0 - gray
+    k = rule.window_px(size)
+    light = _box_filter(_box_filter(v, k, np.max, 0.0), k, np.min, 1.0)  # closing
+    return np.clip(1.0 - v / np.maximum(light, 1e-3), 0.0, 1.0)
+
+
+def check_ink(ink: np.ndarray, rule: DigitRule = DIGIT_RULE) -> DigitCheck:
+    """Apply the rule's bounds to an :func:`ink_map`."""
+    g = ink.shape[0]
+    mask = ink > rule.ink
+    count = int(mask.sum())
+    if count == 0:
+        return DigitCheck(False, "blank: no ink darker than the paper around it",
+                          0.0, 0.0, 0.0, 0.0)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    height = (rows[-1] - rows[0] + 1) / g
+    width = (cols[-1] - cols[0] + 1) / g
+    area = count / mask.size
+    b = max(1, int(rule.band * g))
+    edge = 1.0 - int(mask[b:-b, b:-b].sum()) / count
+    density = area / (height * width)
+    reason = ""
+    if area < rule.min_area:
+        reason = f"a speck, not a digit (ink on {area:.2%} of the picture, a digit needs "
+        reason += f"{rule.min_area:.1%})"
+    elif area > rule.max_area:
+        reason = f"too much ink to be one digit ({area:.0%} of the picture)"
+    elif edge > rule.max_edge:
+        reason = f"marks on the picture's edge ({edge:.0%} of the ink): lines, a finger or a shadow"
+    elif height < rule.min_height:
+        reason = f"ink {height:.0%} of the picture's height, a digit spans {rule.min_height:.0%}"
+    elif density < rule.min_density:
+        reason = f"scattered marks, not one digit ({density:.0%} of their box is ink)"
+    return DigitCheck(not reason, reason, float(area), float(height), float(density), float(edge))
+
+
+def find_digit(img: Any, *, size: int = 28, rule: DigitRule = DIGIT_RULE) -> DigitCheck:
+    """Decide whether a picture holds a digit (the app models decide the same in their graph).
+
+    Args:
+        img: a PIL image (any mode), or a numpy array ``[H, W]`` / ``[H, W, C]``.
+        size: the model's side (28 for MNIST).
+        rule: the thresholds (default :data:`DIGIT_RULE`).
+
+    Returns:
+        A :class:`DigitCheck`; ``found`` False means the answer is :data:`NONE_LABEL`.
+    """
+    gray = _gray(_as_image(img))
+    if gray.size == 0:
+        return DigitCheck(False, "the picture has no pixels", 0.0, 0.0, 0.0, 0.0)
+    return check_ink(ink_map(gray, size, rule), rule)
+
+
+def labels_with_none(labels: Sequence[str]) -> list[str]:
+    """A digit model's class names with ``none`` after them (unless it has a ``none`` class)."""
+    names = [str(label) for label in labels]
+    return names if NONE_LABEL in names else [*names, NONE_LABEL]
+
+
+def with_none(probs: np.ndarray, found: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    """The answers with ``none`` where no digit was found, as the app models' graph gives them.
+
+    Args:
+        probs: the model's probabilities ``[N, K]``.
+        found: bool ``[N]``, :attr:`DigitCheck.found` per picture.
+        labels: the model's K class names.
+
+    Returns:
+        float32 ``[N, K']`` over :func:`labels_with_none`: a found digit keeps its
+        probabilities (``none`` 0), a frame with no digit gets ``none`` 1 and 0 elsewhere.
+    """
+    probs = np.asarray(probs, np.float32)
+    keep = np.asarray(found, bool)[:, None].astype(np.float32)
+    names = [str(label) for label in labels]
+    if NONE_LABEL in names:
+        onehot = np.zeros((1, probs.shape[1]), np.float32)
+        onehot[0, names.index(NONE_LABEL)] = 1.0
+        return probs * keep + onehot * (1.0 - keep)
+    return np.concatenate([probs * keep, 1.0 - keep], axis=1)
 
 
 def _one_line(e: BaseException) -> str:
@@ -355,6 +540,12 @@ def _input_geometry(desc: dict[str, Any]) -> tuple[str, int, int, int, str]:
     return layout, h, w, c, mode
 
 
+def answers_none(input_desc: dict[str, Any], *, preprocess: bool = True) -> bool:
+    """Whether a model's answers include ``none``: a digit model (preprocess ``mnist``)
+    fed through the digit pipeline; :func:`prepare_digits` then says which pictures hold one."""
+    return preprocess and _input_geometry(input_desc)[4] == "mnist"
+
+
 def prepare_input(
     paths_or_images: Iterable[Any] | str | os.PathLike[str],
     input_desc: dict[str, Any],
@@ -375,19 +566,62 @@ def prepare_input(
         float32 ``[N, H*W*C]`` (layout ``flat``) or ``[N, H, W, C]`` (``nhwc``) in [0, 1].
 
     Raises:
-        ImageError: a picture is unreadable or, for digits, holds no ink.
+        ImageError: a picture is unreadable or, for digits, holds no digit
+            (:func:`find_digit`; :func:`prepare_digits` answers ``none`` instead).
         ModelFileError: ``input_desc`` is not a valid input description.
     """
-    layout, h, w, c, mode = _input_geometry(input_desc)
-    items: Sequence[Any]
+    items = _items(paths_or_images)
+    x, reasons = _prepare(items, input_desc, preprocess=preprocess)
+    for item, reason in zip(items, reasons, strict=True):
+        if reason:
+            where = f"{item}: " if isinstance(item, (str, os.PathLike)) else ""
+            raise ImageError(f"{where}no digit found ({reason}); expected one dark digit on "
+                             "light paper or a light digit on dark")
+    return x
+
+
+def _items(paths_or_images: Iterable[Any] | str | os.PathLike[str]) -> Sequence[Any]:
     if isinstance(paths_or_images, (str, os.PathLike)):
-        items = [paths_or_images]
-    else:
-        items = list(paths_or_images)
+        return [paths_or_images]
+    return paths_or_images if isinstance(paths_or_images, list) else list(paths_or_images)
+
+
+def prepare_digits(
+    paths_or_images: Iterable[Any] | str | os.PathLike[str],
+    input_desc: dict[str, Any],
+    *,
+    preprocess: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`prepare_input`, with pictures that hold no digit answered instead of refused.
+
+    Returns:
+        ``(x, found)``: the batch as :func:`prepare_input` returns it (zeros where no digit
+        was found) and bool ``[N]``, :func:`find_digit` per picture (all true for models
+        that are not digit models or without ``preprocess``). Feed the model's answers and
+        ``found`` to :func:`with_none`.
+
+    Raises:
+        ImageError: a picture is unreadable.
+        ModelFileError: ``input_desc`` is not a valid input description.
+    """
+    x, reasons = _prepare(_items(paths_or_images), input_desc, preprocess=preprocess)
+    return x, np.array([not reason for reason in reasons], dtype=bool)
+
+
+def _prepare(
+    items: Sequence[Any], input_desc: dict[str, Any], *, preprocess: bool
+) -> tuple[np.ndarray, list[str]]:
+    """The batch (zeros where no digit was found) and, per picture, why no digit ("" if one)."""
+    layout, h, w, c, mode = _input_geometry(input_desc)
     batch = np.zeros((len(items), h, w, c), dtype=np.float32)
+    reasons = [""] * len(items)
     for i, item in enumerate(items):
         img = load_image(item) if isinstance(item, (str, os.PathLike)) else item
         if preprocess and mode == "mnist":
+            check = find_digit(img, size=max(h, w))
+            if not check.found:
+                reasons[i] = check.reason
+                continue
             try:
                 digit = preprocess_digit(img, size=max(h, w))
             except ImageError as e:  # name the picture: a folder may hold thousands
@@ -400,5 +634,5 @@ def prepare_input(
         else:
             batch[i] = preprocess_resize(img, height=h, width=w, channels=c)
     if layout == "flat":
-        return batch.reshape(len(items), h * w * c)
-    return batch
+        return batch.reshape(len(items), h * w * c), reasons
+    return batch, reasons

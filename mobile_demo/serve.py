@@ -87,6 +87,7 @@ _VENDOR = {
 # server points the import at the served copy (the only rewrite it makes).
 _BARE_IMPORT = ('"@litertjs/wasm-utils"', '"/vendor/litertjs/wasm-utils/index.js"')
 _LITERT_INDEX = ("@litertjs", "core", "dist", "index.js")
+_FAVICON = "/favicon.svg"  # /favicon.ico redirects here
 _QUIET = (OSError, ssl.SSLError, TimeoutError)  # client gone, reset, timed out, bad TLS
 
 
@@ -301,6 +302,12 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     def _send_head(self) -> io.BufferedIOBase | None:
+        if urlsplit(self.path).path == "/favicon.ico":  # browsers ask for it unprompted
+            self.send_response(HTTPStatus.MOVED_PERMANENTLY)
+            self.send_header("Location", _FAVICON)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
         target = self._target()
         try:
             if target is None:
@@ -338,7 +345,8 @@ class _Handler(BaseHTTPRequestHandler):
         types = {".wasm": "application/wasm", ".mjs": "text/javascript",
                  ".js": "text/javascript", ".tflite": "application/octet-stream",
                  ".onnx": "application/octet-stream", ".webmanifest": "application/manifest+json",
-                 ".json": "application/json", ".txt": "text/plain; charset=utf-8"}
+                 ".json": "application/json", ".txt": "text/plain; charset=utf-8",
+                 ".svg": "image/svg+xml"}
         return types.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 

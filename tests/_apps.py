@@ -48,14 +48,19 @@ def photo_agreement(export_dir: Path, photos: Sequence[np.ndarray],
     from edgeport.export.app import APP_KINDS
     from edgeport.export.app_checks import classify_mediapipe
     from edgeport.mobile_demo import load_model
-    from edgeport.mobile_demo.preprocess import prepare_input
+    from edgeport.mobile_demo.preprocess import answers_none, prepare_digits, with_none
 
-    names = json.loads((export_dir / "manifest.json").read_text())["labels"]
+    manifest = json.loads((export_dir / "manifest.json").read_text())
     plain = load_model(export_dir / "model_float32.tflite")
-    demo = plain.predict(prepare_input(list(photos), plain.input_desc))["probabilities"]
+    x, found = prepare_digits(list(photos), plain.input_desc)
+    demo = plain.predict(x)["probabilities"]
+    if answers_none(plain.input_desc):  # edgeport-demo answers `none` where the app does
+        demo = with_none(demo, found, manifest["labels"])
     demo_top = demo.argmax(1)
     rows = []
     for kind in APP_KINDS:
+        names = next(e for e in manifest["artifacts"] if e["file"] == kind.file).get(
+            "labels", manifest["labels"])
         top = classify_mediapipe(export_dir / kind.file, photos, names).argmax(1)
         rows.append(PhotoAgreement(
             file=kind.file,

@@ -45,23 +45,10 @@ def _classify(path: Path, pictures: np.ndarray, labels: list[str]) -> np.ndarray
 
 
 def _paper_digits(x: np.ndarray, n: int, size: int, seed: int = 0) -> np.ndarray:
-    """MNIST strokes as photos of paper: dark tinted ink, random size/offset/rotation/blur."""
-    rng = np.random.default_rng(seed)
-    out = np.empty((n, size, size, 3), np.uint8)
-    for i in range(n):
-        stroke = Image.fromarray((x[i].reshape(28, 28) * 255).astype(np.uint8))
-        side = int(rng.integers(size // 3, size - 4))
-        stroke = stroke.resize((side, side), Image.Resampling.BILINEAR)
-        stroke = stroke.rotate(float(rng.uniform(-15, 15)), resample=Image.Resampling.BILINEAR)
-        canvas = Image.new("L", (size, size), 0)
-        left, top = (int(v) for v in rng.integers(0, size - side + 1, size=2))
-        canvas.paste(stroke, (left, top))
-        canvas = canvas.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.0, 1.2))))
-        ink = np.asarray(canvas, np.float32)[:, :, None] / 255.0
-        paper = rng.uniform(200, 250, size=3) + rng.normal(0, 3, size=(size, size, 3))
-        pen = rng.uniform(10, 80, size=3)
-        out[i] = np.clip(paper * (1 - ink) + pen * ink, 0, 255).astype(np.uint8)
-    return out
+    """MNIST strokes as photos of evenly lit paper (the generator of export.frames)."""
+    from edgeport.export.frames import digit_photos
+
+    return digit_photos(x[:n], size, seed=seed, light=False)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +100,8 @@ def test_app_model_is_in_the_manifest_with_its_picture_input(manifest: dict, nam
     assert entry["inputs"][0]["shape"] == [1, s, s, 3]
     assert entry["inputs"][0]["dtype"] == ("uint8" if "int8" in name else "float32")
     assert [o["name"] for o in entry["outputs"]] == ["probabilities"]
-    assert entry["outputs"][0]["shape"] == [1, len(manifest["labels"])]
+    assert entry["labels"] == [*manifest["labels"], "none"]  # a digit model answers `none` too
+    assert entry["outputs"][0]["shape"] == [1, len(manifest["labels"]) + 1]
     assert not [op for op in entry["ops"] if op.startswith("Flex") or op == "CUSTOM"]
     plain = [e for e in manifest["artifacts"] if e.get("family") == "plain"]
     assert [e["file"] for e in plain][-1] == "model.ort" and len(plain) == 6
@@ -125,7 +113,7 @@ def test_standard_metadata_and_packed_labels(app_export: Path, name: str) -> Non
     manifest = json.loads((export_dir / "manifest.json").read_text())
     task = read_task_metadata(export_dir / name)
     assert task is not None
-    assert task.labels == tuple(manifest["labels"])
+    assert task.labels == (*manifest["labels"], "none")
     assert (task.mean, task.std, task.color_space) == ((0.0,), (1.0,), "RGB")
     assert task.name and task.version and task.author == "edgeport"
     assert read_edgeport_metadata(export_dir / name)["input"]["channels"] == 3
@@ -141,8 +129,9 @@ def test_mediapipe_loads_and_matches_litert(app_export: Path, name: str) -> None
     with np.load(export_dir / "golden.npz") as golden:
         pictures = golden[GOLDEN_PICTURES]
         expected = golden[f"{name.removesuffix('.tflite')}__probabilities"]
-    got = _classify(export_dir / name, pictures, manifest["labels"])
+    got = _classify(export_dir / name, pictures, [*manifest["labels"], "none"])
     lite = predict_app((export_dir / name).read_bytes(), pictures)
+    assert (lite.argmax(1)[-2:] == 10).all()  # the golden empty frames: `none`
     np.testing.assert_allclose(lite, expected, atol=1e-6)  # same file, same machine
     # MediaPipe returns the same scores (float32 passed through its tensor converter). Its
     # kernels may sum the float preprocessing in another order, so an int8 activation on a
@@ -161,6 +150,41 @@ def test_digits_on_paper_agree_with_edgeport_demo(app_export: Path, mnist) -> No
     assert len(rows) == 2 and all(r.passed for r in rows), rows
 
 
+def test_mediapipe_answers_none_on_empty_frames_and_not_on_digits(app_export: Path,
+                                                                   mnist) -> None:
+    """Issue 20's bar, with MediaPipe's ImageClassifier (default options) on every app model of
+    the softmax and the cnn: `none` on >= 95 % of generated frames with no digit (every kind,
+    at a camera's size: MediaPipe fits them to S x S), on <= 2 % of digit photos, and the
+    photos' accuracy within 1 point of edgeport-demo's answers without the rule."""
+    from edgeport.export.app_checks import classify_mediapipe
+    from edgeport.export.frames import EMPTY_KINDS, digit_photos, empty_frames
+    from edgeport.mobile_demo import load_model
+    from edgeport.mobile_demo.preprocess import find_digit, preprocess_digit
+
+    manifest = json.loads((app_export / "manifest.json").read_text())
+    frames, kinds = empty_frames(8 * 20, 240, seed=3)
+    n = 200
+    photos = digit_photos(mnist.x_test[:n].astype(np.float32) / 255.0, app_size(
+        manifest["input"]), seed=4, light=False)
+    y = mnist.y_test[:n]
+    plain = load_model(app_export / "model_float32.tflite")
+    x = np.stack([preprocess_digit(p) for p in photos])[:, :, :, None]  # no rule
+    if plain.input_desc["layout"] == "flat":
+        x = x.reshape(n, -1)
+    before = plain.predict(x)["probabilities"].argmax(1)
+    assert np.mean([find_digit(f).found for f in frames]) <= 0.05  # numpy: the same rule
+    for kind in APP_KINDS:
+        names = next(e for e in manifest["artifacts"] if e["file"] == kind.file)["labels"]
+        none = names.index("none")
+        top = classify_mediapipe(app_export / kind.file, frames, names).argmax(1)
+        rates = {k: float(np.mean(top[[i for i, kk in enumerate(kinds) if kk == k]] == none))
+                 for k in EMPTY_KINDS}
+        assert np.mean(top == none) >= 0.95 and min(rates.values()) >= 0.8, (kind.file, rates)
+        top = classify_mediapipe(app_export / kind.file, photos, names).argmax(1)
+        assert np.mean(top == none) <= 0.02, kind.file
+        assert np.mean(top == y) >= np.mean(before == y) - 0.01, kind.file
+
+
 def test_device_side_reads_labels_and_normalization(export_dir: Path, tmp_path: Path) -> None:
     """An app model copied alone (no labels.txt, no manifest) still has labels and runs."""
     from edgeport.mobile_demo import load_model
@@ -171,7 +195,7 @@ def test_device_side_reads_labels_and_normalization(export_dir: Path, tmp_path: 
     for name in APP_FILES:
         shutil.copy(export_dir / name, tmp_path / name)
         model = load_model(tmp_path / name)
-        assert model.labels == [str(k) for k in range(10)]
+        assert model.labels == [*(str(k) for k in range(10)), "none"]
         # predict() takes pixels in [0, 1]; TFLITE_METADATA says how to feed them.
         got = model.predict(pictures.astype(np.float32) / 255.0)["probabilities"]
         np.testing.assert_allclose(got, expected[name], atol=1e-6)
@@ -235,8 +259,8 @@ def test_task_library_loads_app_models_in_legacy_venv(app_export: Path,
     for line, top in zip(run.stdout.splitlines(), tops, strict=True):
         got = json.loads(line)
         assert got["norm"] == {"mean": [0.0], "std": [1.0]}
-        assert got["labels"] == [str(k) for k in range(10)]
-        assert got["top"] == [str(k) for k in top]
+        assert got["labels"] == [*(str(k) for k in range(10)), "none"]
+        assert got["top"] == [got["labels"][k] for k in top]
 
 
 def _rewrite_labels(src: Path, dst: Path, labels: list[str]) -> None:
@@ -258,13 +282,16 @@ def test_gate_fails_an_app_model_with_shuffled_labels(app_run: Path, tmp_path: P
     entry = next(e for e in manifest["artifacts"] if e["file"] == APP_FILES[0])
     broken = tmp_path / "export"
     broken.mkdir()
-    _rewrite_labels(export_dir / entry["file"], broken / entry["file"], list("1032547698"))
+    _rewrite_labels(export_dir / entry["file"], broken / entry["file"],
+                    [*"1032547698", "none"])
     x, labels = load_split(info, "test")
     data = (broken / entry["file"]).read_bytes()
     entry = {**entry, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    rows = check_app_parity(info, broken, [entry], x=x[:300], labels=labels[:300])
+    rows = check_app_parity(info, broken, [entry], x=x[:300], labels=labels[:300],
+                            empty_frames=50)
     by_runtime = {r.runtime: r for r in rows}
     assert by_runtime["litert"].passed  # the graph itself is fine
+    assert by_runtime["mediapipe (no digit)"].passed  # `none` kept its place
     assert not by_runtime["mediapipe"].passed
     assert "agreement" in by_runtime["mediapipe"].failures[0]
 
@@ -292,7 +319,7 @@ def test_gate_fails_an_app_model_with_the_wrong_normalization(app_run: Path,
     src = export_dir / entry["file"]
     with zipfile.ZipFile(src) as archive:  # the flatbuffer without its packed labels
         start = min(i.header_offset for i in archive.infolist())
-    data = add_task_metadata(src.read_bytes()[:start], name="broken", labels=manifest["labels"],
+    data = add_task_metadata(src.read_bytes()[:start], name="broken", labels=entry["labels"],
                              uint8_input=False, mean=0.0, std=255.0)
     broken = tmp_path / "export"
     broken.mkdir()
@@ -300,7 +327,8 @@ def test_gate_fails_an_app_model_with_the_wrong_normalization(app_run: Path,
     assert read_task_metadata(broken / entry["file"]).std == (255.0,)
     entry = {**entry, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     x, labels = load_split(info, "test")
-    rows = check_app_parity(info, broken, [entry], x=x[:300], labels=labels[:300])
+    rows = check_app_parity(info, broken, [entry], x=x[:300], labels=labels[:300],
+                            empty_frames=50)
     by_runtime = {r.runtime: r for r in rows}
     assert not by_runtime["mediapipe"].passed
     assert any("agreement" in f or "accuracy" in f for f in by_runtime["mediapipe"].failures)
@@ -314,7 +342,8 @@ def test_cnn_run_writes_and_gates_the_app_models(cnn_run: Path) -> None:
     assert {*APP_FILES, "model.ort", "required_operators.config"} <= written
     parity = json.loads((export / "parity.json").read_text())
     rows = [(r["artifact"], r["runtime"]) for r in parity["results"] if r["artifact"] in APP_FILES]
-    assert sorted(rows) == sorted((f, rt) for f in APP_FILES for rt in ("litert", "mediapipe"))
+    runtimes = ("litert", "mediapipe", "litert (no digit)", "mediapipe (no digit)")
+    assert sorted(rows) == sorted((f, rt) for f in APP_FILES for rt in runtimes)
     assert parity["passed"] and all(r["passed"] for r in parity["results"])
     assert "CONV_2D" in list_ops(export / APP_FILES[1])  # the int8 file holds the cnn itself
 

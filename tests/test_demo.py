@@ -230,12 +230,9 @@ def test_bad_inputs_give_one_line_and_exit_2(
     text.write_text("not a picture")
     fake = tmp_path / "fake.tflite"
     fake.write_text("not a model either")
-    blank = tmp_path / "blank.png"
-    Image.new("L", (30, 30), 255).save(blank)
     cases = [
         ([model, tmp_path / "missing.png"], "image not found"),
         ([model, text], "not a picture"),
-        ([model, blank], "no ink"),
         ([fake, digits[0]], "fake.tflite"),
         ([tmp_path / "missing.tflite", digits[0]], "model file not found"),
         ([model, "--eval", tmp_path / "no_dir"], "not a folder"),
@@ -246,16 +243,35 @@ def test_bad_inputs_give_one_line_and_exit_2(
         assert out == ""
 
 
-def test_a_blank_picture_in_a_batch_names_itself_and_spares_the_others(
+def test_a_broken_picture_in_a_batch_names_itself_and_spares_the_others(
     export_dir: Path, digits: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    blank = tmp_path / "blank.png"
-    Image.new("L", (30, 30), 255).save(blank)
-    code, out, err = _run([export_dir / "model_int8.tflite", digits[0], blank, digits[1]],
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    code, out, err = _run([export_dir / "model_int8.tflite", digits[0], broken, digits[1]],
                           capsys)
-    _assert_one_line_error(code, err, "blank.png", "no ink")
+    _assert_one_line_error(code, err, "broken.png")
     answered = [line.split(":")[0] for line in out.splitlines()]
     assert answered == [str(digits[0]), str(digits[1])]  # both real pictures, in order
+
+
+def test_paper_with_no_digit_is_answered_none(
+    export_dir: Path, digits: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Blank paper and a lighting gradient are answers (`none`), not errors; digits keep theirs."""
+    from edgeport.export.frames import empty_frames
+
+    frames, kinds = empty_frames(2, 200, seed=0)
+    paths = []
+    for frame, kind in zip(frames, kinds, strict=True):
+        paths.append(tmp_path / f"{kind}.png")
+        Image.fromarray(frame).save(paths[-1])
+    code, out, err = _run([export_dir / "model_int8.tflite", *paths, digits[0], "--json"], capsys)
+    assert code == 0 and err == ""
+    preds = json.loads(out)["predictions"]
+    assert [p["label"] for p in preds[:2]] == ["none", "none"]
+    assert [p["probability"] for p in preds[:2]] == [1.0, 1.0]
+    assert preds[2]["label"] != "none" and preds[2]["top_k"][0]["label"] == preds[2]["label"]
 
 
 def test_usage_errors_exit_2(export_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

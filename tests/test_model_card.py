@@ -43,7 +43,9 @@ def test_card_after_edgeport_run_is_listed_filled_and_verified(cnn_run, tmp_path
     for a in manifest["artifacts"]:  # each file with its figures and a latency
         row = next(line for line in text.splitlines() if line.startswith(f"| {a['file']} |"))
         assert "%" in row and " ms |" in row and row.endswith("| PASS |")
-    assert "model_app_int8.tflite` answers" in text  # what an empty frame gets
+    # What an empty frame gets: the app models answer `none` (the rule in their graph).
+    assert "`model_app_int8.tflite` answers `none` (100%)" in text
+    assert "answer `none` when the frame holds no digit" in text
     parity = json.loads((export / "parity.json").read_text())
     assert parity["manifest_sha256"] == file_sha256(export / "manifest.json")
     assert verify_export(export).passed

@@ -75,7 +75,7 @@ def test_wheel_installs_only_the_edgeport_package(wheel: Path) -> None:
     for sub in ("train", "export", "mobile_demo"):
         assert f"edgeport/{sub}/__init__.py" in names
     assert "edgeport/mobile_demo/requirements-device.txt" in names  # package data
-    for page in ("index.html", "app.js", "worker.js", "style.css", "package.json"):
+    for page in ("index.html", "app.js", "worker.js", "style.css", "favicon.svg", "package.json"):
         assert f"edgeport/mobile_demo/web/{page}" in names  # the phone page (a data package)
     assert not [n for n in names if "node_modules" in n]
 

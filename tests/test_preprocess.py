@@ -303,3 +303,94 @@ def test_prepare_input_follows_the_description(tmp_path: Path) -> None:
         prepare_input(paths, {"layout": "flat"})
     with pytest.raises(ModelFileError, match="layout"):
         prepare_input(paths, {**_models.INPUT_DESC, "layout": "nchw"})
+
+
+# --- "no digit": find_digit (DIGIT_RULE), shared with the app graph and the page -----------
+
+def test_find_digit_says_none_to_empty_frames_and_finds_digits(mnist) -> None:
+    """The rule on generated frames of every kind (two sizes) and on real MNIST test digits
+    photographed on paper, evenly lit and lit by a gradient: issue 20's bars (>= 95 % of empty
+    frames `none`, <= 2 % of digit photos), held here with a margin on 240 frames and photos."""
+    from edgeport.export.frames import EMPTY_KINDS, digit_photos, empty_frames
+    from edgeport.mobile_demo.preprocess import find_digit
+
+    for size in (112, 320):
+        frames, kinds = empty_frames(8 * 15, size, seed=size)
+        found = np.array([find_digit(f).found for f in frames])
+        assert found.mean() <= 0.02, [k for k, f in zip(kinds, found, strict=True) if f]
+        assert set(kinds) == set(EMPTY_KINDS)
+    x = mnist.x_test[:120].astype(np.float32) / 255.0
+    for light in (False, True):
+        photos = digit_photos(x, 240, seed=int(light), light=light)
+        assert np.mean([not find_digit(p).found for p in photos]) <= 0.02
+
+
+def test_find_digit_says_why() -> None:
+    from edgeport.mobile_demo.preprocess import find_digit
+
+    paper = np.full((200, 200), 235, np.uint8)
+    assert find_digit(paper).reason.startswith("blank")
+    speck = paper.copy()
+    speck[100:103, 100:103] = 20
+    assert find_digit(speck).reason.startswith("a speck")
+    ruled = paper.copy()
+    for y in range(0, 200, 25):
+        ruled[y : y + 4, :] = 60
+    assert find_digit(ruled).reason.startswith("marks on the picture's edge")
+    digit = paper.copy()
+    digit[50:150, 95:108] = 30  # a "1": tall, dense, clear of the edge
+    check = find_digit(digit)
+    assert check.found and check.reason == "" and 0.45 < check.height < 0.55
+
+
+def test_with_none_appends_or_reuses_a_none_class() -> None:
+    from edgeport.mobile_demo.preprocess import labels_with_none, with_none
+
+    p = np.array([[0.7, 0.3], [0.6, 0.4]], np.float32)
+    found = np.array([True, False])
+    np.testing.assert_allclose(with_none(p, found, ["a", "b"]), [[0.7, 0.3, 0], [0, 0, 1]],
+                               atol=1e-7)
+    np.testing.assert_allclose(with_none(p, found, ["none", "b"]), [[0.7, 0.3], [1, 0]],
+                               atol=1e-7)
+    assert labels_with_none(["a", "b"]) == ["a", "b", "none"]
+    assert labels_with_none(["none", "b"]) == ["none", "b"]
+
+
+def test_page_preprocessing_agrees_with_numpy(mnist, tmp_path: Path) -> None:
+    """mobile_demo/web/preprocess.js (run in Node) against numpy on the same grayscale
+    pictures: findDigit gives find_digit's verdict and measures, preprocessDigit
+    preprocess_digit's 28 x 28 array, to 1e-6 (float32 output; the JS keeps Pillow's float32
+    resampling passes with Math.fround, its weights and Python's half-to-even rounding)."""
+    import json
+    import shutil
+    import subprocess
+
+    from edgeport.export.frames import digit_photos, empty_frames
+    from edgeport.mobile_demo.preprocess import find_digit, preprocess_digit
+
+    node = shutil.which("node")
+    assert node, "node is not installed; fix: apt-get install -y nodejs (or install Node.js 20)"
+    frames, _ = empty_frames(32, 112, seed=9)
+    photos = digit_photos(mnist.x_test[:32].astype(np.float32) / 255.0, 150, seed=9)
+    grays = [np.asarray(Image.fromarray(p).convert("L"), np.float64) / 255.0
+             for p in [*frames, *photos]]
+    (tmp_path / "in.json").write_text(json.dumps([[g.shape[1], g.shape[0], g.ravel().tolist()]
+                                                   for g in grays]))
+    script = Path(__file__).resolve().parents[1] / "mobile_demo" / "web" / "preprocess.js"
+    code = ("global.self = global; require(process.argv[1]);"
+            "const items = JSON.parse(require('fs').readFileSync(process.argv[2]));"
+            "console.log(JSON.stringify(items.map(([w, h, d]) => {"
+            " const g = Float64Array.from(d), check = self.findDigit(g, w, h);"
+            " return {...check, digit: check.found ? Array.from(self.preprocessDigit(g, w, h))"
+            " : null}; })));")
+    out = subprocess.run([node, "-e", code, str(script), str(tmp_path / "in.json")],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    for got, gray in zip(json.loads(out), grays, strict=True):
+        want = find_digit(gray)
+        assert got["found"] == want.found
+        for key in ("area", "height", "density", "edge"):
+            assert abs(got[key] - getattr(want, key)) < 1e-6, (key, got, want)
+        if want.found:
+            np.testing.assert_allclose(np.reshape(got["digit"], (28, 28)),
+                                       preprocess_digit(gray), atol=1e-6)
+    assert sum(r["digit"] is not None for r in json.loads(out)) >= 30

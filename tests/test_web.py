@@ -196,7 +196,7 @@ def test_uploaded_photo_is_classified_like_edgeport_demo(page, digit, web_run, l
     expected = json.loads(out.stdout)["predictions"][0]["label"]
     _select(page, "model.onnx")
     page.set_input_files("#photo", str(photo))
-    page.wait_for_function("document.body.dataset.state === 'done'")
+    page.wait_for_function("document.body.dataset.state === 'answered'")
     assert _top1(page) == expected == str(label)
 
 
@@ -389,7 +389,8 @@ def test_page_files_are_packaged():
     assert data["tool"]["setuptools"]["package-dir"]["edgeport.mobile_demo.web"] == (
         "mobile_demo/web")
     patterns = data["tool"]["setuptools"]["package-data"]["edgeport.mobile_demo.web"]
-    for name in ("index.html", "app.js", "worker.js", "sw.js", "style.css", "package-lock.json"):
+    for name in ("index.html", "app.js", "worker.js", "sw.js", "style.css", "favicon.svg",
+                 "package-lock.json"):
         assert any(Path(name).match(p) for p in patterns), name
     lock = json.loads((WEB_DIR / "package-lock.json").read_text())
     assert lock["packages"]["node_modules/@litertjs/core"]["version"] == "2.5.3"

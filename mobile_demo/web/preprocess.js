@@ -13,7 +13,12 @@
 
    Differences from the Python code: the browser decodes and downsizes the photo
    (to at most 512 px) before step 1, where Python shrinks to 1024 px with Pillow.
-   Loaded with importScripts() by worker.js; defines self.preprocessDigit. */
+   findDigit is mobile_demo/preprocess.py's find_digit (DIGIT_RULE, the rule the app
+   models carry in their graph): whether the frame holds a digit at all; a frame that
+   does not is answered `none`. tests/test_preprocess.py runs both on the same frames.
+
+   Loaded with importScripts() by worker.js; defines self.preprocessDigit and
+   self.findDigit. */
 'use strict';
 
 (function () {
@@ -54,45 +59,46 @@
     return [lo, hi];
   }
 
-  // Area-weighted averaging (Pillow's BOX) along one axis.
-  function boxWeights(inSize, outSize) {
-    const scale = inSize / outSize, rows = [];
+  // Pillow's resampling weights (precompute_coeffs in Resample.c) along one axis: BOX
+  // (1 on (-0.5, 0.5]) when shrinking, BILINEAR (the triangle 1 - |x|) when enlarging,
+  // the filter stretched by the scale when shrinking, each row normalised to sum 1.
+  function pilWeights(inSize, outSize, box) {
+    const scale = inSize / outSize, filterscale = Math.max(scale, 1);
+    const support = (box ? 0.5 : 1.0) * filterscale, rows = [];
     for (let o = 0; o < outSize; o++) {
-      const a = o * scale, b = (o + 1) * scale, taps = [];
-      for (let i = Math.floor(a); i < Math.min(Math.ceil(b), inSize); i++) {
-        const wgt = Math.min(b, i + 1) - Math.max(a, i);
-        if (wgt > 0) taps.push([i, wgt / scale]);
+      const center = (o + 0.5) * scale;
+      const xmin = Math.max(Math.trunc(center - support + 0.5), 0);
+      const xmax = Math.min(Math.trunc(center + support + 0.5), inSize);
+      const taps = [];
+      let sum = 0;
+      for (let i = xmin; i < xmax; i++) {
+        const x = (i - center + 0.5) / filterscale;
+        const wgt = box ? (x > -0.5 && x <= 0.5 ? 1 : 0) : Math.max(0, 1 - Math.abs(x));
+        taps.push([i, wgt]);
+        sum += wgt;
       }
-      rows.push(taps);
+      rows.push(sum ? taps.map(([i, wgt]) => [i, wgt / sum]) : taps);
     }
     return rows;
   }
 
-  // Triangle filter (Pillow's BILINEAR) along one axis, for enlarging.
-  function bilinearWeights(inSize, outSize) {
-    const scale = inSize / outSize, rows = [];
-    for (let o = 0; o < outSize; o++) {
-      const c = (o + 0.5) * scale - 0.5, taps = [];
-      let sum = 0;
-      for (let i = Math.floor(c); i <= Math.floor(c) + 1; i++) {
-        const wgt = Math.max(0, 1 - Math.abs(c - i));
-        if (wgt > 0) { taps.push([Math.min(Math.max(i, 0), inSize - 1), wgt]); sum += wgt; }
-      }
-      rows.push(taps.map(([i, wgt]) => [i, wgt / sum]));
-    }
-    return rows;
+  // Python's round(): halves go to the even neighbour (Math.round sends them up).
+  function roundHalfEven(v) {
+    const r = Math.round(v);
+    return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
   }
 
   function resize(img, w, h) {
     const shrinking = w < img.w || h < img.h;
-    const make = shrinking ? boxWeights : bilinearWeights;
-    const wx = make(img.w, w), wy = make(img.h, h);
+    const wx = pilWeights(img.w, w, shrinking), wy = pilWeights(img.h, h, shrinking);
+    // Pillow resamples a float ("F") picture in float32 storage, summing in double:
+    // Math.fround keeps each pass to the same bits.
     const tmp = new Float64Array(img.h * w);
     for (let y = 0; y < img.h; y++) {
       for (let x = 0; x < w; x++) {
         let s = 0;
-        for (const [i, wgt] of wx[x]) s += img.data[y * img.w + i] * wgt;
-        tmp[y * w + x] = s;
+        for (const [i, wgt] of wx[x]) s += Math.fround(img.data[y * img.w + i]) * wgt;
+        tmp[y * w + x] = Math.fround(s);
       }
     }
     const out = new Float64Array(w * h);
@@ -100,7 +106,7 @@
       for (let x = 0; x < w; x++) {
         let s = 0;
         for (const [i, wgt] of wy[y]) s += tmp[i * w + x] * wgt;
-        out[y * w + x] = s;
+        out[y * w + x] = Math.fround(s);
       }
     }
     return { data: out, w, h };
@@ -171,22 +177,22 @@
       for (let x = c0; x < c1; x++) crop.data[(y - r0) * crop.w + (x - c0)] = ink.data[y * w + x];
     }
 
-    const box = Math.max(1, Math.round(size * 20 / 28));
+    const box = Math.max(1, roundHalfEven(size * 20 / 28));
     const work = box * WORK_SCALE;
     if (Math.max(crop.w, crop.h) > work) {
       const scale = work / Math.max(crop.w, crop.h);
-      crop = resize(crop, Math.max(1, Math.round(crop.w * scale)),
-        Math.max(1, Math.round(crop.h * scale)));
+      crop = resize(crop, Math.max(1, roundHalfEven(crop.w * scale)),
+        Math.max(1, roundHalfEven(crop.h * scale)));
       const m = Math.max(maxOf(crop.data), 1e-12);
       crop.data = crop.data.map((v) => v / m);
     }
     const target = MIN_STROKE * Math.max(crop.w, crop.h) / work;
     const width = strokeWidth(crop);
-    const k = width > 0 && width < target ? Math.round(target - width) | 1 : 1;
+    const k = width > 0 && width < target ? roundHalfEven(target - width) | 1 : 1;
     if (k > 1) crop = dilate(crop, k);
     const longest = Math.max(crop.w, crop.h);
-    const sh = Math.max(1, Math.round(crop.h * box / longest));
-    const sw = Math.max(1, Math.round(crop.w * box / longest));
+    const sh = Math.max(1, roundHalfEven(crop.h * box / longest));
+    const sw = Math.max(1, roundHalfEven(crop.w * box / longest));
     const small = resize(crop, sw, sh);
     small.data = small.data.map((v) => Math.min(Math.max(v, 0), 1));
     const m = Math.max(maxOf(small.data), 1e-12);
@@ -202,8 +208,8 @@
     cy = total > 0 ? cy / total : (sh - 1) / 2;
     cx = total > 0 ? cx / total : (sw - 1) / 2;
     const centre = size / 2;
-    const top = Math.min(Math.max(Math.round(centre - cy), 0), size - sh);
-    const left = Math.min(Math.max(Math.round(centre - cx), 0), size - sw);
+    const top = Math.min(Math.max(roundHalfEven(centre - cy), 0), size - sh);
+    const left = Math.min(Math.max(roundHalfEven(centre - cx), 0), size - sw);
     const out = new Float32Array(size * size);
     for (let y = 0; y < sh; y++) {
       for (let x = 0; x < sw; x++) out[(top + y) * size + left + x] = small.data[y * sw + x];
@@ -211,5 +217,67 @@
     return out;
   }
 
+  // DIGIT_RULE (mobile_demo/preprocess.py): judged on a grid of 2x the model's side.
+  const RULE = { grid: 2, window: 11 / 56, ink: 0.3, minArea: 0.004, maxArea: 0.35,
+    minHeight: 0.2, minDensity: 0.1, band: 1 / 16, maxEdge: 0.1 };
+
+  function boxFilter(a, n, k, pick, pad) { // k x k max or min filter of an n x n grid
+    const r = k >> 1, rows = new Float64Array(n * n), out = new Float64Array(n * n);
+    for (let y = 0; y < n; y++) {
+      for (let x = 0; x < n; x++) {
+        let m = pad;
+        for (let i = y - r; i <= y + r; i++) m = pick(m, i < 0 || i >= n ? pad : a[i * n + x]);
+        rows[y * n + x] = m;
+      }
+    }
+    for (let y = 0; y < n; y++) {
+      for (let x = 0; x < n; x++) {
+        let m = pad;
+        for (let j = x - r; j <= x + r; j++) m = pick(m, j < 0 || j >= n ? pad : rows[y * n + j]);
+        out[y * n + x] = m;
+      }
+    }
+    return out;
+  }
+
+  /** Whether a grayscale picture (Float64Array in [0, 1], w x h) holds a digit.
+      Returns {found, reason, area, height, density, edge}, as find_digit. */
+  function findDigit(gray, w, h, size = 28) {
+    const n = RULE.grid * size;
+    let g = { data: gray, w, h };
+    if (w !== n || h !== n) g = resize(g, n, n);
+    const v0 = g.data.map((v) => Math.min(Math.max(v, 0), 1));
+    const paper = median(border({ data: v0, w: n, h: n }));
+    const lo = -maxOf(v0.map((v) => -v)), hi = maxOf(v0);
+    const v = paper >= (lo + hi) / 2 ? v0 : v0.map((x) => 1 - x);
+    const k = Math.max(3, roundHalfEven(RULE.window * n) | 1);
+    const light = boxFilter(boxFilter(v, n, k, Math.max, 0), n, k, Math.min, 1);
+    const band = Math.max(1, Math.floor(RULE.band * n));
+    let count = 0, inner = 0, r0 = n, r1 = -1, c0 = n, c1 = -1;
+    for (let y = 0; y < n; y++) {
+      for (let x = 0; x < n; x++) {
+        const ink = Math.min(Math.max(1 - v[y * n + x] / Math.max(light[y * n + x], 1e-3), 0), 1);
+        if (!(ink > RULE.ink)) continue;
+        count++;
+        if (y >= band && y < n - band && x >= band && x < n - band) inner++;
+        r0 = Math.min(r0, y); r1 = Math.max(r1, y); c0 = Math.min(c0, x); c1 = Math.max(c1, x);
+      }
+    }
+    if (count === 0) {
+      return { found: false, reason: 'blank: no ink darker than the paper around it',
+        area: 0, height: 0, density: 0, edge: 0 };
+    }
+    const height = (r1 - r0 + 1) / n, width = (c1 - c0 + 1) / n;
+    const area = count / (n * n), edge = 1 - inner / count, density = area / (height * width);
+    let reason = '';
+    if (area < RULE.minArea) reason = 'a speck, not a digit';
+    else if (area > RULE.maxArea) reason = 'too much ink to be one digit';
+    else if (edge > RULE.maxEdge) reason = "marks on the picture's edge";
+    else if (height < RULE.minHeight) reason = 'ink too short to be a digit';
+    else if (density < RULE.minDensity) reason = 'scattered marks, not one digit';
+    return { found: !reason, reason, area, height, density, edge };
+  }
+
   self.preprocessDigit = preprocessDigit;
+  self.findDigit = findDigit;
 })();

@@ -3,16 +3,19 @@
    runtimes' .wasm and the models all work offline once the page has run a model. */
 'use strict';
 
-const CACHE = 'edgeport-demo-v1';
+const CACHE = 'edgeport-demo-v2';
 const SHELL = ['./', 'index.html', 'style.css', 'app.js', 'worker.js', 'preprocess.js',
-  'models/manifest.json'];
+  'favicon.svg', 'models/manifest.json'];
 
 self.addEventListener('install', (event) => {
   event.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
 });
 
 self.addEventListener('activate', (event) => {
-  event.waitUntil(self.clients.claim());
+  // Drop the copies an older page version kept (their names differ from CACHE).
+  event.waitUntil(caches.keys()
+    .then((names) => Promise.all(names.filter((n) => n !== CACHE).map((n) => caches.delete(n))))
+    .then(() => self.clients.claim()));
 });
 
 self.addEventListener('fetch', (event) => {

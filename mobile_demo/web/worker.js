@@ -10,19 +10,77 @@
      /vendor/litertjs/wasm/           LiteRT.js .wasm files
      /vendor/ort/                     onnxruntime-web's .mjs and .wasm files
 
-   Messages in:  {type: 'load', runtime: 'litert' | 'ort', file, entry, backend, input, strict}
+   Messages in:  {type: 'load', runtime: 'litert' | 'ort', file, entry, backend, input, strict,
+                  verbose}  (verbose: pass the runtimes' INFO/WARNING lines to the console)
                  (strict: a backend that cannot run the file is an error, no fallback:
                  what the parity gate's WebGPU rows need)
                  {type: 'classify', pixels, width, height}  RGBA pixels of the picture
                  {type: 'runMany', images, count}           parity: uint8 model inputs
-   Messages out: {type: 'loaded', backend, requested, fallback, loadMs, warmupMs}
-                 (fallback: why the requested backend is not the one running, or '')
-                 | {type: 'result', probs, ms}
+   Messages out: {type: 'loaded', backend, requested, fallback, partial, loadMs, warmupMs}
+                 (fallback: why the requested backend is not the one running, or '';
+                 partial: what of a WebGPU model runs on WASM, or '')
+                 | {type: 'result', probs, ms} | {type: 'result', none: reason}
+                 (none: model.onnx's picture holds no digit by findDigit, not classified)
                  | {type: 'many', probs, times} | {type: 'error', message, stage}
 */
 'use strict';
 
 importScripts('preprocess.js');
+
+// --- the console: the runtimes' own chatter (LiteRT.js prints every INFO line through
+// Emscripten's printErr, i.e. console.error) goes to console.debug, which browsers hide
+// at the default log level; lines that are errors stay errors. A load with verbose: true
+// passes everything through unchanged.
+let verbose = false;
+const ERROR_LINE = /^\s*(ERROR|FATAL|[EF]\d{4}\b)|abort|exception/i;
+// console.warn lines of LiteRT.js that the page reports itself (as the backend's fallback)
+const RUNTIME_WARNING = /^(Failed to create default WebGPU device|%c\[LiteRT\]|\[StreamWeights\])/;
+const consoleWarn = console.warn.bind(console);
+let litertWarnings = [];
+console.warn = (...args) => {
+  const text = String(args[0] ?? ''); // the message (LiteRT.js styles it with %c and CSS)
+  if (verbose || !RUNTIME_WARNING.test(text)) { consoleWarn(...args); return; }
+  litertWarnings.push(text.replace(/%c/g, '') + (args[1] instanceof Error ? ` ${args[1]}` : ''));
+  console.debug(...args);
+};
+// LiteRT's GPU delegate lists the operations it leaves to the CPU ("ERROR: Following
+// operations are not supported by GPU delegate:", then one "OP: why" line each): the page
+// reports them in the backend's fallback reason, so they are collected, not shown.
+let gpuOps = null;
+let listing = false;
+const GPU_REPORT = /not supported by GPU delegate/;
+function runtimeLine(stream) {
+  return (...args) => {
+    const text = args.map(String).join(' ');
+    if (GPU_REPORT.test(text)) { gpuOps = []; listing = true; }
+    else if (listing && /^[A-Z][A-Z0-9_]*: /.test(text)) gpuOps.push(text.split(':')[0]);
+    else listing = false;
+    if (verbose) (stream === 'err' ? console.error : console.log)(...args);
+    else if (stream === 'err' && ERROR_LINE.test(text) && !GPU_REPORT.test(text)) {
+      console.error(...args);
+    } else console.debug(...args);
+  };
+}
+function gpuOpsNote() {
+  if (!gpuOps || !gpuOps.length) return '';
+  const kinds = [...new Set(gpuOps)].sort();
+  return `; LiteRT's GPU delegate does not support ${gpuOps.length} of its operations ` +
+    `(${kinds.join(', ')})`;
+}
+
+// Why WebGPU cannot run here ('' when an adapter answers): navigator.gpu alone is not
+// enough (headless or --disable-gpu Chromium has it, but no adapter).
+async function webgpuProblem() {
+  if (!('gpu' in navigator)) return 'this browser has no WebGPU (navigator.gpu is missing)';
+  try {
+    if (!(await navigator.gpu.requestAdapter())) {
+      return 'this browser exposes no WebGPU adapter (no usable GPU, or the GPU is disabled)';
+    }
+  } catch (e) {
+    return `WebGPU refused an adapter (${String(e.message || e).split('\n')[0]})`;
+  }
+  return '';
+}
 
 let model = null; // {runtime, backend, run(tensorData) -> Promise<Float32Array>, size, ...}
 
@@ -44,27 +102,45 @@ async function loadLiteRtModel(file, entry, backend, strict) {
     litert = await import('/vendor/litertjs/core/index.js');
     // The Emscripten glue looks for its .wasm next to the worker; the loader passes
     // self.Module to it, so point locateFile at the served folder.
-    self.Module = { locateFile: (name) => `/vendor/litertjs/wasm/${name}` };
+    // print/printErr: Emscripten's stdout and stderr, filtered (see runtimeLine).
+    self.Module = { locateFile: (name) => `/vendor/litertjs/wasm/${name}`,
+      print: runtimeLine('out'), printErr: runtimeLine('err') };
     await litert.loadLiteRt('/vendor/litertjs/wasm/');
   }
   const bytes = await fetchModel(file);
   let accelerator = backend === 'webgpu' ? 'webgpu' : 'wasm';
   let fallback = '';
-  if (accelerator === 'webgpu' && !litert.isWebGPUSupported()) {
-    if (strict) throw new Error('webgpu: this browser exposes no WebGPU adapter');
+  const problem = accelerator === 'webgpu' ? await webgpuProblem() : '';
+  if (problem) {
+    if (strict) throw new Error(`webgpu: ${problem}`);
     accelerator = 'wasm';
-    fallback = 'this browser exposes no WebGPU adapter';
+    fallback = problem;
   }
+  litertWarnings = [];
   let compiled;
   try {
     compiled = await litert.loadAndCompile(bytes, { accelerator });
   } catch (e) {
     if (accelerator === 'wasm' || strict) throw new Error(`${accelerator}: ${e.message || e}`);
     // WebGPU refused this model or device: CPU still works, and the page says so.
-    fallback = `WebGPU could not run ${file} (${String(e.message || e).split('\n')[0]})`;
+    fallback = `WebGPU could not run ${file} (${String(e.message || e).split('\n')[0]}` +
+      `${gpuOpsNote()})`;
     accelerator = 'wasm';
     compiled = await litert.loadAndCompile(bytes, { accelerator });
   }
+  // LiteRT.js itself recompiles for WASM (with a console warning) when WebGPU cannot
+  // run the whole model on a browser without JSPI: the backend is the one it compiled for.
+  const compiledFor = (compiled.options && compiled.options.accelerator) || accelerator;
+  if (compiledFor !== accelerator) {
+    const why = litertWarnings.find((w) => /Model not fully compiled/.test(w)) ||
+      `LiteRT.js compiled ${file} for ${compiledFor}`;
+    if (strict) { compiled.delete(); throw new Error(`${accelerator}: ${why.trim()}`); }
+    fallback = `WebGPU could not run all of ${file} (${why.replace(/^\s*\[LiteRT\]\s*/, '')})`;
+    accelerator = compiledFor;
+  }
+  // WebGPU with some operations left to the CPU (LiteRT.js on a JSPI build): said, too.
+  const partial = accelerator === 'webgpu' && compiled.isFullyAccelerated === false
+    ? `part of ${file} runs on WASM${gpuOpsNote()}` : '';
   const input = compiled.getInputDetails()[0];
   const outputs = compiled.getOutputDetails();
   const shape = Array.from(input.shape);
@@ -77,7 +153,8 @@ async function loadLiteRtModel(file, entry, backend, strict) {
   const described = entry.outputs || [];
   const q = described.find((o) => o.name === 'probabilities') || described[0] || {};
   return {
-    runtime: 'LiteRT.js', backend: accelerator, fallback, size: shape[1], dtype: input.dtype,
+    runtime: 'LiteRT.js', backend: accelerator, fallback, partial, size: shape[1],
+    dtype: input.dtype,
     async run(rgb) {
       const data = input.dtype === 'uint8' ? Uint8Array.from(rgb, (v) => Math.round(v))
         : Float32Array.from(rgb);
@@ -97,13 +174,13 @@ async function loadLiteRtModel(file, entry, backend, strict) {
 
 // --- onnxruntime-web: model.onnx, input [N, 784] or [N, 28, 28, 1] in [0, 1].
 async function loadOrtModel(file, entry, backend, inputDesc, strict) {
-  const webgpu = backend === 'webgpu' && 'gpu' in navigator;
-  if (backend === 'webgpu' && !webgpu && strict) {
-    throw new Error('webgpu: this browser exposes no WebGPU adapter');
-  }
+  const problem = backend === 'webgpu' ? await webgpuProblem() : '';
+  const webgpu = backend === 'webgpu' && !problem;
+  if (problem && strict) throw new Error(`webgpu: ${problem}`);
   const ort = await import(webgpu ? '/vendor/ort/ort.webgpu.min.mjs' : '/vendor/ort/ort.wasm.min.mjs');
   ort.env.wasm.wasmPaths = '/vendor/ort/';
   ort.env.wasm.numThreads = 1; // threads need cross-origin isolation; one is plenty here
+  ort.env.logLevel = verbose ? 'verbose' : 'error';
   const bytes = await fetchModel(file);
   const providers = webgpu ? ['webgpu', 'wasm'] : ['wasm'];
   const session = await ort.InferenceSession.create(bytes, { executionProviders: providers });
@@ -115,7 +192,7 @@ async function loadOrtModel(file, entry, backend, inputDesc, strict) {
     : session.outputNames[0];
   return {
     runtime: 'onnxruntime-web', backend: webgpu ? 'webgpu' : 'wasm', size,
-    fallback: backend === 'webgpu' && !webgpu ? 'this browser exposes no WebGPU adapter' : '',
+    fallback: problem,
     preprocess: inputDesc.preprocess || 'mnist',
     async run(x) {
       const tensor = new ort.Tensor('float32', Float32Array.from(x), [1, ...sample]);
@@ -138,9 +215,15 @@ function modelInput(pixels, width, height) {
     return rgb;
   }
   const gray = new Float64Array(width * height);
-  for (let i = 0; i < width * height; i++) { // Pillow's "L": ITU-R 601-2 luma
-    gray[i] = (pixels[4 * i] * 299 + pixels[4 * i + 1] * 587 + pixels[4 * i + 2] * 114) /
-      1000 / 255;
+  for (let i = 0; i < width * height; i++) { // Pillow's "L": ITU-R 601-2 luma, its fixed point
+    gray[i] = ((pixels[4 * i] * 19595 + pixels[4 * i + 1] * 38470 + pixels[4 * i + 2] * 7471 +
+      0x8000) >> 16) / 255;
+  }
+  // The digit rule first (what the app models do in their graph, and edgeport-demo
+  // before model.onnx): a picture without a digit is answered `none`, not classified.
+  if (model.preprocess === 'mnist' && self.findDigit) {
+    const check = self.findDigit(gray, width, height, model.size);
+    if (!check.found) return { none: check.reason };
   }
   return self.preprocessDigit(gray, width, height, model.size);
 }
@@ -149,19 +232,38 @@ onmessage = async (event) => {
   const msg = event.data;
   if (msg.type === 'load') {
     model = null;
+    verbose = !!msg.verbose;
+    gpuOps = null;
+    listing = false;
     const t0 = performance.now();
+    const load = (backend) => (msg.runtime === 'litert'
+      ? loadLiteRtModel(msg.file, msg.entry, backend, !!msg.strict)
+      : loadOrtModel(msg.file, msg.entry, backend, msg.input || {}, !!msg.strict));
+    // One warm-up call, so the first answer's latency is the model's, not the JIT's;
+    // reported apart (warmupMs) so nobody reads it as the steady latency.
+    const warmUp = (m) => m.run(new Float32Array(m.runtime === 'LiteRT.js'
+      ? m.size * m.size * 3 : m.size * m.size));
     try {
-      model = msg.runtime === 'litert'
-        ? await loadLiteRtModel(msg.file, msg.entry, msg.backend, !!msg.strict)
-        : await loadOrtModel(msg.file, msg.entry, msg.backend, msg.input || {}, !!msg.strict);
-      const loadMs = performance.now() - t0;
-      // One warm-up call, so the first answer's latency is the model's, not the JIT's;
-      // reported apart (warmupMs) so nobody reads it as the steady latency.
-      const t1 = performance.now();
-      await model.run(new Float32Array(model.runtime === 'LiteRT.js'
-        ? model.size * model.size * 3 : model.size * model.size));
+      model = await load(msg.backend);
+      let loadMs = performance.now() - t0;
+      let t1 = performance.now();
+      try {
+        await warmUp(model);
+      } catch (e) {
+        // A WebGPU model that compiled but cannot run (LiteRT.js 2.5.3 splits a graph the
+        // GPU delegate cannot take whole, and the split run then fails) is a failed start.
+        if (model.backend !== 'webgpu') throw e;
+        const why = `${String(e.message || e).split('\n')[0]}${gpuOpsNote()}`;
+        if (msg.strict) throw new Error(`webgpu: ${why}`);
+        model = await load('wasm');
+        model.fallback = `WebGPU could not run ${msg.file} (${why})`;
+        loadMs = performance.now() - t0;
+        t1 = performance.now();
+        await warmUp(model);
+      }
       postMessage({ type: 'loaded', runtime: model.runtime, backend: model.backend,
-        requested: msg.backend, fallback: model.fallback || '', size: model.size,
+        requested: msg.backend, fallback: model.fallback || '', partial: model.partial || '',
+        size: model.size,
         loadMs, warmupMs: performance.now() - t1 });
     } catch (e) {
       fail('load', e);
@@ -170,6 +272,7 @@ onmessage = async (event) => {
     if (!model) { fail('classify', new Error('no model loaded')); return; }
     try {
       const x = modelInput(msg.pixels, msg.width, msg.height);
+      if (x.none !== undefined) { postMessage({ type: 'result', none: x.none }); return; }
       const t0 = performance.now();
       const probs = await model.run(x);
       postMessage({ type: 'result', probs, ms: performance.now() - t0 });

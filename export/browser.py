@@ -364,8 +364,10 @@ def run_images_webgpu(page: Any, entry: Mapping[str, Any], images: np.ndarray,
         page.remove_listener("console", listen)
     split = delegation_summary(console)
     if "error" in info:
-        raise BrowserError(f"LiteRT.js: {_strip_backend(info['error'])}"
-                           + (f" ({split})" if split else ""))
+        error = _strip_backend(info["error"])
+        # The page's worker may name the refused ops itself; else add the delegate's lines.
+        extra = f" ({split})" if split and "GPU delegate" not in error else ""
+        raise BrowserError(f"LiteRT.js: {error}{extra}")
     if info.get("backend") != "webgpu":  # strict: cannot happen; never gate a WASM run as GPU
         raise BrowserError(f"LiteRT.js: ran on {info.get('backend')}, not WebGPU "
                            f"({info.get('fallback') or 'no reason given'})")

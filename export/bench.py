@@ -748,7 +748,8 @@ def _parity_results(
     )
 
 
-_BROWSER = ("litert.js (chromium)", "onnxruntime-web (chromium)")  # export/browser.py's rows
+# export/browser.py's rows (BROWSER_RUNTIMES; not imported: browser.py pulls in the page).
+_BROWSER = ("litert.js (chromium)", "onnxruntime-web (chromium)", "litert.js webgpu (chromium)")
 
 
 def _family(manifest: Mapping[str, Any], family: str) -> list[dict[str, Any]]:

@@ -14,7 +14,19 @@ with the system browser (``/usr/bin/chromium``; Playwright downloads nothing). T
 
 - ``litert.js (chromium)``: every app model (``"family": "app"`` in the manifest,
   input ``[1, S, S, 3]`` RGB 0-255, preprocessing in the graph) in LiteRT.js;
-- ``onnxruntime-web (chromium)``: ``model.onnx`` in onnxruntime-web.
+- ``onnxruntime-web (chromium)``: ``model.onnx`` in onnxruntime-web;
+- ``litert.js webgpu (chromium)``: the app models and the plain float files
+  (``model_float32.tflite``, ``model_float16.tflite``) in LiteRT.js on WebGPU, in a second
+  Chromium started with SwiftShader's WebGPU adapter (:data:`WEBGPU_FLAGS`, without
+  ``--disable-gpu``). The worker loads them ``strict``: a file WebGPU cannot run is an
+  error with LiteRT.js's reason, never a silent WASM run. A file that runs is gated like
+  its WASM row (same oracle, same thresholds) and is "GPU-ready"; a file that does not
+  load, does not run, or misses the thresholds gets a passing "not GPU-ready" row with
+  the reason, unless its manifest entry claims WebGPU support
+  (``"gpu": {"claims_webgpu": true}``): then it fails. A Chromium without a WebGPU
+  adapter fails every WebGPU row, with the fix. SwiftShader computes in float32 on the
+  CPU: it proves the WebGPU path runs the graph, not a phone GPU's float16 arithmetic
+  (docs/contracts.md, "WebGPU rows").
 
 Each row goes through the parity gate's own steps: the file's hash against the manifest;
 the golden vectors (``golden.npz``, when it holds the file's outputs) within the
@@ -42,7 +54,7 @@ import os
 import shutil
 import statistics
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +70,8 @@ from .thresholds import THRESHOLDS, Thresholds
 __all__ = [
     "BROWSER_RUNTIMES",
     "CHROMIUM_FLAGS",
+    "LITERT_WEBGPU",
+    "WEBGPU_FLAGS",
     "BrowserError",
     "BrowserRun",
     "browser_bench",
@@ -70,12 +84,22 @@ __all__ = [
 
 LITERT_JS = "litert.js (chromium)"
 ORT_WEB = "onnxruntime-web (chromium)"
-BROWSER_RUNTIMES = (LITERT_JS, ORT_WEB)
+LITERT_WEBGPU = "litert.js webgpu (chromium)"
+BROWSER_RUNTIMES = (LITERT_JS, ORT_WEB, LITERT_WEBGPU)
 INSTALL_CHROMIUM = "apt-get update && apt-get install -y chromium"
 # Flags that make a headless Chromium quiet and self-contained on a build machine.
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+)
+# A WebGPU adapter in headless Chromium without a GPU: SwiftShader (float32 on the CPU).
+# The WebGPU page is started with these and without --disable-gpu.
+WEBGPU_FLAGS = (
+    "--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader", "--enable-unsafe-swiftshader",
+)
+NO_ADAPTER_FIX = (
+    f"fix: install Debian's Chromium ({INSTALL_CHROMIUM}; it ships SwiftShader) and keep "
+    f"the flags {' '.join(WEBGPU_FLAGS)}"
 )
 _CHUNK_BYTES = 4_000_000  # pixels per page call: a few MB per message
 _TIMEOUT_MS = 120_000
@@ -92,14 +116,19 @@ class BrowserRun:
     Attributes:
         probabilities: float32 ``[N, K]``.
         times_ms: each batch-1 call's time inside the worker (``performance.now``).
-        load_ms: fetching, compiling and warming up the model in the page.
+        load_ms: fetching and compiling the model in the page.
         backend: ``wasm`` or ``webgpu``.
+        warmup_ms: the one warm-up call after loading (shader compilation on WebGPU).
+        partial: WebGPU only: why LiteRT.js did not put the whole graph on WebGPU (its
+            GPU delegate's own lines, summarized); ``""``: every op on WebGPU.
     """
 
     probabilities: np.ndarray
     times_ms: np.ndarray
     load_ms: float
     backend: str
+    warmup_ms: float = 0.0
+    partial: str = ""
 
 
 def find_chromium() -> str:
@@ -131,11 +160,28 @@ def browser_targets(manifest: Mapping[str, Any]) -> list[tuple[dict[str, Any], s
     return targets
 
 
+def webgpu_targets(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The manifest entries the WebGPU rows run: app models and plain float ``.tflite``."""
+    float_precisions = (Precision.FLOAT32.value, Precision.FLOAT16.value)
+    return [e for e in manifest["artifacts"]
+            if e.get("format") == ArtifactFormat.TFLITE.value
+            and (e.get("family") == "app" or e.get("precision") in float_precisions)]
+
+
+def claims_webgpu(entry: Mapping[str, Any]) -> bool:
+    """The manifest entry says the file runs on WebGPU (``"gpu": {"claims_webgpu": true}``)."""
+    gpu = entry.get("gpu")
+    return isinstance(gpu, Mapping) and gpu.get("claims_webgpu") is True
+
+
 @contextlib.contextmanager
-def open_demo_page(export_dir: str | os.PathLike[str]) -> Generator[Any, None, None]:
+def open_demo_page(export_dir: str | os.PathLike[str], *,
+                   webgpu: bool = False) -> Generator[Any, None, None]:
     """The phone page for ``export_dir`` open in headless Chromium (a Playwright ``Page``).
 
     Serves the page on a free local port for the duration of the ``with`` block.
+    ``webgpu``: start Chromium with SwiftShader's WebGPU adapter (:data:`WEBGPU_FLAGS`)
+    instead of ``--disable-gpu``.
 
     Raises:
         BrowserError: Playwright or Chromium is missing, or the page does not start.
@@ -157,7 +203,9 @@ def open_demo_page(export_dir: str | os.PathLike[str]) -> Generator[Any, None, N
     try:
         with sync_playwright() as p:
             try:
-                browser = p.chromium.launch(executable_path=chromium, args=list(CHROMIUM_FLAGS))
+                flags = [f for f in CHROMIUM_FLAGS if not (webgpu and f == "--disable-gpu")]
+                browser = p.chromium.launch(executable_path=chromium,
+                                            args=flags + list(WEBGPU_FLAGS if webgpu else ()))
             except PlaywrightError as e:
                 raise BrowserError(
                     f"{chromium}: does not start ({str(e).splitlines()[0]}); "
@@ -206,6 +254,201 @@ def run_images(page: Any, file: str, images: np.ndarray) -> BrowserRun:
         times += out["times"]
         load_ms, backend = float(out["loadMs"]), str(out["backend"])
     return BrowserRun(np.asarray(probs, dtype=np.float32), np.asarray(times), load_ms, backend)
+
+
+# The WebGPU rows talk to a worker of their own (mobile_demo/web/worker.js, the page's), so
+# the load is `strict` and the page's model picker is left alone.
+_GPU_JS = """() => {
+  if (window.edgeportGpu) return;
+  let worker = null, loaded = null;
+  const ask = (msg, transfer) => new Promise((resolve, reject) => {
+    worker.onmessage = (e) => (e.data.type === 'error' ? reject(new Error(e.data.message))
+      : resolve(e.data));
+    worker.onerror = (e) => reject(new Error(e.message || 'the worker failed to start'));
+    worker.postMessage(msg, transfer || []);
+  });
+  window.edgeportGpu = {
+    async adapter() {
+      if (!('gpu' in navigator)) return '';
+      const a = await navigator.gpu.requestAdapter();
+      return a ? [a.info && a.info.vendor, a.info && a.info.architecture]
+        .filter(Boolean).join(' ') || 'unnamed' : '';
+    },
+    async load(file, entry, input) {
+      if (worker) worker.terminate();
+      worker = new Worker('worker.js');
+      loaded = null;
+      try {
+        loaded = await ask({ type: 'load', runtime: 'litert', file, entry, backend: 'webgpu',
+          input, strict: true });
+      } catch (e) {
+        return { error: String(e.message || e) };
+      }
+      loaded.file = file;
+      return loaded;
+    },
+    async runMany(file, base64, count) {
+      if (!loaded || loaded.file !== file) throw new Error(`${file} is not loaded on WebGPU`);
+      const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+      try {
+        const r = await ask({ type: 'runMany', images: bytes, count }, [bytes.buffer]);
+        return { probs: r.probs.map((p) => Array.from(p)), times: Array.from(r.times) };
+      } catch (e) {
+        return { error: String(e.message || e) };
+      }
+    },
+  };
+}"""
+
+# A plain file (input [-1, 784]) through LiteRT.js on WebGPU, batch 1: the page's worker
+# only feeds app models, so this small worker asks LiteRT.js itself whether it runs the file.
+_PLAIN_PROBE_JS = r"""async ([file, shape]) => {
+  const code = `onmessage = async (ev) => {
+    const [origin, file, shape] = ev.data;
+    try {
+      const litert = await import(origin + '/vendor/litertjs/core/index.js');
+      self.Module = { locateFile: (n) => origin + '/vendor/litertjs/wasm/' + n };
+      await litert.loadLiteRt(origin + '/vendor/litertjs/wasm/');
+      const response = await fetch(origin + '/models/' + file);
+      const bytes = new Uint8Array(await response.arrayBuffer());
+      const model = await litert.loadAndCompile(bytes, { accelerator: 'webgpu' });
+      const declared = Array.from(model.getInputDetails()[0].shape);
+      const size = shape.reduce((a, b) => a * b, 1);
+      const out = await model.run([new litert.Tensor(new Float32Array(size), shape)]);
+      postMessage({ ok: true, declared, outputs: out.length });
+    } catch (e) {
+      postMessage({ ok: false, error: String(e.message || e).split('\\n')[0] });
+    }
+  };`;
+  const url = URL.createObjectURL(new Blob([code], { type: 'text/javascript' }));
+  const worker = new Worker(url);
+  return await new Promise((resolve) => {
+    worker.onmessage = (e) => { worker.terminate(); resolve(e.data); };
+    worker.onerror = (e) => { worker.terminate(); resolve({ ok: false, error: e.message }); };
+    worker.postMessage([location.origin, file, shape]);
+  });
+}"""
+
+
+def webgpu_adapter(page: Any) -> str:
+    """The WebGPU adapter the page sees (e.g. ``google swiftshader``), ``''`` for none."""
+    page.evaluate(_GPU_JS)
+    return str(page.evaluate("window.edgeportGpu.adapter()"))
+
+
+def run_images_webgpu(page: Any, entry: Mapping[str, Any], images: np.ndarray,
+                      input_desc: Mapping[str, Any] | None = None) -> BrowserRun:
+    """:func:`run_images` for an app model on LiteRT.js WebGPU, loaded ``strict`` (no WASM
+    fallback) in a page from ``open_demo_page(..., webgpu=True)``.
+
+    Raises:
+        BrowserError: LiteRT.js cannot load or run the file on WebGPU (its own message,
+            as ``LiteRT.js: <reason>``).
+    """
+    from playwright.sync_api import Error as PlaywrightError
+
+    file = str(entry["file"])
+    page.evaluate(_GPU_JS)
+    console: list[str] = []  # LiteRT.js prints its GPU delegate's partition on the console
+
+    def listen(message: Any) -> None:
+        console.append(message.text)
+
+    page.on("console", listen)
+    try:
+        info = page.evaluate("([f, e, i]) => window.edgeportGpu.load(f, e, i)",
+                             [file, dict(entry), dict(input_desc or {})])
+    except PlaywrightError as e:
+        raise BrowserError(_page_error(e, file)) from None
+    finally:
+        page.remove_listener("console", listen)
+    split = delegation_summary(console)
+    if "error" in info:
+        error = _strip_backend(info["error"])
+        # The page's worker may name the refused ops itself; else add the delegate's lines.
+        extra = f" ({split})" if split and "GPU delegate" not in error else ""
+        raise BrowserError(f"LiteRT.js: {error}{extra}")
+    if info.get("backend") != "webgpu":  # strict: cannot happen; never gate a WASM run as GPU
+        raise BrowserError(f"LiteRT.js: ran on {info.get('backend')}, not WebGPU "
+                           f"({info.get('fallback') or 'no reason given'})")
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    chunk = max(1, _CHUNK_BYTES // max(1, images[0].size))
+    probs: list[list[float]] = []
+    times: list[float] = []
+    for start in range(0, len(images), chunk):
+        part = images[start:start + chunk]
+        b64 = base64.b64encode(part.tobytes()).decode("ascii")
+        try:
+            out = page.evaluate("([f, b, n]) => window.edgeportGpu.runMany(f, b, n)",
+                                [file, b64, len(part)])
+        except PlaywrightError as e:
+            raise BrowserError(_page_error(e, file)) from None
+        if "error" in out:
+            raise BrowserError(f"LiteRT.js: {_strip_backend(out['error'])}")
+        probs += out["probs"]
+        times += out["times"]
+    return BrowserRun(np.asarray(probs, dtype=np.float32), np.asarray(times),
+                      float(info["loadMs"]), "webgpu", float(info.get("warmupMs") or 0.0),
+                      partial=f"LiteRT.js: {split}" if split else "")
+
+
+def delegation_summary(console: Sequence[str]) -> str:
+    """LiteRT.js's console lines at compile time, as one reason; ``""``: all on WebGPU.
+
+    When its GPU delegate does not take the whole graph, LiteRT.js prints ``ERROR:
+    Following operations are not supported by GPU delegate:``, one ``OP: reason`` line
+    each, and ``N operations will run on the GPU, and the remaining M operations will run
+    on the CPU``. Its default build cannot split a graph between WebGPU and WASM (it then
+    fails with "Asyncify is not defined"); its JSPI build runs the split.
+    """
+    import re
+
+    text = "\n".join(console)
+    counts = re.search(r"(\d+) operations will run on the GPU, and the remaining (\d+) "
+                       r"operations will run on the CPU", text)
+    partial = counts is not None or "not fully compiled for webgpu" in text.lower()
+    if not partial:
+        return ""
+    reasons: dict[str, list[str]] = {}  # reason -> ops, in the delegate's order
+    for op, why in re.findall(r"(?m)^([A-Z][A-Z0-9_]+): (.+)$", text):
+        if op in ("INFO", "ERROR", "WARNING"):
+            continue
+        why = re.sub(r'Tensor "[^"]*" has bad input dims size: 0\.?', "a 0-d (scalar) input",
+                     why).strip().rstrip(".")
+        ops = reasons.setdefault(why, [])
+        if op not in ops:
+            ops.append(op)
+    refused = "; ".join(f"{'/'.join(ops)}: {why}" for why, ops in reasons.items())
+    head = (f"its GPU delegate takes {counts.group(1)} of "
+            f"{int(counts.group(1)) + int(counts.group(2))} ops" if counts
+            else "its GPU delegate does not take every op")
+    return head + (f" and refuses {refused}" if refused else "")
+
+
+def probe_plain_webgpu(page: Any, entry: Mapping[str, Any]) -> str | None:
+    """Why LiteRT.js cannot run a plain file on WebGPU at batch 1, ``None`` when it can.
+
+    The manifest's input shape with a dynamic (``-1``) batch set to 1 is what an app would
+    feed; LiteRT.js 2.5 compiles such files but refuses the batch-1 tensor.
+    """
+    from playwright.sync_api import Error as PlaywrightError
+
+    shape = ((entry.get("inputs") or [{}])[0]).get("shape") or []
+    batch1 = [1 if int(d) < 0 else int(d) for d in shape]
+    try:
+        out = page.evaluate(_PLAIN_PROBE_JS, [str(entry["file"]), batch1])
+    except PlaywrightError as e:
+        return _page_error(e, str(entry["file"]))
+    if out.get("ok"):
+        return None
+    dynamic = " (its batch dimension is dynamic)" if any(int(d) < 0 for d in shape) else ""
+    return (f"LiteRT.js: input {list(shape)}{dynamic}, fed {batch1}: "
+            f"{' '.join(str(out.get('error')).split())[:300]}")
+
+
+def _strip_backend(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text[len("webgpu: "):] if text.startswith("webgpu: ") else text
 
 
 def _page_error(e: Exception, file: str) -> str:
@@ -314,14 +557,16 @@ def browser_parity(
         cases.append((entry, runtime, *case, golden_probs, problem))
     from edgeport.progress import progress_bar
 
-    # One step per (file, runtime) after Chromium starts: the browser phase is minutes long.
-    bar = progress_bar(total=len(cases) + 1, desc="parity browser", unit="file",
-                       disable=not progress, leave=False)
+    gpu_entries = webgpu_targets(manifest)
+    app_cases = {c[0]["file"]: c for c in cases if c[1] == LITERT_JS}
+    # One step per (file, runtime) after each Chromium starts: the phase is minutes long.
+    bar = progress_bar(total=len(cases) + 1 + (len(gpu_entries) + 1 if gpu_entries else 0),
+                       desc="parity browser", unit="file", disable=not progress, leave=False)
+    rows = []
     with bar:
         bar.set_description("parity browser starting Chromium")
         with open_demo_page(export_dir) as page:
             bar.update(1)
-            rows = []
             for entry, runtime, inputs, oracle, golden_inputs, golden_probs, problem in cases:
                 bar.set_description(f"parity browser {entry['file']} on {runtime} "
                                     f"({len(inputs)} images)")
@@ -330,7 +575,105 @@ def browser_parity(
                                    golden_probs=golden_probs, table=table,
                                    problems=[problem] if problem else []))
                 bar.update(1)
+        if not gpu_entries:
             return rows
+        bar.set_description("parity browser starting Chromium with WebGPU (SwiftShader)")
+        with open_demo_page(export_dir, webgpu=True) as page:
+            adapter = webgpu_adapter(page)
+            bar.update(1)
+            for entry in gpu_entries:
+                bar.set_description(f"parity browser {entry['file']} on {LITERT_WEBGPU}")
+                case = app_cases.get(entry["file"])
+                if case is None:  # a plain float file: does LiteRT.js run it at all?
+                    rows.append(_plain_webgpu_row(page, adapter, export_dir, entry, table,
+                                                  labels=labels,
+                                                  reference=info.reference_probabilities[:n]))
+                else:
+                    _, _, inputs, oracle, golden_inputs, golden_probs, problem = case
+                    rows.append(_webgpu_row(
+                        page, adapter, export_dir, entry, inputs=inputs, oracle=oracle,
+                        labels=labels, golden_inputs=golden_inputs, golden_probs=golden_probs,
+                        table=table, problems=[problem] if problem else [],
+                        input_desc=manifest.get("input") or {}))
+                bar.update(1)
+    return rows
+
+
+def _no_adapter(runtime: str) -> str:
+    return (f"{runtime}: Chromium exposes no WebGPU adapter; expected SwiftShader's; "
+            f"{NO_ADAPTER_FIX}")
+
+
+def _webgpu_row(page: Any, adapter: str, export_dir: Path, entry: Mapping[str, Any],
+                **check: Any) -> Any:
+    """An app model's WebGPU row: gated like its WASM row; "not GPU-ready" (a pass, with the
+    reason) when LiteRT.js cannot run it on WebGPU or misses the thresholds, unless the
+    manifest claims WebGPU support for it."""
+    from dataclasses import replace
+
+    name = str(entry["file"])
+    if not adapter:
+        check["problems"] = [*check.get("problems", ()), _no_adapter(LITERT_WEBGPU)]
+    input_desc = check.pop("input_desc", {})
+    partial: list[str] = []
+
+    def runner(pg: Any, images: np.ndarray) -> BrowserRun:
+        run = run_images_webgpu(pg, entry, images, input_desc)
+        partial.append(run.partial)
+        return run
+
+    row = _check(page, export_dir, entry, LITERT_WEBGPU, runner=runner, **check)
+    split = next((p for p in partial if p), "")  # ran, but not all of it on WebGPU
+    if not row.failures and not split:
+        return replace(row, gpu_ready=True)
+    prefix = f"{LITERT_WEBGPU}: "
+    reasons = [f[len(prefix):] if f.startswith(prefix) else f for f in row.failures]
+    reasons = [r[len("cannot run: "):] if r.startswith("cannot run: ") else r for r in reasons]
+    if split:
+        reasons = [split, *(f"the split run: {r}" for r in reasons)]
+    if not adapter or artifact_file_problems(export_dir / name, entry):
+        return replace(row, gpu_ready=False)  # a FAIL: the machine or the file
+    if claims_webgpu(entry):  # a FAIL: the manifest promised WebGPU
+        return replace(row, passed=False, gpu_ready=False, failures=(
+            *row.failures, *([f"{LITERT_WEBGPU}: claims WebGPU, but {split}"] if split else [])))
+    return replace(row, passed=True, failures=(), gpu_ready=False,
+                   images=row.images if row.accuracy is not None else None,
+                   note=f"not GPU-ready ({'; '.join(reasons)})")
+
+
+def _plain_webgpu_row(page: Any, adapter: str, export_dir: Path, entry: Mapping[str, Any],
+                      table: Thresholds, *, labels: np.ndarray, reference: np.ndarray) -> Any:
+    """A plain float file's WebGPU row: LiteRT.js runs it on WebGPU at batch 1, or why not.
+
+    The page feeds only app models, so a plain file is not gated in the browser (its
+    Python rows are); the row records whether the WebGPU path runs it.
+    """
+    from .parity import ParityResult
+
+    name = str(entry["file"])
+    path = export_dir / name
+    failures = [f"{LITERT_WEBGPU}: {p}" for p in artifact_file_problems(path, entry)]
+    reason = None
+    if not adapter:
+        failures.append(_no_adapter(LITERT_WEBGPU))
+    elif not failures:
+        reason = probe_plain_webgpu(page, entry)
+        if reason is not None and claims_webgpu(entry):
+            failures.append(f"{LITERT_WEBGPU}: cannot run on WebGPU: {reason}")
+    if reason is None and not failures:
+        note = ("not GPU-ready (not measured: LiteRT.js ran one batch-1 call on WebGPU, "
+                "but the page feeds only app models)")
+    else:
+        note = f"not GPU-ready ({reason})" if reason and not failures else ""
+    return ParityResult(
+        artifact=name, format=ArtifactFormat(entry["format"]),
+        precision=Precision(entry.get("precision")), runtime=LITERT_WEBGPU, accuracy=None,
+        reference_accuracy=float(np.mean(reference.argmax(axis=1) == labels)),
+        agreement=None, max_abs_diff=None, mean_abs_diff=None, passed=not failures,
+        failures=tuple(failures), bytes=path.stat().st_size if path.is_file() else 0,
+        images=None, max_abs_diff_bound=None, bound_source="not gated", gpu_ready=False,
+        note=note,
+    )
 
 
 def _litert_oracle(path: Path, pictures: np.ndarray,
@@ -369,8 +712,12 @@ def _check(
     golden_probs: np.ndarray | None,
     table: Thresholds,
     problems: Sequence[str] = (),
+    runner: Any = None,
 ) -> Any:
     from .parity import ParityResult, _gate
+
+    def run(images: np.ndarray) -> BrowserRun:
+        return runner(page, images) if runner else run_images(page, name, images)
 
     name = str(entry["file"])
     precision = Precision(entry.get("precision"))
@@ -397,11 +744,11 @@ def _check(
         return result()
     try:
         if golden_inputs is not None and golden_probs is not None:
-            replay = run_images(page, name, golden_inputs).probabilities
+            replay = run(golden_inputs).probabilities
             gdiff = float(np.max(np.abs(replay.astype(np.float64) - golden_probs)))
             if gdiff > tol.golden_atol:
                 failures.append(f"{runtime}: golden max |Δp| {gdiff:.1e} > {tol.golden_atol:.1e}")
-        probs = run_images(page, name, inputs).probabilities
+        probs = run(inputs).probabilities
     except BrowserError as e:
         failures.append(f"{runtime}: cannot run: {e}")
         return result()
@@ -435,9 +782,14 @@ def browser_bench(
 ) -> list[dict[str, Any]]:
     """Batch-1 latency inside the page (p50/p99 over ``runs`` calls) and load time per target.
 
+    WASM rows for every browser target, then ``litert.js webgpu (chromium)`` rows for the
+    app models in a Chromium with SwiftShader's WebGPU adapter (the warm-up call, where
+    WebGPU compiles its shaders, apart from the load).
+
     Returns:
-        One dict per browser target: ``artifact``, ``precision``, ``runtime``, ``backend``,
-        ``bytes``, ``load_ms``, ``latency_p50_ms``, ``latency_p99_ms``, ``runs``.
+        One dict per row: ``artifact``, ``precision``, ``runtime``, ``backend``, ``bytes``,
+        ``load_ms``, ``warmup_ms``, ``latency_p50_ms``, ``latency_p99_ms``, ``runs``; a
+        WebGPU row LiteRT.js could not run has ``None`` figures, ``runs`` 0 and ``error``.
     """
     from edgeport.train.run_dir import load_run, load_split
 
@@ -454,23 +806,59 @@ def browser_bench(
             inputs = images if runtime == ORT_WEB else app_pictures(images, _app_size(entry))
             page.evaluate("(f) => window.edgeport.selectModel(f)", name)  # a cold load
             run = run_images(page, name, inputs)
-            rows.append({
-                "artifact": name, "precision": str(entry.get("precision")), "runtime": runtime,
-                "backend": run.backend, "bytes": int(entry.get("bytes") or 0),
-                "load_ms": run.load_ms,
-                "latency_p50_ms": float(statistics.median(run.times_ms)),
-                "latency_p99_ms": float(np.percentile(run.times_ms, 99)),
-                "runs": len(run.times_ms),
-            })
+            warmup = page.evaluate("window.edgeport.current.warmupMs")
+            rows.append(_bench_row(entry, runtime, replace(run, warmup_ms=float(warmup or 0))))
+    apps = [e for e in webgpu_targets(manifest) if e.get("family") == "app"]
+    if apps:  # LiteRT.js on WebGPU (SwiftShader): a second Chromium, as in the parity gate
+        with open_demo_page(export_dir, webgpu=True) as page:
+            adapter = webgpu_adapter(page)
+            for entry in apps:
+                try:
+                    if not adapter:
+                        raise BrowserError(_no_adapter(LITERT_WEBGPU))
+                    run = run_images_webgpu(page, entry, app_pictures(images, _app_size(entry)),
+                                            manifest.get("input") or {})
+                except BrowserError as e:
+                    rows.append(_bench_row(entry, LITERT_WEBGPU, None, error=str(e)))
+                else:
+                    rows.append(_bench_row(entry, LITERT_WEBGPU, run))
     return rows
 
 
-_BENCH_HEADERS = ("artifact", "runtime", "backend", "size KB", "load ms", "p50 ms", "p99 ms")
+def _bench_row(entry: Mapping[str, Any], runtime: str, run: BrowserRun | None,
+               error: str = "") -> dict[str, Any]:
+    """One browser bench row; ``run`` ``None``: the runtime could not run it (``error``)."""
+    row: dict[str, Any] = {
+        "artifact": str(entry["file"]), "precision": str(entry.get("precision")),
+        "runtime": runtime, "backend": run.backend if run else "webgpu",
+        "bytes": int(entry.get("bytes") or 0), "load_ms": None, "warmup_ms": None,
+        "latency_p50_ms": None, "latency_p99_ms": None, "runs": 0,
+    }
+    if run is not None:
+        row.update(load_ms=run.load_ms, warmup_ms=run.warmup_ms,
+                   latency_p50_ms=float(statistics.median(run.times_ms)),
+                   latency_p99_ms=float(np.percentile(run.times_ms, 99)),
+                   runs=len(run.times_ms))
+    if error:
+        row["error"] = error
+    elif run is not None and run.partial:
+        row["error"] = run.partial  # it ran, split between WebGPU and WASM
+    return row
+
+
+_BENCH_HEADERS = ("artifact", "runtime", "backend", "size KB", "load ms", "warm-up ms",
+                  "p50 ms", "p99 ms", "note")
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
 
 
 def _bench_cells(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     return [[r["artifact"], r["runtime"], r["backend"].upper(), f"{r['bytes'] / 1024:.1f}",
-             f"{r['load_ms']:.0f}", f"{r['latency_p50_ms']:.3f}", f"{r['latency_p99_ms']:.3f}"]
+             _cell(r["load_ms"], ".0f"), _cell(r.get("warmup_ms"), ".0f"),
+             _cell(r["latency_p50_ms"], ".3f"), _cell(r["latency_p99_ms"], ".3f"),
+             " ".join(str(r.get("error", "")).split())[:120]]
             for r in rows]
 
 

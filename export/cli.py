@@ -9,7 +9,8 @@ Usage::
                         [--calibration-samples 500] [--force] [--repair]
     edgeport explain RUN [--file model_int8.tflite] [--json FILE]   which layer, what fixes it
     edgeport parity RUN [--json FILE] [--junit FILE] [--markdown FILE] [--thresholds FILE]
-                        [--browser] [--baseline OLD [--budget SPEC] [--baseline-key PUB]]
+                        [--browser [--browser-samples 1000]]
+                        [--baseline OLD [--budget SPEC] [--baseline-key PUB]]
     edgeport bench  RUN [--runs 1000] [--batch 256] [--json FILE] [--markdown FILE] [--plot FILE]
                         [--browser] [--target litert|tflite-runtime|onnxruntime|browser]
                         [--data-dir DIR]
@@ -113,8 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_parity_arguments(sp)
     sp.add_argument("--data-dir", help="dataset folder, if not where the run found it")
     sp.add_argument("--browser", action="store_true",
-                    help="also run the phone page in headless Chromium (LiteRT.js, "
-                    "onnxruntime-web) on 1,000 test images")
+                    help="also run the phone page in headless Chromium (LiteRT.js on WASM "
+                    "and WebGPU, onnxruntime-web) on --browser-samples test images")
+    sp.add_argument("--browser-samples", type=int, default=1000, metavar="N",
+                    help="test images per browser row (default 1000; 10000: the full MNIST "
+                    "test set)")
 
     sp = command("run", "train, export and check parity in one go (the Quickstart)")
     add_train_arguments(sp)
@@ -159,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _POSITIVE = {"iterations": "--iterations", "calibration_samples": "--calibration-samples",
              "runs": "--runs", "batch": "--batch", "batch_size": "--batch-size",
-             "samples": "--samples"}
+             "samples": "--samples", "browser_samples": "--browser-samples"}
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -243,7 +247,8 @@ def _parity(args: argparse.Namespace, run: Path) -> int:
     thresholds = load_thresholds(args.thresholds) if args.thresholds else None
     report = check_parity(run, thresholds=thresholds, data_dir=getattr(args, "data_dir", None),
                           progress=not getattr(args, "quiet", False),
-                          browser=getattr(args, "browser", False))
+                          browser=getattr(args, "browser", False),
+                          browser_samples=getattr(args, "browser_samples", 1000))
     print(format_parity_table(report))
     hints = _explain_hints(run, report)
     if hints:

@@ -41,6 +41,7 @@ from .golden import (
 from .manifest import (
     artifact_entry,
     build_manifest,
+    gpu_readiness,
     support_files_entry,
     verify_manifest,
     write_manifest,
@@ -450,6 +451,8 @@ def _write_support_files(
     golden = make_golden(tmp, kinds, inputs=job.images.golden_x, labels=job.images.golden_y,
                          probes=structured_probes(job.serving.input_shape, seed=job.seed))
     write_golden(tmp / GOLDEN_NAME, {**golden, **app_golden})
+    for entry in written.entries:  # what a phone's GPU / NPU path can run, as measured here
+        entry["gpu"] = gpu_readiness(tmp / entry["file"], entry)
     manifest = build_manifest(
         run_dir=run.path, labels=run.labels, input=run.input, artifacts=written.entries
     )

@@ -35,6 +35,7 @@ __all__ = [
     "build_manifest",
     "edgeport_version",
     "file_sha256",
+    "gpu_readiness",
     "read_manifest",
     "repair_problems",
     "saved_model_sha256",
@@ -139,6 +140,80 @@ def artifact_entry(path: str | os.PathLike[str], kind: ArtifactKind) -> dict[str
         "ops": ops,
         "family": "plain",  # export.app writes "app" for the picture-in models
     }
+
+
+WEBGPU_MEASURED = ("not measured at export: `edgeport parity RUN --browser` runs it in "
+                   "LiteRT.js on WebGPU (rows \"litert.js webgpu (chromium)\" of parity.json)")
+WEBGPU_NOT_RUN = ("not run: edgeport's WebGPU rows cover the app models and the float32 / "
+                  "float16 files")
+_ORT_EPS = (("nnapi", None), ("coreml_neuralnetwork", "coreml_supported_neuralnetwork_ops.md"),
+            ("coreml_mlprogram", "coreml_supported_mlprogram_ops.md"))
+
+
+def gpu_readiness(path: str | os.PathLike[str], entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest entry's ``"gpu"`` record: what a phone's accelerator path can run.
+
+    - ``.tflite``: the export cannot run a browser, so ``{"webgpu": "not measured at
+      export: ..."}``; the parity gate's WebGPU rows hold the measurement.
+    - ``model.onnx``: ONNX Runtime's mobile usability check
+      (:mod:`onnxruntime.tools.mobile_helpers.usability_checker`, what
+      ``python -m onnxruntime.tools.check_onnx_model_mobile_usability`` prints) for NNAPI,
+      Core ML NeuralNetwork and Core ML MLProgram: nodes, supported nodes, partitions,
+      unsupported ops and its verdict, as the file is (dynamic batch) and with fixed shapes.
+    - ``model.ort``: points to ``model.onnx``'s record (the same graph).
+
+    No timing and no machine fact: the record is a function of the file and the
+    onnxruntime version (``versions`` in the manifest does not list it; the check's
+    op tables ship with onnxruntime).
+    """
+    name = str(entry.get("file", ""))
+    if entry.get("format") == ArtifactFormat.TFLITE.value:
+        float_file = entry.get("precision") in ("float32", "float16")
+        return {"webgpu": WEBGPU_MEASURED if entry.get("family") == "app" or float_file
+                else WEBGPU_NOT_RUN}
+    if not name.endswith(".onnx"):
+        return {"ort_mobile": "the graph of model.onnx: see its \"gpu\" record"}
+    return {"ort_mobile_usability": ort_mobile_usability(path)}
+
+
+def ort_mobile_usability(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """ONNX Runtime's mobile usability check of an ``.onnx`` file, per execution provider."""
+    import logging
+    import tempfile
+
+    from onnxruntime.tools.mobile_helpers import usability_checker as checker
+    from onnxruntime.tools.onnx_model_utils import ModelProtoWithShapeInfo, optimize_model
+
+    logging.getLogger("onnxruntime").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        optimized = Path(tmp) / "model.onnx"
+        # As the checker does: ORT's basic optimizations first (what a session runs).
+        optimize_model(Path(path), optimized, use_external_initializers=True)
+        model = ModelProtoWithShapeInfo(optimized).model_with_shape_info
+    if not model.graph.value_info:
+        # Every intermediate value is a graph output (a two-node graph): the checker wants
+        # value_info for the fixed-size test, and the outputs' shapes are exactly that.
+        model.graph.value_info.extend(model.graph.output)
+    dynamic, _ = checker.check_shapes(model.graph)
+    result: dict[str, Any] = {"dynamic_inputs": sorted(i.name for i in dynamic)}
+    for ep, ops_file in _ORT_EPS:
+        def check(fixed: bool, ops_file: str | None = ops_file) -> Any:
+            if ops_file is None:
+                return checker.check_nnapi_partitions(model, require_fixed_input_sizes=fixed)
+            return checker.check_coreml_partitions(model, fixed, ops_file)
+
+        as_is = check(True)
+        fixed = check(False)
+        result[ep] = {
+            "nodes": as_is.num_nodes,
+            "supported_nodes": as_is.num_supported_nodes,
+            "partitions": as_is.num_partitions,
+            "unsupported_ops": sorted(as_is.unsupported_ops),
+            "nodes_unsupported_due_to_dynamic_shape": as_is.nodes_unsupported_due_to_dynamic_input,
+            "verdict": as_is.suitability().name.lower(),
+            "verdict_with_fixed_shapes": fixed.suitability().name.lower(),
+        }
+    return result
 
 
 def build_manifest(

@@ -160,7 +160,7 @@ def _file_lines(arts: Sequence[Mapping[str, Any]], figures: Sequence[Mapping[str
         lines.append(
             f"| {r['artifact']} | {r.get('runtime') or '-'} | {_kb(r.get('bytes'))} | "
             f"{_pct(r.get('accuracy'))} | {_pct(r.get('agreement'))} | "
-            f"{'-' if ms is None else f'{ms:.3f} ms'} | {'PASS' if r.get('passed') else 'FAIL'} |"
+            f"{'-' if ms is None else f'{ms:.3f} ms'} | {_verdict(r)} |"
         )
     none_rows = any(str(r.get("runtime") or "").endswith(" (no digit)") for r in figures)
     return [*lines, "", "Agreement: share of test images whose top-1 class equals the "
@@ -169,6 +169,13 @@ def _file_lines(arts: Sequence[Mapping[str, Any]], figures: Sequence[Mapping[str
                     "`edgeport-demo` picks; a phone differs."
                     + (" On `(no digit)` rows, accuracy is the share of generated frames with "
                        "no digit answered `none`." if none_rows else "")]
+
+
+def _verdict(r: Mapping[str, Any]) -> str:
+    """PASS, FAIL, or "not GPU-ready" (a passing WebGPU row that did not run fully)."""
+    if r.get("passed") and r.get("gpu_ready") is False:
+        return "not GPU-ready"
+    return "PASS" if r.get("passed") else "FAIL"
 
 
 def _threshold_lines(figures: Sequence[Mapping[str, Any]],

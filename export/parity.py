@@ -92,6 +92,11 @@ class ParityResult:
             the row's ``max |Δp|`` bound (``top1 - top2 <= 2 x bound``): a file within the
             bound may flip those, so the agreement gate does not count them (0 for rows
             without a bound). ``agreement`` still counts every change.
+        gpu_ready: WebGPU rows only (``None`` elsewhere): LiteRT.js ran the file on
+            WebGPU within the thresholds (``True``), or not (``False``, reason in ``note``).
+        note: why a WebGPU row is "not GPU-ready" (LiteRT.js's message, or the figures
+            outside the thresholds); such a row passes unless the manifest claims WebGPU
+            support for the file.
     """
 
     artifact: str
@@ -110,6 +115,8 @@ class ParityResult:
     max_abs_diff_bound: float | None = None
     bound_source: str = ""
     near_ties: int = 0
+    gpu_ready: bool | None = None
+    note: str = ""
 
     @property
     def accuracy_change(self) -> float | None:
@@ -117,7 +124,8 @@ class ParityResult:
         return None if self.accuracy is None else self.accuracy - self.reference_accuracy
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form stored in ``parity.json``."""
+        """The JSON form stored in ``parity.json`` (``gpu_ready``/``note`` on WebGPU rows)."""
+        gpu = {} if self.gpu_ready is None else {"gpu_ready": self.gpu_ready, "note": self.note}
         return {
             "artifact": self.artifact,
             "format": self.format.value,
@@ -135,6 +143,7 @@ class ParityResult:
             "max_abs_diff_bound": self.max_abs_diff_bound,
             "bound_source": self.bound_source,
             "near_ties": self.near_ties,
+            **gpu,
         }
 
     @classmethod
@@ -157,6 +166,8 @@ class ParityResult:
             max_abs_diff_bound=d.get("max_abs_diff_bound"),
             bound_source=str(d.get("bound_source") or ""),
             near_ties=int(d.get("near_ties") or 0),
+            gpu_ready=None if d.get("gpu_ready") is None else bool(d["gpu_ready"]),
+            note=str(d.get("note") or ""),
         )
 
 
@@ -258,8 +269,9 @@ def check_parity(
         batch_size: test images per runtime call.
         progress: show a progress bar per artifact on stderr.
         browser: also run the phone page's runtimes in headless Chromium
-            (:func:`export.browser.browser_parity`: rows ``litert.js (chromium)`` and
-            ``onnxruntime-web (chromium)``) on ``browser_samples`` test images.
+            (:func:`export.browser.browser_parity`: rows ``litert.js (chromium)``,
+            ``onnxruntime-web (chromium)`` and ``litert.js webgpu (chromium)``) on
+            ``browser_samples`` test images.
         browser_samples: test images per browser row (the first ones of the split).
 
     Returns:

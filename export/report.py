@@ -142,9 +142,22 @@ def _parity_rows(report: ParityReport) -> list[list[str]]:
     return [
         [r.artifact, r.format.value, r.precision.value, r.runtime or "-", _kb(r.bytes),
          _num(r.images, ","), _pct(r.accuracy), _pts(r.accuracy_change), _pct(r.agreement),
-         _max_diff(r), _bound(r), "PASS" if r.passed else "FAIL"]
+         _max_diff(r), _bound(r), _verdict(r)]
         for r in report.results
     ]
+
+
+def _verdict(r: Any) -> str:
+    """PASS, FAIL, or "not GPU-ready" for a passing WebGPU row that did not run fully."""
+    if r.passed and r.gpu_ready is False:
+        return "not GPU-ready"
+    return "PASS" if r.passed else "FAIL"
+
+
+def _gpu_notes(report: ParityReport) -> list[str]:
+    """One line per "not GPU-ready" WebGPU row: the runtime's reason."""
+    return [f"{r.artifact} [{r.runtime}]: {r.note}" for r in report.results
+            if r.passed and r.gpu_ready is False and r.note]
 
 
 def _not_produced_rows(report: ParityReport) -> list[list[str]]:
@@ -186,8 +199,10 @@ def format_parity_table(report: ParityReport) -> str:
     table = render_table(_PARITY_HEADERS, rows, align=_PARITY_ALIGN)
     if report.results:
         table += f"\n{_PARITY_NOTE}"
-    return _terminal_view(table, _parity_headline(report),
+    view = _terminal_view(table, _parity_headline(report),
                           [*report.failures, *_not_produced_lines(report)])
+    notes = _gpu_notes(report)
+    return view + ("\n" + "\n".join(f"* {n}" for n in notes) if notes else "")
 
 
 def _parity_markdown(report: ParityReport) -> str:
@@ -195,7 +210,8 @@ def _parity_markdown(report: ParityReport) -> str:
     rows = _parity_rows(report)
     for row, r in zip(rows, report.results, strict=True):
         row[0] = f"`{r.artifact}`"
-        row[-1] = "✅ PASS" if r.passed else "❌ FAIL"
+        row[-1] = ("⚪ not GPU-ready" if r.passed and r.gpu_ready is False
+                   else "✅ PASS" if r.passed else "❌ FAIL")
     parts = [f"### {icon} edgeport {_parity_headline(report)}", "",
              markdown_table(_PARITY_HEADERS, rows + _not_produced_rows(report),
                             align=_PARITY_ALIGN), "", f"_{_PARITY_NOTE}_"]
@@ -203,6 +219,9 @@ def _parity_markdown(report: ParityReport) -> str:
         parts += ["", "**Failures**", ""]
         parts += [f"- `{r.artifact}`: {f}" for r in report.results for f in r.failures]
         parts += [f"- {p}" for p in report.problems]
+    if _gpu_notes(report):
+        parts += ["", "**Not GPU-ready** (WebGPU in headless Chromium, SwiftShader)", ""]
+        parts += [f"- {n}" for n in _gpu_notes(report)]
     if report.not_produced:
         parts += ["", "**Not produced**", ""]
         parts += [f"- `{n['file']}`: {n['reason']}" for n in report.not_produced]

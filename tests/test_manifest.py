@@ -144,6 +144,7 @@ def test_manifest_document(run_dir: Path, manifest: dict) -> None:
             "inputs",
             "outputs",
             "ops",
+            "gpu",
         }
         assert [t["name"] for t in entry["inputs"]] == ["image"]
         assert [t["name"] for t in entry["outputs"]] == ["probabilities", "logits"]

@@ -138,3 +138,21 @@ def small_disk(tmp_path):
     resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, old[1]))
     yield d
     resource.setrlimit(resource.RLIMIT_FSIZE, old)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium and the page's JavaScript runtimes, or a failure naming the fix."""
+    from edgeport.export.browser import INSTALL_CHROMIUM, BrowserError, find_chromium
+    from edgeport.mobile_demo.serve import WEB_DIR
+
+    try:
+        path = find_chromium()
+    except BrowserError as e:
+        pytest.fail(f"{e}\nfix: {INSTALL_CHROMIUM}", pytrace=False)
+    if not (WEB_DIR / "node_modules" / "@litertjs" / "core").is_dir() and not os.environ.get(
+        "EDGEPORT_WEB_MODULES"
+    ):
+        pytest.fail(f"the page's runtimes are missing; fix: npm ci --prefix {WEB_DIR}",
+                    pytrace=False)
+    return path

@@ -26,28 +26,12 @@ from _runs import load_mnist
 from _webmodels import APP_FILE, ensure_app_model
 from PIL import Image
 
-from edgeport.export.browser import CHROMIUM_FLAGS, INSTALL_CHROMIUM
+from edgeport.export.browser import CHROMIUM_FLAGS
 from edgeport.mobile_demo.serve import WEB_DIR
 
 BIN = Path(sys.executable).parent
 SIZES = [(360, 640), (390, 844), (844, 390), (1280, 800)]  # phones, landscape, desktop
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    from edgeport.export.browser import BrowserError, find_chromium
-
-    try:
-        path = find_chromium()
-    except BrowserError as e:
-        pytest.fail(f"{e}\nfix: {INSTALL_CHROMIUM}", pytrace=False)
-    if not (WEB_DIR / "node_modules" / "@litertjs" / "core").is_dir() and not os.environ.get(
-        "EDGEPORT_WEB_MODULES"
-    ):
-        pytest.fail(f"the page's runtimes are missing; fix: npm ci --prefix {WEB_DIR}",
-                    pytrace=False)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,6 @@ from PIL import Image
 
 from edgeport.export.browser import (
     CHROMIUM_FLAGS,
-    INSTALL_CHROMIUM,
     LITERT_JS,
     LITERT_WEBGPU,
     ORT_WEB,
@@ -34,22 +32,6 @@ from edgeport.mobile_demo.serve import WEB_DIR
 
 BIN = Path(sys.executable).parent
 PHONE = {"width": 390, "height": 844}  # an iPhone 12-15's CSS viewport
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    from edgeport.export.browser import BrowserError, find_chromium
-
-    try:
-        path = find_chromium()
-    except BrowserError as e:
-        pytest.fail(f"{e}\nfix: {INSTALL_CHROMIUM}", pytrace=False)
-    if not (WEB_DIR / "node_modules" / "@litertjs" / "core").is_dir() and not os.environ.get(
-        "EDGEPORT_WEB_MODULES"
-    ):
-        pytest.fail(f"the page's runtimes are missing; fix: npm ci --prefix {WEB_DIR}",
-                    pytrace=False)
-    return path
 
 
 @pytest.fixture(scope="session")

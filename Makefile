@@ -5,7 +5,7 @@ DEVICE_VENV ?= .venv-device
 PY := $(VENV)/bin/python
 RUN ?= runs/quickstart
 
-.PHONY: run test lint bench device-venv web demo wheel clean thresholds-table
+.PHONY: run test test-fast lint bench device-venv web demo wheel clean thresholds-table
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed $(DEVICE_VENV)/.installed web
 	$(PY) -m ruff check .
 	EDGEPORT_DEVICE_PYTHON=$(abspath $(DEVICE_VENV))/bin/python $(PY) -m pytest
+
+# The inner loop: every module's fast tests (no slow, device or browser test), lint first.
+test-fast: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "not slow and not device" -q
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

@@ -239,6 +239,7 @@ def _export(args: argparse.Namespace, run: Path, *, force: bool) -> None:
 
 
 def _parity(args: argparse.Namespace, run: Path) -> int:
+    from edgeport.export.explain import parity_hints
     from edgeport.export.parity import check_parity
     from edgeport.export.report import format_parity_table, write_junit, write_markdown
     from edgeport.export.thresholds import load_thresholds
@@ -250,7 +251,7 @@ def _parity(args: argparse.Namespace, run: Path) -> int:
                           browser=getattr(args, "browser", False),
                           browser_samples=getattr(args, "browser_samples", 1000))
     print(format_parity_table(report))
-    hints = _explain_hints(run, report)
+    hints = parity_hints(run, report)  # repaired files; failing quantized rows: layer + fix
     if hints:
         print("\n".join(hints))
     code = 0 if report.passed else 1
@@ -262,23 +263,13 @@ def _parity(args: argparse.Namespace, run: Path) -> int:
         # GitHub's job summary collects every step's Markdown: add to it, never replace it.
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         append = bool(summary) and os.path.abspath(summary) == os.path.abspath(args.markdown)
-        write_markdown(report, args.markdown, append=append)
-        if hints:
-            with open(args.markdown, "a", encoding="utf-8") as f:
-                f.write("\n" + "".join(f"- {h}\n" for h in hints))
+        write_markdown(report, args.markdown, append=append, notes=hints)
     if getattr(args, "baseline_export", None) is not None:
         from edgeport.export.baseline import release_gate
 
         code = max(code, release_gate(run / "export", args.baseline_export, report,
                                       args.budget_parsed, markdown=args.markdown))
     return code
-
-
-def _explain_hints(run: Path, report: object) -> list[str]:
-    """Repaired files, and for each failing quantized row: the layer (or the command) + fix."""
-    from edgeport.export.explain import parity_hints
-
-    return parity_hints(run, report)
 
 
 def _dispatch(args: argparse.Namespace) -> int:

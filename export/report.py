@@ -416,19 +416,23 @@ def write_markdown(
     path: str | os.PathLike[str],
     *,
     append: bool = False,
+    notes: Sequence[str] = (),
 ) -> Path:
-    """Write :func:`to_markdown` to ``path``.
+    """Write :func:`to_markdown` to ``path``, in one write.
 
     Args:
         report: the report to render.
         path: the Markdown file.
         append: add to the end of ``path`` instead of replacing it atomically, as
             GitHub expects for ``$GITHUB_STEP_SUMMARY`` when other steps wrote to it.
+        notes: lines added as a list after the report (e.g. ``explain``'s hints).
 
     Returns:
         The path written.
     """
     text = to_markdown(report)
+    if notes:
+        text += "\n" + "".join(f"- {note}\n" for note in notes)
     if not append:
         return atomic_write_text(path, text)
     path = Path(path)

@@ -135,17 +135,9 @@ def convert_tflite(precision: str = "float32", *, batch: int | None = None) -> b
         tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         if precision == "int8":
-            calib = pixel_batch(64, seed=2)
+            from edgeport.export.tflite import set_full_integer
 
-            def representative() -> Any:
-                for row in calib:
-                    yield [row[None]]
-
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = representative
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.uint8
-            converter.inference_output_type = tf.uint8
+            set_full_integer(converter, pixel_batch(64, seed=2))  # the exporter's own settings
         elif precision == "float16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]

@@ -235,24 +235,8 @@ def run_images(page: Any, file: str, images: np.ndarray) -> BrowserRun:
     Raises:
         BrowserError: the page could not load or run the model (the page's own message).
     """
-    from playwright.sync_api import Error as PlaywrightError
-
-    images = np.ascontiguousarray(images, dtype=np.uint8)
-    chunk = max(1, _CHUNK_BYTES // max(1, images[0].size))
-    probs: list[list[float]] = []
-    times: list[float] = []
-    load_ms, backend = 0.0, "?"
-    for start in range(0, len(images), chunk):
-        part = images[start:start + chunk]
-        b64 = base64.b64encode(part.tobytes()).decode("ascii")
-        try:
-            out = page.evaluate("([f, b, n]) => window.edgeport.runMany(f, b, n)",
-                                [file, b64, len(part)])
-        except PlaywrightError as e:
-            raise BrowserError(_page_error(e, file)) from None
-        probs += out["probs"]
-        times += out["times"]
-        load_ms, backend = float(out["loadMs"]), str(out["backend"])
+    probs, times, out = _run_chunks(page, "window.edgeport.runMany", file, images)
+    load_ms, backend = float(out.get("loadMs", 0.0)), str(out.get("backend", "?"))
     return BrowserRun(np.asarray(probs, dtype=np.float32), np.asarray(times), load_ms, backend)
 
 
@@ -371,22 +355,7 @@ def run_images_webgpu(page: Any, entry: Mapping[str, Any], images: np.ndarray,
     if info.get("backend") != "webgpu":  # strict: cannot happen; never gate a WASM run as GPU
         raise BrowserError(f"LiteRT.js: ran on {info.get('backend')}, not WebGPU "
                            f"({info.get('fallback') or 'no reason given'})")
-    images = np.ascontiguousarray(images, dtype=np.uint8)
-    chunk = max(1, _CHUNK_BYTES // max(1, images[0].size))
-    probs: list[list[float]] = []
-    times: list[float] = []
-    for start in range(0, len(images), chunk):
-        part = images[start:start + chunk]
-        b64 = base64.b64encode(part.tobytes()).decode("ascii")
-        try:
-            out = page.evaluate("([f, b, n]) => window.edgeportGpu.runMany(f, b, n)",
-                                [file, b64, len(part)])
-        except PlaywrightError as e:
-            raise BrowserError(_page_error(e, file)) from None
-        if "error" in out:
-            raise BrowserError(f"LiteRT.js: {_strip_backend(out['error'])}")
-        probs += out["probs"]
-        times += out["times"]
+    probs, times, _ = _run_chunks(page, "window.edgeportGpu.runMany", file, images)
     return BrowserRun(np.asarray(probs, dtype=np.float32), np.asarray(times),
                       float(info["loadMs"]), "webgpu", float(info.get("warmupMs") or 0.0),
                       partial=f"LiteRT.js: {split}" if split else "")
@@ -449,6 +418,31 @@ def probe_plain_webgpu(page: Any, entry: Mapping[str, Any]) -> str | None:
 def _strip_backend(text: str) -> str:
     text = " ".join(str(text).split())
     return text[len("webgpu: "):] if text.startswith("webgpu: ") else text
+
+
+def _run_chunks(page: Any, runner: str, file: str,
+                images: np.ndarray) -> tuple[list[list[float]], list[float], dict[str, Any]]:
+    """``runner(file, base64, count)`` in the page over ``images`` in chunks of a few MB:
+    every answer and time, and the last chunk's reply (``loadMs``, ``backend``...)."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    chunk = max(1, _CHUNK_BYTES // max(1, images[0].size))
+    probs: list[list[float]] = []
+    times: list[float] = []
+    out: dict[str, Any] = {}
+    for start in range(0, len(images), chunk):
+        part = images[start:start + chunk]
+        b64 = base64.b64encode(part.tobytes()).decode("ascii")
+        try:
+            out = page.evaluate(f"([f, b, n]) => {runner}(f, b, n)", [file, b64, len(part)])
+        except PlaywrightError as e:
+            raise BrowserError(_page_error(e, file)) from None
+        if "error" in out:
+            raise BrowserError(f"LiteRT.js: {_strip_backend(out['error'])}")
+        probs += out["probs"]
+        times += out["times"]
+    return probs, times, out
 
 
 def _page_error(e: Exception, file: str) -> str:

@@ -119,15 +119,11 @@ def _border(tf: Any, a: Any) -> Any:
 
 def _mass_range(tf: Any, profile: Any) -> tuple[Any, Any]:
     """As preprocess._mass_range: first and one-past-last index holding the ink."""
-    n = int(profile.shape[0])
     cum = tf.math.cumsum(profile)  # CUMSUM, a builtin since TFLite 2.5
     total = cum[-1]
     lo = tf.reduce_sum(tf.cast(cum <= total * _MASS_TRIM, tf.float32))
     hi = tf.reduce_sum(tf.cast(cum < total * (1 - _MASS_TRIM), tf.float32)) + 1.0
-    idx = tf.range(n, dtype=tf.float32)
-    has = profile > 0
-    first = tf.reduce_min(tf.where(has, idx, float(n)))
-    last = tf.reduce_max(tf.where(has, idx, -1.0))
+    first, last = _first_last(tf, profile > 0)
     lo = tf.maximum(lo, first)
     hi = tf.minimum(tf.maximum(hi, lo + 1.0), last + 1.0)
     return lo, hi

@@ -49,31 +49,16 @@ def app_oracle(
     """
     import tensorflow as tf
 
-    from edgeport.mobile_demo.preprocess import (
-        find_digit,
-        preprocess_digit,
-        preprocess_resize,
-        with_none,
-    )
+    from edgeport.mobile_demo.preprocess import prepare_digits, with_none
 
-    h, w, c = int(input["height"]), int(input["width"]), int(input["channels"])
+    # edgeport-demo's own batch step (the digit rule, then the pipeline, or a plain resize),
+    # with the preprocessing the app graph was built for.
     digit = input.get("preprocess") == "mnist"
-    found = np.ones(len(pictures), bool)
-    if digit:
-        found = np.array([find_digit(p, size=h).found for p in pictures], bool)
-        x = np.zeros((len(pictures), h, w), np.float32)
-        for i in np.flatnonzero(found):
-            x[i] = preprocess_digit(pictures[i], size=h)
-    else:
-        x = np.stack([preprocess_resize(p, height=h, width=w, channels=c) for p in pictures])
-    shape = (-1, h * w * c) if input["layout"] == "flat" else (-1, h, w, c)
+    x, found = prepare_digits(list(pictures), {**input, "preprocess": "mnist" if digit
+                                                else "resize"})
     serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
-    out = [
-        serve(image=tf.constant(x[i : i + 512].reshape(shape).astype(np.float32)))[
-            "probabilities"
-        ].numpy()
-        for i in range(0, len(x), 512)
-    ]
+    out = [serve(image=tf.constant(x[i : i + 512]))["probabilities"].numpy()
+           for i in range(0, len(x), 512)]  # x is float32 in the model's own layout
     probs = np.concatenate(out).astype(np.float32)
     return with_none(probs, found, labels) if digit else probs
 

@@ -162,7 +162,9 @@ def _file_lines(arts: Sequence[Mapping[str, Any]], figures: Sequence[Mapping[str
             f"{_pct(r.get('accuracy'))} | {_pct(r.get('agreement'))} | "
             f"{'-' if ms is None else f'{ms:.3f} ms'} | {_verdict(r)} |"
         )
-    none_rows = any(str(r.get("runtime") or "").endswith(" (no digit)") for r in figures)
+    from .thresholds import NO_DIGIT
+
+    none_rows = any(str(r.get("runtime") or "").endswith(NO_DIGIT) for r in figures)
     return [*lines, "", "Agreement: share of test images whose top-1 class equals the "
                     "reference model's. Latency: p50 of batch-1 calls on the machine that ran "
                     f"the gate ({platform.machine()}, {os.cpu_count()} cores), the runtime "

@@ -199,7 +199,11 @@ def find_digit(img: Any, *, size: int = 28, rule: DigitRule = DIGIT_RULE) -> Dig
     Returns:
         A :class:`DigitCheck`; ``found`` False means the answer is :data:`NONE_LABEL`.
     """
-    gray = _gray(_as_image(img))
+    return _find_in_gray(_gray(_as_image(img)), size, rule)
+
+
+def _find_in_gray(gray: np.ndarray, size: int, rule: DigitRule = DIGIT_RULE) -> DigitCheck:
+    """:func:`find_digit` from the picture's grayscale (``_gray``)."""
     if gray.size == 0:
         return DigitCheck(False, "the picture has no pixels", 0.0, 0.0, 0.0, 0.0)
     return check_ink(ink_map(gray, size, rule), rule)
@@ -417,9 +421,14 @@ def preprocess_digit(img: Any, *, size: int = 28) -> np.ndarray:
     Raises:
         ImageError: the picture holds no ink (blank, or one flat colour).
     """
+    return _digit_from_gray(_gray(_as_image(img)), size)
+
+
+def _digit_from_gray(gray: np.ndarray, size: int) -> np.ndarray:
+    """:func:`preprocess_digit` from the picture's grayscale (``_gray``)."""
     if size < 4:
         raise ValueError(f"size={size}; expected a frame of at least 4 pixels")
-    ink = _ink(_gray(_as_image(img)))
+    ink = _ink(gray)
     r0, r1 = _mass_range(ink.sum(axis=1))
     c0, c1 = _mass_range(ink.sum(axis=0))
     small = _fit_box(ink[r0:r1, c0:c1], box=max(1, round(size * _DIGIT_BOX)))
@@ -618,12 +627,13 @@ def _prepare(
     for i, item in enumerate(items):
         img = load_image(item) if isinstance(item, (str, os.PathLike)) else item
         if preprocess and mode == "mnist":
-            check = find_digit(img, size=max(h, w))
-            if not check.found:
-                reasons[i] = check.reason
-                continue
             try:
-                digit = preprocess_digit(img, size=max(h, w))
+                gray = _gray(_as_image(img))  # once: the rule and the pipeline both read it
+                check = _find_in_gray(gray, max(h, w))
+                if not check.found:
+                    reasons[i] = check.reason
+                    continue
+                digit = _digit_from_gray(gray, max(h, w))
             except ImageError as e:  # name the picture: a folder may hold thousands
                 if isinstance(item, (str, os.PathLike)) and str(item) not in str(e):
                     raise ImageError(f"{item}: {e}") from None

@@ -147,6 +147,9 @@ def _input_lines(inp: Mapping[str, Any], arts: Sequence[Mapping[str, Any]]) -> l
 
 def _file_lines(arts: Sequence[Mapping[str, Any]], figures: Sequence[Mapping[str, Any]],
                 latency: Mapping[str, float]) -> list[str]:
+    from .parity import row_verdict
+    from .thresholds import NO_DIGIT
+
     if not figures:
         lines = ["| file | format | precision | size | sha256 |", "|---|---|---|---:|---|"]
         lines += [f"| {a['file']} | {a.get('format')} | {a.get('precision')} | "
@@ -160,10 +163,9 @@ def _file_lines(arts: Sequence[Mapping[str, Any]], figures: Sequence[Mapping[str
         lines.append(
             f"| {r['artifact']} | {r.get('runtime') or '-'} | {_kb(r.get('bytes'))} | "
             f"{_pct(r.get('accuracy'))} | {_pct(r.get('agreement'))} | "
-            f"{'-' if ms is None else f'{ms:.3f} ms'} | {_verdict(r)} |"
+            f"{'-' if ms is None else f'{ms:.3f} ms'} | "
+            f"{row_verdict(bool(r.get('passed')), r.get('gpu_ready'))} |"
         )
-    from .thresholds import NO_DIGIT
-
     none_rows = any(str(r.get("runtime") or "").endswith(NO_DIGIT) for r in figures)
     return [*lines, "", "Agreement: share of test images whose top-1 class equals the "
                     "reference model's. Latency: p50 of batch-1 calls on the machine that ran "
@@ -171,13 +173,6 @@ def _file_lines(arts: Sequence[Mapping[str, Any]], figures: Sequence[Mapping[str
                     "`edgeport-demo` picks; a phone differs."
                     + (" On `(no digit)` rows, accuracy is the share of generated frames with "
                        "no digit answered `none`." if none_rows else "")]
-
-
-def _verdict(r: Mapping[str, Any]) -> str:
-    """PASS, FAIL, or "not GPU-ready" (a passing WebGPU row that did not run fully)."""
-    if r.get("passed") and r.get("gpu_ready") is False:
-        return "not GPU-ready"
-    return "PASS" if r.get("passed") else "FAIL"
 
 
 def _threshold_lines(figures: Sequence[Mapping[str, Any]],

@@ -119,6 +119,11 @@ class ParityResult:
     note: str = ""
 
     @property
+    def verdict(self) -> str:
+        """``PASS``, ``FAIL``, or ``not GPU-ready`` (a passing WebGPU row that did not run)."""
+        return row_verdict(self.passed, self.gpu_ready)
+
+    @property
     def accuracy_change(self) -> float | None:
         """``accuracy - reference_accuracy`` (negative: the file is worse)."""
         return None if self.accuracy is None else self.accuracy - self.reference_accuracy
@@ -546,6 +551,13 @@ def _check_artifact(
     )
     return result(runtime=model.runtime, accuracy=accuracy, agreement=agreement,
                   max_abs_diff=max_diff, mean_abs_diff=mean_diff, near_ties=near)
+
+
+def row_verdict(passed: bool, gpu_ready: bool | None) -> str:
+    """A parity row's verdict word (``ParityResult.verdict``; also for ``parity.json`` rows)."""
+    if passed and gpu_ready is False:
+        return "not GPU-ready"
+    return "PASS" if passed else "FAIL"
 
 
 def near_ties(reference: np.ndarray, top: np.ndarray, ref_top: np.ndarray,

@@ -142,22 +142,18 @@ def _parity_rows(report: ParityReport) -> list[list[str]]:
     return [
         [r.artifact, r.format.value, r.precision.value, r.runtime or "-", _kb(r.bytes),
          _num(r.images, ","), _pct(r.accuracy), _pts(r.accuracy_change), _pct(r.agreement),
-         _max_diff(r), _bound(r), _verdict(r)]
+         _max_diff(r), _bound(r), r.verdict]
         for r in report.results
     ]
 
 
-def _verdict(r: Any) -> str:
-    """PASS, FAIL, or "not GPU-ready" for a passing WebGPU row that did not run fully."""
-    if r.passed and r.gpu_ready is False:
-        return "not GPU-ready"
-    return "PASS" if r.passed else "FAIL"
+_VERDICT_ICONS = {"PASS": "✅ PASS", "FAIL": "❌ FAIL", "not GPU-ready": "⚪ not GPU-ready"}
 
 
 def _gpu_notes(report: ParityReport) -> list[str]:
     """One line per "not GPU-ready" WebGPU row: the runtime's reason."""
     return [f"{r.artifact} [{r.runtime}]: {r.note}" for r in report.results
-            if r.passed and r.gpu_ready is False and r.note]
+            if r.verdict == "not GPU-ready" and r.note]
 
 
 def _not_produced_rows(report: ParityReport) -> list[list[str]]:
@@ -210,8 +206,7 @@ def _parity_markdown(report: ParityReport) -> str:
     rows = _parity_rows(report)
     for row, r in zip(rows, report.results, strict=True):
         row[0] = f"`{r.artifact}`"
-        row[-1] = ("⚪ not GPU-ready" if r.passed and r.gpu_ready is False
-                   else "✅ PASS" if r.passed else "❌ FAIL")
+        row[-1] = _VERDICT_ICONS[r.verdict]
     parts = [f"### {icon} edgeport {_parity_headline(report)}", "",
              markdown_table(_PARITY_HEADERS, rows + _not_produced_rows(report),
                             align=_PARITY_ALIGN), "", f"_{_PARITY_NOTE}_"]

@@ -14,7 +14,8 @@ regression: SGD 0.5, 1,000 steps of 100) into a temporary folder with
 ``edgeport run`` (train, export all five formats, parity); with ``--run`` it
 uses that exported run as it is. Then it runs, each in its own process,
 ``inference_vs_numpy.py``, ``cold_start.py``, ``size.py``,
-``export_parity_time.py`` (each with ``--run``), ``models.py`` and ``train_vs_sklearn.py``,
+``export_parity_time.py``, ``app_model.py`` (each with ``--run``; ``--app-run CNN_RUN``
+adds a run to app_model.py), ``models.py`` and ``train_vs_sklearn.py``,
 and writes their tables, the targets met or missed with the reasons, the
 date, the machine and the package versions into RESULTS.md. ``make bench``
 runs this.
@@ -42,6 +43,7 @@ SECTIONS = (
     ("cold_start.py", "Cold start: process start to first prediction"),
     ("size.py", "File size against the parameter bytes"),
     ("export_parity_time.py", "Export and parity time"),
+    ("app_model.py", "A photo to probabilities: the app model against the numpy path"),
 )
 VERSIONS = ("tensorflow", "ai-edge-litert", "onnxruntime", "tf2onnx", "onnx", "numpy",
             "scikit-learn")
@@ -113,6 +115,8 @@ def _parse_args() -> argparse.Namespace:
     ap.add_argument("--run", metavar="RUN", help="an exported run (default: train the seed "
                     "recipe into a temporary folder)")
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"), help="the results file")
+    ap.add_argument("--app-run", action="append", default=[], metavar="RUN",
+                    help="another exported digit run for app_model.py (e.g. the cnn's)")
     ap.add_argument("--cold-repeats", type=int, default=5, help="cold_start.py rounds")
     ap.add_argument("--export-repeats", type=int, default=3, help="export_parity_time.py runs")
     ap.add_argument("--train-repeats", type=int, default=3, help="train_vs_sklearn.py runs")
@@ -219,7 +223,8 @@ def main() -> None:
     load_start = load_average()
     t_start = time.perf_counter()
     extra = {"cold_start.py": ["--repeats", str(args.cold_repeats)],
-             "export_parity_time.py": ["--repeats", str(args.export_repeats)]}
+             "export_parity_time.py": ["--repeats", str(args.export_repeats)],
+             "app_model.py": [arg for run in args.app_run for arg in ("--run", run)]}
     s = Sections()
     with tempfile.TemporaryDirectory(prefix="edgeport-bench-all-") as tmp_name:
         tmp = Path(tmp_name)

@@ -60,6 +60,7 @@ __all__ = [
     "app_labels",
     "app_size",
     "build_app_function",
+    "claims_webgpu",
     "convert_app",
     "predict_app",
     "render_pictures",
@@ -85,6 +86,16 @@ def app_size(input: Mapping[str, Any]) -> int:
     return APP_SCALE * max(int(input["height"]), int(input["width"]))
 
 
+def claims_webgpu(file: str, input: Mapping[str, Any]) -> bool:
+    """Whether ``file`` is written for LiteRT's GPU delegate: a digit model's app models,
+    whose graphs run wholly on WebGPU in LiteRT.js (4-D tensors, see below; the delegate
+    runs the int8 file's quantized classifier too). Their manifest entries say so
+    (``"gpu": {"claims_webgpu": true}``), so the parity gate's WebGPU row fails, not merely
+    notes, when one stops doing so. A ``"resize"`` model's app graph does not claim it (its
+    resampling is a 3-D batch over the channels, not measured on WebGPU)."""
+    return file in APP_FILES.values() and input.get("preprocess") == "mnist"
+
+
 def app_labels(labels: Sequence[str], input: Mapping[str, Any]) -> list[str]:
     """The class names of an app model: a digit model's labels and ``none`` (no digit).
 
@@ -98,31 +109,75 @@ def app_labels(labels: Sequence[str], input: Mapping[str, Any]) -> list[str]:
     return [str(label) for label in labels]
 
 
+# Every tensor of the preprocessing is 4-D with batch 1: a picture is a plane [1, 1, H, W],
+# a scalar [1, 1, 1, 1], a profile (a value per row or column) [1, 1, 1, n]. LiteRT's GPU
+# delegate (LiteRT.js WebGPU) refuses 0-d tensors and maps a 2-D [n, m] tensor to n batches
+# of m channels, where its broadcasts, one-axis reductions and CUMSUM came out wrong on
+# WebGPU (SwiftShader); in 4-D with batch 1 every op of this graph computes what the CPU
+# does (docs/contracts.md). The plane's columns are the last axis, not [1, H, W, 1]: with a
+# last axis of 1 the CPU's PAD, SELECT, comparisons and row sums run 4-9x slower.
+
+
+def _scalar_op(tf: Any, reduce: Any, x: Any) -> Any:
+    """``reduce`` (tf.reduce_sum / _max / _min) over every element: ``[1, 1, 1, 1]``."""
+    out = reduce(x, axis=list(range(len(x.shape))), keepdims=True)
+    return tf.reshape(out, [1, 1, 1, 1])
+
+
+def _index(tf: Any, n: int, axis: int) -> Any:
+    """0 .. n - 1 as float32 along ``axis`` (2: rows, 3: columns and profiles) of a 4-D
+    tensor."""
+    shape = [1, 1, 1, 1]
+    shape[axis] = n
+    return tf.constant(np.arange(n, dtype=np.float32).reshape(shape))
+
+
 def _quantile(tf: Any, x: Any, q: float) -> Any:
-    """numpy.percentile(x, 100 q) (linear interpolation) of a flat tensor of static length."""
-    n = int(x.shape[0])
+    """numpy.percentile(x, 100 q) (linear interpolation) of a tensor of static size."""
+    n = int(np.prod(x.shape))
     pos = q * (n - 1)
     lo = int(np.floor(pos))
     frac = pos - lo
     # top_k sorts descending: ascending index i is descending index n - 1 - i.
     k = n - lo
-    top = tf.math.top_k(x, k=k, sorted=True).values
-    a = top[k - 1]
+    top = tf.math.top_k(tf.reshape(x, [1, n]), k=k, sorted=True).values
+    a = tf.reshape(top[:, k - 1:k], [1, 1, 1, 1])
     if lo + 1 >= n or pos == lo:  # an exact rank: no interpolation
         return a
-    return a + frac * (top[k - 2] - a)
+    return a + frac * (tf.reshape(top[:, k - 2:k - 1], [1, 1, 1, 1]) - a)
 
 
 def _border(tf: Any, a: Any) -> Any:
-    return tf.concat([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]], axis=0)
+    """The outermost pixels of a plane, ``[1, n]``."""
+    sides = (a[..., :1, :], a[..., -1:, :], a[..., 1:-1, :1], a[..., 1:-1, -1:])
+    return tf.concat([tf.reshape(side, [1, -1]) for side in sides], axis=1)
+
+
+def _row_profile(tf: Any, reduce: Any, a: Any) -> Any:
+    """``reduce`` of each row of a plane: ``[1, 1, 1, H]``."""
+    return tf.reshape(reduce(a, axis=3, keepdims=True), [1, 1, 1, int(a.shape[2])])
+
+
+def _col_profile(tf: Any, reduce: Any, a: Any) -> Any:
+    """``reduce`` of each column of a plane: ``[1, 1, 1, W]``."""
+    return reduce(a, axis=2, keepdims=True)
+
+
+def _first_last(tf: Any, present: Any) -> tuple[Any, Any]:
+    """First and last index where a bool profile ``[1, 1, 1, n]`` is true (n and -1 when
+    none is)."""
+    n = int(present.shape[3])
+    idx = _index(tf, n, 3)
+    return (_scalar_op(tf, tf.reduce_min, tf.where(present, idx, float(n))),
+            _scalar_op(tf, tf.reduce_max, tf.where(present, idx, -1.0)))
 
 
 def _mass_range(tf: Any, profile: Any) -> tuple[Any, Any]:
     """As preprocess._mass_range: first and one-past-last index holding the ink."""
-    cum = tf.math.cumsum(profile)  # CUMSUM, a builtin since TFLite 2.5
-    total = cum[-1]
-    lo = tf.reduce_sum(tf.cast(cum <= total * _MASS_TRIM, tf.float32))
-    hi = tf.reduce_sum(tf.cast(cum < total * (1 - _MASS_TRIM), tf.float32)) + 1.0
+    cum = tf.math.cumsum(profile, axis=3)  # CUMSUM, a builtin since TFLite 2.5
+    total = cum[..., -1:]
+    lo = _scalar_op(tf, tf.reduce_sum, tf.cast(cum <= total * _MASS_TRIM, tf.float32))
+    hi = _scalar_op(tf, tf.reduce_sum, tf.cast(cum < total * (1 - _MASS_TRIM), tf.float32)) + 1.0
     first, last = _first_last(tf, profile > 0)
     lo = tf.maximum(lo, first)
     hi = tf.minimum(tf.maximum(hi, lo + 1.0), last + 1.0)
@@ -133,7 +188,7 @@ def _pil_matrix(
     tf: Any, out_n: int, in_n: int, start: Any, count: Any, src: Any, length: Any,
     bilinear: Any = False,
 ) -> Any:
-    """``[out_n, in_n]`` resampling weights, Pillow's ``Image.resize`` to the coefficient.
+    """``[1, 1, out_n, in_n]`` resampling weights, Pillow's ``Image.resize`` to the coefficient.
 
     Output cells ``start .. start + count - 1`` resample the source pixels
     ``src .. src + length - 1`` into ``count`` cells, as Pillow's ``precompute_coeffs``
@@ -143,8 +198,8 @@ def _pil_matrix(
     sums to one. BOX is an index range per row: two comparisons per weight, where the
     triangle needs a dozen ops (the 80x112 BOX matrices were 1/3 of the graph's time).
     """
-    o = tf.range(out_n, dtype=tf.float32)[:, None] - start
-    i = tf.range(in_n, dtype=tf.float32)[None, :] - src
+    o = _index(tf, out_n, 2) - start
+    i = _index(tf, in_n, 3) - src
     scale = length / tf.maximum(count, 1.0)
     filterscale = tf.maximum(scale, 1.0)
     centre = (o + 0.5) * scale
@@ -164,49 +219,57 @@ def _pil_matrix(
     window = ((i >= tf.maximum(tf.floor(centre - filterscale + 0.5), 0.0))
               & (i < tf.minimum(tf.floor(centre + filterscale + 0.5), length)) & valid)
     triangle = tf.maximum(1.0 - tf.abs(x), 0.0) * tf.cast(window, tf.float32)
-    triangle = triangle / tf.maximum(tf.reduce_sum(triangle, axis=1, keepdims=True), _EPS)
+    triangle = triangle / tf.maximum(tf.reduce_sum(triangle, axis=3, keepdims=True), _EPS)
     return tf.where(bilinear, triangle, box)
 
 
 def _resample(tf: Any, rows: Any, x: Any, cols: Any) -> Any:
-    """``rows @ x @ cols^T``. Rank-3 operands keep these BATCH_MATMUL: the converter turns a
-    rank-2 matmul into FULLY_CONNECTED, which the int8 model would quantize with the
-    classifier."""
-    picked = tf.matmul(rows[None], x[None])
-    return tf.matmul(picked, cols[None], transpose_b=True)[0]
+    """``rows @ x @ cols^T`` of a plane with ``[1, 1, out, in]`` weights: a plane. Rank-3
+    operands keep these BATCH_MATMUL: the converter turns a rank-2 matmul into
+    FULLY_CONNECTED, which the int8 model would quantize with the classifier."""
+    def squeeze(a: Any) -> Any:
+        return tf.reshape(a, [1, int(a.shape[2]), int(a.shape[3])])
+
+    picked = tf.matmul(squeeze(rows), squeeze(x))
+    out = tf.matmul(picked, squeeze(cols), transpose_b=True)
+    return tf.reshape(out, [1, 1, int(rows.shape[2]), int(cols.shape[2])])
+
+
+def _pad(tf: Any, a: Any, r: int, value: float = 0.0) -> Any:
+    """``np.pad(a, r, constant_values=value)`` of a plane (rows and columns)."""
+    return tf.pad(a, [[0, 0], [0, 0], [r, r], [r, r]], constant_values=value)
 
 
 def _stroke_width(tf: Any, a: Any) -> Any:
     """As preprocess._stroke_width: twice the ink area (``a > 0.5``) over its outline."""
     mask = tf.cast(a > 0.5, tf.float32)
-    p = tf.pad(mask, [[1, 1], [1, 1]])
-    inner = p[:-2, 1:-1] * p[2:, 1:-1] * p[1:-1, :-2] * p[1:-1, 2:] * mask
-    area = tf.reduce_sum(mask)
-    outline = area - tf.reduce_sum(inner)
+    p = _pad(tf, mask, 1)
+    inner = p[..., :-2, 1:-1] * p[..., 2:, 1:-1] * p[..., 1:-1, :-2] * p[..., 1:-1, 2:] * mask
+    area = _scalar_op(tf, tf.reduce_sum, mask)
+    outline = area - _scalar_op(tf, tf.reduce_sum, inner)
     return tf.where(area > 0.0, 2.0 * area / tf.maximum(outline, 1.0), 0.0)
 
 
 def _dilate3(tf: Any, a: Any) -> Any:
     """Grey dilation with a 3 x 3 square (zero padding), made of MAXIMUM ops: MAX_POOL_2D
     would be quantized with a cnn's own pooling in the int8 model."""
-    p = tf.pad(a, [[1, 1], [1, 1]])
-    rows = tf.maximum(tf.maximum(p[:-2], p[1:-1]), p[2:])
-    return tf.maximum(tf.maximum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
+    p = _pad(tf, a, 1)
+    rows = tf.maximum(tf.maximum(p[..., :-2, :], p[..., 1:-1, :]), p[..., 2:, :])
+    return tf.maximum(tf.maximum(rows[..., :-2], rows[..., 1:-1]), rows[..., 2:])
 
 
 def _digit(tf: Any, g: Any, size: int) -> Any:
-    """The MNIST pipeline on a grayscale ``[S, S]`` picture in [0, 1]; returns ``[size, size]``."""
-    flat = tf.reshape(g, [-1])
-    border = _border(tf, g)
-    paper = _quantile(tf, border, 0.5)
-    lo, hi = tf.reduce_min(flat), tf.reduce_max(flat)
+    """The MNIST pipeline on a grayscale plane ``[1, 1, S, S]`` in [0, 1]; returns
+    ``[1, 1, size, size]``."""
+    paper = _quantile(tf, _border(tf, g), 0.5)
+    lo, hi = _scalar_op(tf, tf.reduce_min, g), _scalar_op(tf, tf.reduce_max, g)
     signed = tf.where(paper >= (lo + hi) / 2.0, paper - g, g - paper)
-    peak = tf.maximum(tf.reduce_max(signed), _MIN_CONTRAST)
+    peak = tf.maximum(_scalar_op(tf, tf.reduce_max, signed), _MIN_CONTRAST)
     # The noise's spread (median absolute deviation) is estimated on the picture sampled at
     # the model's resolution (every APP_SCALE-th row and column: 784 of 12,544 pixels for
     # MNIST) where numpy uses every pixel: a median over mostly paper barely moves, and the
     # two full-size TOPK sorts were 3/4 of the app model's time (4.2 ms -> 0.7 ms a picture).
-    grid = tf.reshape(signed[::APP_SCALE, ::APP_SCALE], [-1])
+    grid = signed[..., ::APP_SCALE, ::APP_SCALE]
     med = _quantile(tf, grid, 0.5)
     sigma = 1.4826 * _quantile(tf, tf.abs(grid - med), 0.5)
     ink = tf.maximum(signed, 0.0) / peak
@@ -214,8 +277,8 @@ def _digit(tf: Any, g: Any, size: int) -> Any:
     floor = tf.clip_by_value(noise, _NOISE_FLOOR, _NOISE_CEIL)
     ink = tf.clip_by_value((ink - floor) / (1.0 - floor), 0.0, 1.0)
 
-    r0, r1 = _mass_range(tf, tf.reduce_sum(ink, axis=1))
-    c0, c1 = _mass_range(tf, tf.reduce_sum(ink, axis=0))
+    r0, r1 = _mass_range(tf, _row_profile(tf, tf.reduce_sum, ink))
+    c0, c1 = _mass_range(tf, _col_profile(tf, tf.reduce_sum, ink))
     return _fit_and_centre(tf, ink, r0, r1 - r0, c0, c1 - c0, size)
 
 
@@ -224,7 +287,7 @@ def _fit_and_centre(tf: Any, ink: Any, r0: Any, ch: Any, c0: Any, cw: Any, size:
     canvas of 4x the 20-px box (shrunk to it when larger, then normalised), strokes thinner
     than MNIST's thickened there, the longer side resampled to 20 px (BOX when shrinking,
     BILINEAR when enlarging), and pasted with its centre of mass at the frame's middle."""
-    s = int(ink.shape[0])
+    s = int(ink.shape[3])
     box = float(max(1, round(size * _BOX)))
     work = int(box) * _WORK_SCALE
     longest = tf.maximum(ch, cw)
@@ -234,15 +297,16 @@ def _fit_and_centre(tf: Any, ink: Any, r0: Any, ch: Any, c0: Any, cw: Any, size:
     w1 = tf.maximum(tf.round(cw * scale), 1.0)
     crop = _resample(tf, _pil_matrix(tf, work, s, 0.0, h1, r0, ch), ink,
                      _pil_matrix(tf, work, s, 0.0, w1, c0, cw))
-    crop = tf.where(shrink, crop / tf.maximum(tf.reduce_max(crop), _EPS), crop)
+    crop_max = _scalar_op(tf, tf.reduce_max, crop)
+    crop = tf.where(shrink, crop / tf.maximum(crop_max, _EPS), crop)
 
     longest1 = tf.maximum(h1, w1)
     target = _MIN_STROKE * longest1 / work
     width = _stroke_width(tf, crop)
     grow = tf.where((width > 0.0) & (width < target), tf.round(target - width), 0.0)
     radius = tf.floor(grow / 2.0)  # the numpy kernel is round(...) | 1 = 2 * radius + 1
-    idx = tf.range(work, dtype=tf.float32)
-    region = (tf.cast(idx < h1, tf.float32)[:, None] * tf.cast(idx < w1, tf.float32)[None, :])
+    region = (tf.cast(_index(tf, work, 2) < h1, tf.float32)
+              * tf.cast(_index(tf, work, 3) < w1, tf.float32))
     once = _dilate3(tf, crop) * region
     twice = _dilate3(tf, once) * region  # radius <= 2: target <= 6 px, width >= 2 px
     crop = tf.where(radius >= 2.0, twice, tf.where(radius >= 1.0, once, crop))
@@ -253,52 +317,44 @@ def _fit_and_centre(tf: Any, ink: Any, r0: Any, ch: Any, c0: Any, cw: Any, size:
     rows = _pil_matrix(tf, size, work, 0.0, h, 0.0, h1, bilinear)
     cols = _pil_matrix(tf, size, work, 0.0, w, 0.0, w1, bilinear)
     small = tf.clip_by_value(_resample(tf, rows, crop, cols), 0.0, 1.0)
-    small = small / tf.maximum(tf.reduce_max(small), _EPS)
+    small = small / tf.maximum(_scalar_op(tf, tf.reduce_max, small), _EPS)
 
-    total = tf.reduce_sum(small)
-    pos = tf.range(size, dtype=tf.float32)
-    cy = tf.reduce_sum(tf.reduce_sum(small, axis=1) * pos) / tf.maximum(total, _EPS)
-    cx = tf.reduce_sum(tf.reduce_sum(small, axis=0) * pos) / tf.maximum(total, _EPS)
-    cy = tf.where(total > 0.0, cy, (h - 1.0) / 2.0)
-    cx = tf.where(total > 0.0, cx, (w - 1.0) / 2.0)
+    total = _scalar_op(tf, tf.reduce_sum, small)
+    rows_pos, cols_pos = _index(tf, size, 2), _index(tf, size, 3)  # cols_pos: profiles too
+    cy = _scalar_op(tf, tf.reduce_sum, _row_profile(tf, tf.reduce_sum, small) * cols_pos)
+    cx = _scalar_op(tf, tf.reduce_sum, _col_profile(tf, tf.reduce_sum, small) * cols_pos)
+    cy = tf.where(total > 0.0, cy / tf.maximum(total, _EPS), (h - 1.0) / 2.0)
+    cx = tf.where(total > 0.0, cx / tf.maximum(total, _EPS), (w - 1.0) / 2.0)
     centre = size / 2.0
     top = tf.clip_by_value(tf.round(centre - cy), 0.0, size - h)
     left = tf.clip_by_value(tf.round(centre - cx), 0.0, size - w)
     # Pasting is a shift: out[top + j, left + k] = small[j, k].
-    shift_rows = tf.cast(tf.equal(pos[:, None] - top, pos[None, :]), tf.float32)
-    shift_cols = tf.cast(tf.equal(pos[:, None] - left, pos[None, :]), tf.float32)
+    shift_rows = tf.cast(tf.equal(rows_pos - top, cols_pos), tf.float32)
+    shift_cols = tf.cast(tf.equal(rows_pos - left, cols_pos), tf.float32)
     return _resample(tf, shift_rows, small, shift_cols)
 
 
 def _box_filter(tf: Any, a: Any, k: int, reduce: Any, pad: float) -> Any:
     """As preprocess._box_filter: a k x k max or min filter (``reduce`` tf.maximum /
-    tf.minimum), padded with ``pad``; element-wise ops, so the int8 model keeps it float.
-    Windows double (1, 2, 4, 8, then the rest: 4 ops an axis for k = 11, not 10); max and
-    min are exact, so the result is numpy's to the bit."""
-    r = k // 2
-    out = tf.pad(a, [[r, r], [r, r]], constant_values=pad)
-    for axis in (0, 1):
+    tf.minimum) of a plane, padded with ``pad``; element-wise ops, so the int8 model keeps
+    it float. Windows double (1, 2, 4, 8, then the rest: 4 ops an axis for k = 11, not 10);
+    max and min are exact, so the result is numpy's to the bit."""
+    out = _pad(tf, a, k // 2, pad)
+    for axis in (2, 3):
         cover = 1
         while cover < k:
             step = min(cover, k - cover)
             n = int(out.shape[axis]) - step
-            head = out[:n] if axis == 0 else out[:, :n]
-            tail = out[step:] if axis == 0 else out[:, step:]
+            head = out[..., :n, :] if axis == 2 else out[..., :n]
+            tail = out[..., step:, :] if axis == 2 else out[..., step:]
             out = reduce(head, tail)
             cover += step
     return out
 
 
-def _first_last(tf: Any, present: Any) -> tuple[Any, Any]:
-    """First and last index where a bool profile is true (n and -1 when none is)."""
-    n = int(present.shape[0])
-    idx = tf.range(n, dtype=tf.float32)
-    return (tf.reduce_min(tf.where(present, idx, float(n))),
-            tf.reduce_max(tf.where(present, idx, -1.0)))
-
-
 def _digit_found(tf: Any, g: Any, size: int) -> Any:
-    """As preprocess.find_digit on a grayscale ``[S, S]`` picture: 1.0 (a digit) or 0.0.
+    """As preprocess.find_digit on a grayscale plane ``[1, 1, S, S]``: 1.0 (a digit) or 0.0,
+    ``[1, 1, 1, 1]``.
 
     S is twice the rule's grid (2 x size), so the grid is a 2 x 2 average, what
     Pillow's BOX resize does for a factor of 2; the rest is ``ink_map`` and
@@ -306,24 +362,25 @@ def _digit_found(tf: Any, g: Any, size: int) -> Any:
     """
     rule = DIGIT_RULE
     side = rule.grid_side(size)
-    if int(g.shape[0]) != 2 * side:
-        raise ExportError(f"app picture {int(g.shape[0])} px; expected {2 * side} (2 x the grid)")
-    grid = (g[0::2, 0::2] + g[1::2, 0::2] + g[0::2, 1::2] + g[1::2, 1::2]) / 4.0
+    if int(g.shape[3]) != 2 * side:
+        raise ExportError(f"app picture {int(g.shape[3])} px; expected {2 * side} (2 x the grid)")
+    grid = (g[..., 0::2, 0::2] + g[..., 1::2, 0::2]
+            + g[..., 0::2, 1::2] + g[..., 1::2, 1::2]) / 4.0
     paper = _quantile(tf, _border(tf, grid), 0.5)
-    lo, hi = tf.reduce_min(grid), tf.reduce_max(grid)
+    lo, hi = _scalar_op(tf, tf.reduce_min, grid), _scalar_op(tf, tf.reduce_max, grid)
     v = tf.where(paper >= (lo + hi) / 2.0, grid, 1.0 - grid)
     k = rule.window_px(size)
     light = _box_filter(tf, _box_filter(tf, v, k, tf.maximum, 0.0), k, tf.minimum, 1.0)
     ink = tf.clip_by_value(1.0 - v / tf.maximum(light, 1e-3), 0.0, 1.0)
     mask = tf.cast(ink > rule.ink, tf.float32)
-    count = tf.reduce_sum(mask)
-    r0, r1 = _first_last(tf, tf.reduce_max(mask, axis=1) > 0.0)
-    c0, c1 = _first_last(tf, tf.reduce_max(mask, axis=0) > 0.0)
+    count = _scalar_op(tf, tf.reduce_sum, mask)
+    r0, r1 = _first_last(tf, _row_profile(tf, tf.reduce_max, mask) > 0.0)
+    c0, c1 = _first_last(tf, _col_profile(tf, tf.reduce_max, mask) > 0.0)
     height = (r1 - r0 + 1.0) / side
     width = (c1 - c0 + 1.0) / side
     area = count / float(side * side)
     b = rule.band_px(size)
-    edge = 1.0 - tf.reduce_sum(mask[b:-b, b:-b]) / tf.maximum(count, 1.0)
+    edge = 1.0 - _scalar_op(tf, tf.reduce_sum, mask[..., b:-b, b:-b]) / tf.maximum(count, 1.0)
     density = area / tf.maximum(height * width, _EPS)
     found = ((count > 0.0) & (area >= rule.min_area) & (area <= rule.max_area)
              & (edge <= rule.max_edge) & (height >= rule.min_height)
@@ -332,17 +389,20 @@ def _digit_found(tf: Any, g: Any, size: int) -> Any:
 
 
 def _resize(tf: Any, x: Any, height: int, width: int, *, bilinear: bool) -> Any:
-    """Resize ``[S, S, C]`` to ``[height, width, C]`` as Pillow does (BOX for grayscale
-    float pictures, antialiased BILINEAR for RGB: what ``preprocess_resize`` calls): per
-    channel ``rows @ plane @ cols^T``, the weights folded into constants by the converter."""
+    """Resize a picture ``[S, S, C]`` to ``[1, height, width, C]`` as Pillow does (BOX
+    for grayscale float pictures, antialiased BILINEAR for RGB: what ``preprocess_resize``
+    calls): per channel ``rows @ plane @ cols^T``, the weights folded into constants by the
+    converter."""
     s, c = int(x.shape[0]), int(x.shape[2])
     flag = tf.constant(bilinear)
-    rows = _pil_matrix(tf, height, s, 0.0, float(height), 0.0, float(s), flag)
-    cols = _pil_matrix(tf, width, s, 0.0, float(width), 0.0, float(s), flag)
+    rows = tf.reshape(_pil_matrix(tf, height, s, 0.0, float(height), 0.0, float(s), flag),
+                      [1, height, s])
+    cols = tf.reshape(_pil_matrix(tf, width, s, 0.0, float(width), 0.0, float(s), flag),
+                      [1, width, s])
     planes = tf.transpose(x, [2, 0, 1])  # [C, S, S]: one BATCH_MATMUL over the channels
-    out = tf.matmul(tf.matmul(tf.tile(rows[None], [c, 1, 1]), planes),
-                    tf.tile(cols[None], [c, 1, 1]), transpose_b=True)
-    return tf.transpose(out, [1, 2, 0])
+    out = tf.matmul(tf.matmul(tf.tile(rows, [c, 1, 1]), planes),
+                    tf.tile(cols, [c, 1, 1]), transpose_b=True)
+    return tf.transpose(out, [1, 2, 0])[None]
 
 
 def build_app_function(serving: Any, input: Mapping[str, Any], *, uint8: bool = False,
@@ -380,27 +440,29 @@ def build_app_function(serving: Any, input: Mapping[str, Any], *, uint8: bool = 
 
     dtype = tf.uint8 if uint8 else tf.float32
 
-    @tf.function(input_signature=[tf.TensorSpec([1, s, s, 3], dtype, name="image")])
+    # No autograph: the graph has no tensor-dependent Python control flow to convert.
+    @tf.function(input_signature=[tf.TensorSpec([1, s, s, 3], dtype, name="image")],
+                 autograph=False)
     def app(image: Any) -> dict[str, Any]:
         pixels = tf.cast(image, tf.float32)
         luma = tf.matmul(tf.reshape(pixels, [1, s * s, 3]), weights)
-        gray = tf.reshape(tf.floor(luma + 0.5), [s, s]) / 255.0
+        gray = tf.reshape(tf.floor(luma + 0.5), [1, 1, s, s]) / 255.0
         if digit:
-            x = _digit(tf, gray, height)[:, :, None]
+            x = _digit(tf, gray, height)
         elif channels == 1:
-            x = _resize(tf, gray[:, :, None], height, width, bilinear=False)
+            x = _resize(tf, tf.reshape(gray, [s, s, 1]), height, width, bilinear=False)
         else:
             x = _resize(tf, pixels[0] / 255.0, height, width, bilinear=True)
         x = tf.clip_by_value(x, 0.0, 1.0)
-        shape = [1, height * width * channels] if input["layout"] == "flat" else [1, *x.shape]
+        flat = input["layout"] == "flat"
+        shape = [1, height * width * channels] if flat else [1, height, width, channels]
         probs = function(image=tf.reshape(x, shape))["probabilities"]
         if not digit:
             return {"probabilities": probs}
         # No digit in the frame: probability 1 for `none`, 0 for every digit.
-        found = _digit_found(tf, gray, height)
+        found = tf.reshape(_digit_found(tf, gray, height), [1, 1])
         if own_none is None:
-            return {"probabilities": tf.concat([probs * found, tf.reshape(1.0 - found, [1, 1])],
-                                               axis=1)}
+            return {"probabilities": tf.concat([probs * found, 1.0 - found], axis=1)}
         onehot = tf.one_hot([own_none], int(probs.shape[1]), dtype=tf.float32)
         return {"probabilities": probs * found + onehot * (1.0 - found)}
 

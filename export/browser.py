@@ -72,6 +72,7 @@ __all__ = [
     "CHROMIUM_FLAGS",
     "LITERT_WEBGPU",
     "WEBGPU_FLAGS",
+    "WEBGPU_SAMPLES",
     "BrowserError",
     "BrowserRun",
     "browser_bench",
@@ -101,6 +102,11 @@ NO_ADAPTER_FIX = (
     f"fix: install Debian's Chromium ({INSTALL_CHROMIUM}; it ships SwiftShader) and keep "
     f"the flags {' '.join(WEBGPU_FLAGS)}"
 )
+# Images per WebGPU row by default: SwiftShader runs WebGPU's shaders on the CPU, one
+# dispatch per op, and LiteRT's TOPK shader costs ~0.45 ms per k: the float app graph's
+# medians make it 0.2-0.9 s a picture here (a phone GPU is another matter).
+WEBGPU_SAMPLES = 200
+WEBGPU_BENCH_RUNS = 30  # calls per WebGPU latency row of `bench --browser`
 _CHUNK_BYTES = 4_000_000  # pixels per page call: a few MB per message
 _TIMEOUT_MS = 120_000
 
@@ -493,6 +499,7 @@ def browser_parity(
     *,
     thresholds: Thresholds | None = None,
     samples: int = 1000,
+    webgpu_samples: int | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     split: tuple[np.ndarray, np.ndarray] | None = None,
     progress: bool = True,
@@ -503,6 +510,8 @@ def browser_parity(
         run_dir: the run directory, with ``reference.npz`` and ``export/``.
         thresholds: the tolerance table (default :data:`~export.thresholds.THRESHOLDS`).
         samples: test images per row (the first ones of the test split).
+        webgpu_samples: of those, the images per WebGPU row (default
+            :data:`WEBGPU_SAMPLES`): SwiftShader emulates the GPU on the CPU.
         data_dir: where the dataset lives, if not where the run found it.
         split: the test split ``(x, labels)`` when the caller has loaded it already.
         progress: a progress line per (file, runtime) on stderr (:mod:`edgeport.progress`).
@@ -518,8 +527,9 @@ def browser_parity(
 
     from .parity import ParityError
 
-    if samples < 1:
-        raise ValueError(f"samples={samples}; expected a positive number of test images")
+    if samples < 1 or (webgpu_samples is not None and webgpu_samples < 1):
+        raise ValueError(f"samples={samples}, webgpu_samples={webgpu_samples}; expected "
+                         "positive numbers of test images")
     table = thresholds or THRESHOLDS
     info = load_run(run_dir)
     export_dir = info.path / "export"
@@ -584,9 +594,11 @@ def browser_parity(
                                                   reference=info.reference_probabilities[:n]))
                 else:
                     _, _, inputs, oracle, golden_inputs, golden_probs, problem = case
+                    m = min(n, WEBGPU_SAMPLES if webgpu_samples is None else webgpu_samples)
                     rows.append(_webgpu_row(
-                        page, adapter, export_dir, entry, inputs=inputs, oracle=oracle,
-                        labels=labels, golden_inputs=golden_inputs, golden_probs=golden_probs,
+                        page, adapter, export_dir, entry, inputs=inputs[:m],
+                        oracle=None if oracle is None else oracle[:m], labels=labels[:m],
+                        golden_inputs=golden_inputs, golden_probs=golden_probs,
                         table=table, problems=[problem] if problem else [],
                         input_desc=manifest.get("input") or {}))
                 bar.update(1)
@@ -778,7 +790,8 @@ def browser_bench(
 
     WASM rows for every browser target, then ``litert.js webgpu (chromium)`` rows for the
     app models in a Chromium with SwiftShader's WebGPU adapter (the warm-up call, where
-    WebGPU compiles its shaders, apart from the load).
+    WebGPU compiles its shaders, apart from the load), over at most
+    :data:`WEBGPU_BENCH_RUNS` calls (SwiftShader takes 0.2-0.9 s a call here).
 
     Returns:
         One dict per row: ``artifact``, ``precision``, ``runtime``, ``backend``, ``bytes``,
@@ -810,8 +823,8 @@ def browser_bench(
                 try:
                     if not adapter:
                         raise BrowserError(_no_adapter(LITERT_WEBGPU))
-                    run = run_images_webgpu(page, entry, app_pictures(images, _app_size(entry)),
-                                            manifest.get("input") or {})
+                    pictures = app_pictures(images[:WEBGPU_BENCH_RUNS], _app_size(entry))
+                    run = run_images_webgpu(page, entry, pictures, manifest.get("input") or {})
                 except BrowserError as e:
                     rows.append(_bench_row(entry, LITERT_WEBGPU, None, error=str(e)))
                 else:

@@ -9,7 +9,7 @@ Usage::
                         [--calibration-samples 500] [--force] [--repair]
     edgeport explain RUN [--file model_int8.tflite] [--json FILE]   which layer, what fixes it
     edgeport parity RUN [--json FILE] [--junit FILE] [--markdown FILE] [--thresholds FILE]
-                        [--browser [--browser-samples 1000]]
+                        [--browser [--browser-samples 1000] [--webgpu-samples 200]]
                         [--baseline OLD [--budget SPEC] [--baseline-key PUB]]
     edgeport bench  RUN [--runs 1000] [--batch 256] [--json FILE] [--markdown FILE] [--plot FILE]
                         [--browser] [--target litert|tflite-runtime|onnxruntime|browser]
@@ -32,6 +32,8 @@ from pathlib import Path
 
 from edgeport.errors import run_cli
 from edgeport.train.cli import add_train_arguments, run_train
+
+from .browser import WEBGPU_SAMPLES
 
 __all__ = ["build_parser", "main"]
 
@@ -119,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--browser-samples", type=int, default=1000, metavar="N",
                     help="test images per browser row (default 1000; 10000: the full MNIST "
                     "test set)")
+    sp.add_argument("--webgpu-samples", type=int, default=WEBGPU_SAMPLES, metavar="N",
+                    help=f"of those, images per WebGPU row (default {WEBGPU_SAMPLES}: "
+                    "SwiftShader emulates the GPU on the CPU, ~0.2-0.9 s an app-model "
+                    "picture here)")
 
     sp = command("run", "train, export and check parity in one go (the Quickstart)")
     add_train_arguments(sp)
@@ -163,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 _POSITIVE = {"iterations": "--iterations", "calibration_samples": "--calibration-samples",
              "runs": "--runs", "batch": "--batch", "batch_size": "--batch-size",
-             "samples": "--samples", "browser_samples": "--browser-samples"}
+             "samples": "--samples", "browser_samples": "--browser-samples",
+             "webgpu_samples": "--webgpu-samples"}
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -249,7 +256,8 @@ def _parity(args: argparse.Namespace, run: Path) -> int:
     report = check_parity(run, thresholds=thresholds, data_dir=getattr(args, "data_dir", None),
                           progress=not getattr(args, "quiet", False),
                           browser=getattr(args, "browser", False),
-                          browser_samples=getattr(args, "browser_samples", 1000))
+                          browser_samples=getattr(args, "browser_samples", 1000),
+                          webgpu_samples=getattr(args, "webgpu_samples", WEBGPU_SAMPLES))
     print(format_parity_table(report))
     hints = parity_hints(run, report)  # repaired files; failing quantized rows: layer + fix
     if hints:

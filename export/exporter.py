@@ -29,6 +29,7 @@ from edgeport.fileio import atomic_dir, atomic_write_bytes, atomic_write_text, c
 from edgeport.train.data import balanced_sample
 from edgeport.train.run_dir import RunDirError, RunInfo, load_run, probe_writable
 
+from .app import claims_webgpu
 from .errors import ExportError, ExportExistsError
 from .formats import ArtifactFormat, ArtifactKind, Precision, parse_formats
 from .golden import (
@@ -452,7 +453,8 @@ def _write_support_files(
                          probes=structured_probes(job.serving.input_shape, seed=job.seed))
     write_golden(tmp / GOLDEN_NAME, {**golden, **app_golden})
     for entry in written.entries:  # what a phone's GPU / NPU path can run, as measured here
-        entry["gpu"] = gpu_readiness(tmp / entry["file"], entry)
+        entry["gpu"] = gpu_readiness(tmp / entry["file"], entry,
+                                     claims_webgpu=claims_webgpu(entry["file"], run.input))
     manifest = build_manifest(
         run_dir=run.path, labels=run.labels, input=run.input, artifacts=written.entries
     )

@@ -150,11 +150,16 @@ _ORT_EPS = (("nnapi", None), ("coreml_neuralnetwork", "coreml_supported_neuralne
             ("coreml_mlprogram", "coreml_supported_mlprogram_ops.md"))
 
 
-def gpu_readiness(path: str | os.PathLike[str], entry: Mapping[str, Any]) -> dict[str, Any]:
+def gpu_readiness(path: str | os.PathLike[str], entry: Mapping[str, Any], *,
+                  claims_webgpu: bool = False) -> dict[str, Any]:
     """The manifest entry's ``"gpu"`` record: what a phone's accelerator path can run.
 
     - ``.tflite``: the export cannot run a browser, so ``{"webgpu": "not measured at
-      export: ..."}``; the parity gate's WebGPU rows hold the measurement.
+      export: ..."}``; the parity gate's WebGPU rows hold the measurement. With
+      ``claims_webgpu`` (a graph written for LiteRT's GPU delegate: see
+      :func:`edgeport.export.app.claims_webgpu`) the record adds ``"claims_webgpu": true``
+      and the gate's WebGPU row fails unless LiteRT.js runs every op on WebGPU within the
+      thresholds.
     - ``model.onnx``: ONNX Runtime's mobile usability check
       (:mod:`onnxruntime.tools.mobile_helpers.usability_checker`, what
       ``python -m onnxruntime.tools.check_onnx_model_mobile_usability`` prints) for NNAPI,
@@ -169,8 +174,12 @@ def gpu_readiness(path: str | os.PathLike[str], entry: Mapping[str, Any]) -> dic
     name = str(entry.get("file", ""))
     if entry.get("format") == ArtifactFormat.TFLITE.value:
         float_file = entry.get("precision") in ("float32", "float16")
-        return {"webgpu": WEBGPU_MEASURED if entry.get("family") == "app" or float_file
-                else WEBGPU_NOT_RUN}
+        record: dict[str, Any] = {
+            "webgpu": WEBGPU_MEASURED if entry.get("family") == "app" or float_file
+            else WEBGPU_NOT_RUN}
+        if claims_webgpu:
+            record["claims_webgpu"] = True
+        return record
     if not name.endswith(".onnx"):
         return {"ort_mobile": "the graph of model.onnx: see its \"gpu\" record"}
     return {"ort_mobile_usability": ort_mobile_usability(path)}

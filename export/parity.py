@@ -249,6 +249,7 @@ def check_parity(
     progress: bool = True,
     browser: bool = False,
     browser_samples: int = 1000,
+    webgpu_samples: int | None = None,
 ) -> ParityReport:
     """Check every file of ``RUN/export`` against ``RUN/reference.npz`` on the test split.
 
@@ -278,6 +279,8 @@ def check_parity(
             ``onnxruntime-web (chromium)`` and ``litert.js webgpu (chromium)``) on
             ``browser_samples`` test images.
         browser_samples: test images per browser row (the first ones of the split).
+        webgpu_samples: of those, the images per WebGPU row (default
+            :data:`~export.browser.WEBGPU_SAMPLES`).
 
     Returns:
         The verdict, one result per artifact in manifest order.
@@ -353,7 +356,8 @@ def check_parity(
         from .browser import browser_parity
 
         results += browser_parity(info.path, thresholds=table, samples=browser_samples,
-                                  split=(x, labels), progress=progress)
+                                  webgpu_samples=webgpu_samples, split=(x, labels),
+                                  progress=progress)
     from .model_card import fill_model_card
 
     # The card's figures, then its manifest entry, before the manifest hash parity.json keeps.

@@ -156,8 +156,15 @@ async function loadLiteRtModel(file, entry, backend, strict) {
     runtime: 'LiteRT.js', backend: accelerator, fallback, partial, size: shape[1],
     dtype: input.dtype,
     async run(rgb) {
-      const data = input.dtype === 'uint8' ? Uint8Array.from(rgb, (v) => Math.round(v))
-        : Float32Array.from(rgb);
+      // Typed arrays in without per-pixel JavaScript: a uint8 picture as it is; float
+      // pixels to levels by Uint8ClampedArray (clamped, rounded half to even, natively).
+      // Array.from with a rounding callback cost 3.8 ms a 112 x 112 picture.
+      let data = rgb;
+      if (input.dtype === 'uint8' && !(rgb instanceof Uint8Array)) {
+        data = new Uint8Array(new Uint8ClampedArray(rgb).buffer);
+      } else if (input.dtype !== 'uint8' && !(rgb instanceof Float32Array)) {
+        data = Float32Array.from(rgb);
+      }
       const tensor = new litert.Tensor(data, shape);
       const results = await compiled.run([tensor]);
       tensor.delete();
@@ -287,8 +294,9 @@ onmessage = async (event) => {
       const probs = [], times = new Float64Array(msg.count);
       for (let i = 0; i < msg.count; i++) {
         const img = msg.images.subarray(i * n, (i + 1) * n);
-        const x = model.runtime === 'LiteRT.js' ? Float32Array.from(img)
-          : Float32Array.from(img, (v) => v / 255);
+        // An app model's uint8 input takes the bytes as they are (a copy, not a view).
+        const x = model.runtime !== 'LiteRT.js' ? Float32Array.from(img, (v) => v / 255)
+          : model.dtype === 'uint8' ? img.slice() : Float32Array.from(img);
         const t0 = performance.now();
         probs.push(await model.run(x));
         times[i] = performance.now() - t0;

@@ -4,7 +4,7 @@ Usage::
 
     EDGEPORT_DATA=../shared/data .venv/bin/python benchmarks/run_all.py [--run RUN]
         [--out benchmarks/RESULTS.md] [--cold-repeats 5] [--export-repeats 3]
-        [--train-repeats 3] [--skip-training-bench]
+        [--train-repeats 3] [--ratio-rounds 3] [--skip-training-bench]
 
     EDGEPORT_DEVICE_PYTHON=.venv-device/bin/python   the TensorFlow-free venv for cold_start.py
                                                      (default .venv-device, else /tmp/devvenv)
@@ -15,7 +15,8 @@ regression: SGD 0.5, 1,000 steps of 100) into a temporary folder with
 uses that exported run as it is. Then it runs, each in its own process,
 ``inference_vs_numpy.py``, ``cold_start.py``, ``size.py``,
 ``export_parity_time.py``, ``app_model.py`` (each with ``--run``; ``--app-run CNN_RUN``
-adds a run to app_model.py), ``models.py`` and ``train_vs_sklearn.py``,
+adds a run to app_model.py), ``run_vs_train.py`` (``edgeport run`` against ``edgeport
+train``, ``--ratio-rounds`` rounds), ``models.py`` and ``train_vs_sklearn.py``,
 and writes their tables, the targets met or missed with the reasons, the
 date, the machine and the package versions into RESULTS.md. ``make bench``
 runs this.
@@ -120,6 +121,7 @@ def _parse_args() -> argparse.Namespace:
     ap.add_argument("--cold-repeats", type=int, default=5, help="cold_start.py rounds")
     ap.add_argument("--export-repeats", type=int, default=3, help="export_parity_time.py runs")
     ap.add_argument("--train-repeats", type=int, default=3, help="train_vs_sklearn.py runs")
+    ap.add_argument("--ratio-rounds", type=int, default=3, help="run_vs_train.py rounds")
     ap.add_argument("--skip-training-bench", action="store_true",
                     help="leave out train_vs_sklearn.py and models.py (minutes on a small "
                          "machine)")
@@ -213,6 +215,7 @@ REPRODUCE = "\n".join([
     "EDGEPORT_DATA=../shared/data .venv/bin/python benchmarks/export_parity_time.py "
     "--run runs/bench",
     "EDGEPORT_DATA=../shared/data .venv/bin/python benchmarks/train_vs_sklearn.py",
+    "EDGEPORT_DATA=../shared/data .venv/bin/python benchmarks/run_vs_train.py",
     "```",
 ])
 
@@ -233,6 +236,9 @@ def main() -> None:
         for script, title in SECTIONS:
             s.add_json(script, title, f"benchmarks/{script} --run RUN",
                        ["--run", str(run), *extra.get(script, [])], tmp / f"{script}.json")
+        s.add_json("run_vs_train.py", "`edgeport run` against `edgeport train`",
+                   f"benchmarks/run_vs_train.py --rounds {args.ratio_rounds}",
+                   ["--rounds", str(args.ratio_rounds)], tmp / "run_vs_train.json")
         if not args.skip_training_bench:
             s.add_json("models.py", "Every model on MNIST: accuracy, training time, parity",
                        "benchmarks/models.py", [], tmp / "models.json")

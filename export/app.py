@@ -689,15 +689,17 @@ def app_input(input: Mapping[str, Any], precision: Precision) -> dict[str, Any]:
     }
 
 
-def predict_app(model: bytes, pictures: np.ndarray) -> np.ndarray:
-    """Run an app model on RGB pictures ``[N, S, S, 3]`` one at a time (it has batch 1).
+def predict_app(model: bytes, pictures: np.ndarray, *, num_threads: int | None = None
+                ) -> np.ndarray:
+    """Run an app model on RGB pictures ``[N, S, S, 3]`` one at a time (it has batch 1);
+    ``num_threads``: LiteRT's CPU threads (``None``: its default).
 
     Returns:
         float32 ``[N, K]`` probabilities.
     """
     from .tflite import make_interpreter
 
-    interpreter = make_interpreter(model)
+    interpreter = make_interpreter(model, num_threads=num_threads)
     interpreter.allocate_tensors()
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]

@@ -32,35 +32,84 @@ from .thresholds import APP_EMPTY_FRAMES, APP_THRESHOLDS, NO_DIGIT, Tolerance, n
 
 __all__ = [
     "app_oracle",
+    "cached_oracle_inputs",
     "check_app_parity",
     "classify_mediapipe",
+    "oracle_inputs",
     "verify_app_artifact",
 ]
 
 
 def app_oracle(
     saved_model: str | os.PathLike[str], input: Mapping[str, Any], pictures: np.ndarray,
-    labels: Sequence[str],
+    labels: Sequence[str], *, prepared: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """The reference probabilities for pictures put through the numpy preprocessing.
 
     For a digit model, over :func:`export.app.app_labels`: a picture in which
     ``find_digit`` finds no digit is answered ``none``, as the app graph answers it.
+    ``prepared``: :func:`oracle_inputs` of ``pictures`` when the caller has it already
+    (e.g. from the gate cache, :func:`cached_oracle_inputs`).
     """
     import tensorflow as tf
 
-    from edgeport.mobile_demo.preprocess import prepare_digits, with_none
+    from edgeport.mobile_demo.preprocess import with_none
 
-    # edgeport-demo's own batch step (the digit rule, then the pipeline, or a plain resize),
-    # with the preprocessing the app graph was built for.
-    digit = input.get("preprocess") == "mnist"
-    x, found = prepare_digits(list(pictures), {**input, "preprocess": "mnist" if digit
-                                                else "resize"})
+    x, found = oracle_inputs(pictures, input) if prepared is None else prepared
     serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
     out = [serve(image=tf.constant(x[i : i + 512]))["probabilities"].numpy()
            for i in range(0, len(x), 512)]  # x is float32 in the model's own layout
     probs = np.concatenate(out).astype(np.float32)
-    return with_none(probs, found, labels) if digit else probs
+    return with_none(probs, found, labels) if input.get("preprocess") == "mnist" else probs
+
+
+def oracle_inputs(pictures: np.ndarray | Sequence[np.ndarray],
+                  input: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The oracle's preprocessing of ``pictures``: ``(x, found)`` as
+    :func:`mobile_demo.preprocess.prepare_digits` returns them.
+
+    edgeport-demo's own batch step (the digit rule, then the pipeline, or a plain
+    resize), with the preprocessing the app graph was built for.
+    """
+    from edgeport.mobile_demo.preprocess import prepare_digits
+
+    digit = input.get("preprocess") == "mnist"
+    return prepare_digits(list(pictures), {**input, "preprocess": "mnist" if digit
+                                           else "resize"})
+
+
+SPOT_CHECKS = 8  # cached items re-computed on every hit, at random, and compared exactly
+
+
+def cached_oracle_inputs(pictures: np.ndarray,
+                         input: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`oracle_inputs`, read from the gate cache (:mod:`export.gate_cache`) when it
+    holds them for these exact pictures, input description and preprocessing code.
+
+    On a hit, :data:`SPOT_CHECKS` random pictures are preprocessed again and must give
+    the cached values bit for bit; otherwise the whole entry is recomputed and replaced.
+    """
+    from edgeport.mobile_demo import preprocess
+
+    from .gate_cache import cached_arrays, content_key, source_sha256
+
+    key = content_key("oracle-inputs", pictures, dict(input), source_sha256([preprocess]))
+
+    def compute() -> dict[str, np.ndarray]:
+        x, found = oracle_inputs(pictures, input)
+        return {"x": x, "found": found}
+
+    def same(arrays: Mapping[str, np.ndarray]) -> bool:
+        x, found = arrays.get("x"), arrays.get("found")
+        if x is None or found is None or len(x) != len(pictures) or len(found) != len(x):
+            return False
+        picks = np.random.default_rng().choice(len(pictures), min(SPOT_CHECKS, len(pictures)),
+                                               replace=False)
+        x2, found2 = oracle_inputs(pictures[picks], input)
+        return bool(np.array_equal(x2, x[picks]) and np.array_equal(found2, found[picks]))
+
+    arrays = cached_arrays("oracle-inputs", key, compute, check=same)
+    return arrays["x"], arrays["found"]
 
 
 def _one_line(e: BaseException) -> str:
@@ -132,7 +181,8 @@ def check_app_parity(
                 for entry, runtime in jobs]
         for run in runs:
             run.add_done_callback(lambda _: bar.update())
-        oracle = app_oracle(info.saved_model, info.input, pictures, info.labels)
+        oracle = app_oracle(info.saved_model, info.input, pictures, info.labels,
+                            prepared=cached_oracle_inputs(pictures, info.input))
         bar.update()
         outputs = [run.result() for run in runs]
     n = len(digits)
@@ -156,12 +206,28 @@ def check_app_parity(
 
 
 def _empty_frames(input: Mapping[str, Any], n: int) -> np.ndarray:
-    """The generated frames with no digit of the ``(no digit)`` rows (digit models only)."""
+    """The generated frames with no digit of the ``(no digit)`` rows (digit models only),
+    from the gate cache when it holds them (the first few are generated again and
+    compared on every hit: the generator draws them in order)."""
     if input.get("preprocess") != "mnist" or n < 1:
         return np.zeros((0, 1, 1, 3), np.uint8)
-    from .frames import empty_frames
+    from . import frames as frames_module
+    from .gate_cache import cached_arrays, content_key, source_sha256
 
-    return empty_frames(n, app_size(input), seed=1)[0]
+    size, seed = app_size(input), 1
+
+    def same(arrays: Mapping[str, np.ndarray]) -> bool:
+        got = arrays.get("frames")
+        head = frames_module.empty_frames(min(SPOT_CHECKS, n), size, seed=seed)[0]
+        return (got is not None and got.shape == (n, size, size, 3)
+                and np.array_equal(got[: len(head)], head))
+
+    key = content_key("empty-frames", {"n": n, "size": size, "seed": seed},
+                      source_sha256([frames_module]))
+    return cached_arrays(
+        "empty-frames", key,
+        lambda: {"frames": frames_module.empty_frames(n, size, seed=seed)[0]}, check=same,
+    )["frames"]
 
 
 def _reference(pictures: np.ndarray, oracle: np.ndarray, labels: np.ndarray,
@@ -211,7 +277,9 @@ def _run_app(path: Path, runtime: str, pictures: np.ndarray,
         return None, None  # artifact_file_problems names the missing file
     try:
         if runtime == "litert":
-            return predict_app(path.read_bytes(), pictures), None
+            # One thread each: the runs already share the cores side by side (measured:
+            # LiteRT's default threads made a 2,000-picture run 1.4x slower, 2 threads 1.8x).
+            return predict_app(path.read_bytes(), pictures, num_threads=1), None
         return classify_mediapipe(path, pictures, class_names), None
     except Exception as e:  # the clients raise RuntimeError, ValueError, KeyError...
         return None, f"{runtime} cannot run it: {_one_line(e)}"

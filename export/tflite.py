@@ -222,15 +222,16 @@ def integer_only_problems(model: bytes) -> list[str]:
     return problems
 
 
-def make_interpreter(model: bytes) -> Any:
-    """A LiteRT interpreter for ``model`` (``tf.lite.Interpreter`` if LiteRT is missing)."""
+def make_interpreter(model: bytes, *, num_threads: int | None = None) -> Any:
+    """A LiteRT interpreter for ``model`` (``tf.lite.Interpreter`` if LiteRT is missing);
+    ``num_threads``: CPU threads (``None``: the runtime's default)."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # pragma: no cover - the export environment ships ai-edge-litert
         import tensorflow as tf
 
         Interpreter = tf.lite.Interpreter
-    return Interpreter(model_content=bytes(model))
+    return Interpreter(model_content=bytes(model), num_threads=num_threads)
 
 
 def tflite_tensor_details(model: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -48,7 +48,7 @@ test: $(VENV)/.installed $(DEVICE_VENV)/.installed web
 # The inner loop: every module's fast tests (no slow, device or browser test), lint first.
 test-fast: $(VENV)/.installed
 	$(PY) -m ruff check .
-	$(PY) -m pytest -m "not slow and not device" -q
+	$(PY) -m pytest -m "not slow and not device and not browser" -q --durations=10
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

@@ -207,6 +207,7 @@ def fashion_files(tmp_path, monkeypatch):
 
 # --model cnn on Fashion-MNIST-layout files runs in tests/test_app.py (fashion_run), with
 # real strokes and its app models checked on photos.
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["softmax", "mlp"])
 def test_run_fashion_mnist_end_to_end(fashion_files, tmp_path, capsys, model):
     out = tmp_path / "run"

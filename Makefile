@@ -43,7 +43,7 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed $(DEVICE_VENV)/.installed web
 	$(PY) -m ruff check .
-	EDGEPORT_DEVICE_PYTHON=$(abspath $(DEVICE_VENV))/bin/python $(PY) -m pytest
+	EDGEPORT_DEVICE_PYTHON=$(abspath $(DEVICE_VENV))/bin/python $(PY) -m pytest --durations=20
 
 # The inner loop: every module's fast tests (no slow, device or browser test), lint first.
 test-fast: $(VENV)/.installed

@@ -321,6 +321,7 @@ def test_run_export_parity_and_demo_eval_agree_on_a_folder(shapes, folder_run, t
         assert ev["accuracy"] == pytest.approx(r["accuracy"], abs=1e-9), r["artifact"]
 
 
+@pytest.mark.slow
 def test_app_models_on_photos_agree_with_edgeport_demo(folder_run):
     """MediaPipe with the folder run's app models (resize path) vs edgeport-demo, on 300
     new photos of the shapes: 40-300 px, RGB, blurred, with sensor noise (issue 10's bar)."""

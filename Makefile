@@ -43,12 +43,12 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed $(DEVICE_VENV)/.installed web
 	$(PY) -m ruff check .
-	EDGEPORT_DEVICE_PYTHON=$(abspath $(DEVICE_VENV))/bin/python $(PY) -m pytest
+	EDGEPORT_DEVICE_PYTHON=$(abspath $(DEVICE_VENV))/bin/python $(PY) -m pytest --durations=20
 
 # The inner loop: every module's fast tests (no slow, device or browser test), lint first.
 test-fast: $(VENV)/.installed
 	$(PY) -m ruff check .
-	$(PY) -m pytest -m "not slow and not device" -q
+	$(PY) -m pytest -m "not slow and not device and not browser" -q --durations=10
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

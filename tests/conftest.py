@@ -21,6 +21,28 @@ if os.environ.get("EDGEPORT_DATA"):
     os.environ["EDGEPORT_DATA"] = str(Path(os.environ["EDGEPORT_DATA"]).resolve())
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# `make test-fast` (-m "not slow and not device and not browser") is the inner loop: unit
+# tests on small inputs, about 2 minutes on 2 cores. A test that reaches one of these
+# fixtures trains or exports a real model, starts Chromium or needs the device venv, so it
+# is slow (browser, device) whatever its own marks say: pytest_collection_modifyitems marks
+# it, so a new test cannot slip into the fast set. Tests that train inline carry
+# @pytest.mark.slow themselves.
+SLOW_FIXTURES = frozenset({"seed_run", "exported_run", "cnn_run"})
+BROWSER_FIXTURES = frozenset({"chromium"})
+DEVICE_FIXTURES = frozenset({"device_python"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+        if used & BROWSER_FIXTURES:
+            item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.slow)
+        if used & DEVICE_FIXTURES:
+            item.add_marker(pytest.mark.device)
+
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:

@@ -238,6 +238,7 @@ def test_stream_reads_the_same_training_split(shapes, shapes_ds):
     assert got == ref
 
 
+@pytest.mark.slow
 def test_train_cli_on_a_folder_end_to_end(shapes, tmp_path):
     import tensorflow as tf
 
@@ -288,6 +289,7 @@ def folder_run(shapes, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_run_export_parity_and_demo_eval_agree_on_a_folder(shapes, folder_run, tmp_path):
     """`edgeport run --dataset DIR --model cnn`, then `edgeport-demo --eval` on its test split.
 
@@ -319,6 +321,7 @@ def test_run_export_parity_and_demo_eval_agree_on_a_folder(shapes, folder_run, t
         assert ev["accuracy"] == pytest.approx(r["accuracy"], abs=1e-9), r["artifact"]
 
 
+@pytest.mark.slow
 def test_app_models_on_photos_agree_with_edgeport_demo(folder_run):
     """MediaPipe with the folder run's app models (resize path) vs edgeport-demo, on 300
     new photos of the shapes: 40-300 px, RGB, blurred, with sensor noise (issue 10's bar)."""
@@ -336,6 +339,7 @@ def test_app_models_on_photos_agree_with_edgeport_demo(folder_run):
     assert len(rows) == 2 and all(r.passed for r in rows), rows
 
 
+@pytest.mark.slow
 def test_streamed_run_exports_from_a_calibration_sample(shapes, tmp_path):
     """A --stream run never loads its training split whole: export decodes a sample."""
     from edgeport.train.run_dir import load_split

@@ -101,6 +101,7 @@ def test_missing_saved_model(tmp_path: Path) -> None:
         export_model(tmp_path, progress=False)
 
 
+@pytest.mark.slow
 def test_missing_metrics(run_dir: Path, tmp_path: Path) -> None:
     copy = copy_run(run_dir, tmp_path / "run")
     (copy / "metrics.json").unlink()

@@ -32,6 +32,7 @@ def test_help_is_instant_and_imports_no_tensorflow():
     assert time.perf_counter() - start < 5  # generous: a cold interpreter on a busy CI box
 
 
+@pytest.mark.slow
 def test_train_cli_end_to_end(tmp_path):
     out = tmp_path / "run"
     res = edgeport("train", "--iterations", "100", "--out", str(out), "--quiet")
@@ -87,6 +88,7 @@ def test_bad_options_exit_2_one_line(tmp_path, capsys, args, needle):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_digits_trains_offline(tmp_path):
     res = edgeport("train", "--dataset", "digits", "--iterations", "200", "--out",
                    str(tmp_path / "d"), "--quiet")

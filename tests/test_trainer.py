@@ -24,6 +24,7 @@ def test_seed_recipe_reproduces_the_tutorial(seed_run):
     assert seed_run.iterations == 1000
 
 
+@pytest.mark.slow
 def test_same_seed_gives_bit_identical_weights(mnist):
     cfg = make_config(recipe="seed", iterations=150)
     t1 = train_model(cfg, mnist, progress=False)
@@ -36,12 +37,14 @@ def test_same_seed_gives_bit_identical_weights(mnist):
     assert not np.array_equal(t3.model.weights[0].numpy(), t4.model.weights[0].numpy())
 
 
+@pytest.mark.slow
 def test_best_recipe_beats_the_seed(mnist):
     res = train_model(make_config(recipe="best"), mnist, progress=False).result
     assert res.test_accuracy >= 0.927  # issue target: the best a linear model reaches
     assert res.iterations == 5500  # 10 epochs of 550 batches of 100
 
 
+@pytest.mark.slow
 def test_mlp_and_cnn_train_a_few_steps(mnist):
     for model in ("mlp", "cnn"):
         cfg = make_config(model=model, iterations=60, eval_every=30)
@@ -99,6 +102,7 @@ def test_mlp_and_cnn_learn_mnist_briefly(mnist, cnn_run):
     assert cnn["iterations"] == 300 and cnn["test_accuracy"] >= 0.97
 
 
+@pytest.mark.slow
 def test_stream_path_matches_in_memory_training(mnist):
     # --stream feeds the batches through tf.data (seeded shuffle) instead of the
     # in-memory index permutations: other batches, the same training. 300 Adam steps of

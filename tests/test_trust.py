@@ -73,6 +73,7 @@ def test_force_replaces_only_a_marked_folder_and_leaves_no_temp(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+@pytest.mark.slow
 def test_cli_train_force_on_a_user_folder_is_one_line_and_keeps_it(tmp_path):
     user = tmp_path / "mine"
     user.mkdir()
@@ -181,6 +182,7 @@ def test_full_disk_export_is_one_line_and_leaves_no_temp(exported_run, small_dis
 
 # ---- training that diverges stops -----------------------------------------------------------
 
+@pytest.mark.slow
 def test_divergence_stops_with_iteration_loss_and_fix(tmp_path):
     line = one_line(edgeport("train", "--model", "mlp", "--optimizer", "sgd", "--iterations",
                              "20", "--learning-rate", "1e6", "--patience", "0",
@@ -404,6 +406,7 @@ def test_a_caught_ctrl_c_still_exits_130(capsys):
     assert run_cli("edgeport", body) == 130
 
 
+@pytest.mark.slow
 def test_two_trainings_racing_for_one_out(tmp_path, mnist, monkeypatch):
     from edgeport.train import fit, make_config, trainer
     from edgeport.train.run_dir import RunDirError

@@ -8,6 +8,7 @@ Tests use the real dataset at ``$EDGEPORT_DATA/mnist`` (CI and the Makefile set
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,9 @@ if os.environ.get("EDGEPORT_DATA"):
     # Absolute, so subprocesses started in other folders (and symlinks) find the same files.
     os.environ["EDGEPORT_DATA"] = str(Path(os.environ["EDGEPORT_DATA"]).resolve())
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The gate cache (export/gate_cache.py) of this test session: its own folder, not the user's
+# ~/.cache, so a run of the suite starts cold and leaves nothing behind in $HOME.
+os.environ.setdefault("EDGEPORT_CACHE", tempfile.mkdtemp(prefix="edgeport-test-cache-"))
 
 # `make test-fast` (-m "not slow and not device and not browser") is the inner loop: unit
 # tests on small inputs, about 2 minutes on 2 cores. A test that reaches one of these

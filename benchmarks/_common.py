@@ -6,7 +6,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -154,3 +156,16 @@ def finish(markdown: str, targets: list[Target], json_path: str | None) -> None:
     if json_path:
         doc = {"markdown": text, "targets": [t.to_dict() for t in targets]}
         Path(json_path).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+def edgeport_cli(args: list[str], env: dict[str, str]) -> tuple[float, str]:
+    """Wall seconds of ``python -m edgeport ARGS`` (the ``edgeport`` console script) and its
+    stdout; exits with a one-line error unless the command succeeds."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "edgeport", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        sys.exit(f"error: edgeport {' '.join(args)} failed (exit {proc.returncode}): {tail}")
+    return seconds, proc.stdout

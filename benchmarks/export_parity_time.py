@@ -29,7 +29,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,9 +38,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (
-    REPO,
     Target,
     add_run_argument,
+    edgeport_cli,
     finish,
     load_average,
     machine,
@@ -65,18 +64,6 @@ def copy_run(run: Path, dest: Path) -> Path:
         else:
             shutil.copy2(src, dest / name)
     return dest
-
-
-def cli_seconds(args: list[str], env: dict[str, str]) -> float:
-    """Wall time of ``python -m edgeport ARGS`` (the ``edgeport`` console script)."""
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "edgeport", *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-        sys.exit(f"error: edgeport {' '.join(args)} failed: {tail}")
-    return seconds
 
 
 def _in_process(run: Path, repeats: int) -> tuple[dict[str, list[float]],
@@ -150,8 +137,8 @@ def main() -> None:
         steps["cli_export"], steps["cli_parity"] = [], []
         for i in range(args.repeats):
             print(f"commands {i + 1}/{args.repeats}", file=sys.stderr)
-            steps["cli_export"].append(cli_seconds(["export", str(run), "--force"], env))
-            steps["cli_parity"].append(cli_seconds(["parity", str(run)], env))
+            steps["cli_export"].append(edgeport_cli(["export", str(run), "--force"], env)[0])
+            steps["cli_parity"].append(edgeport_cli(["parity", str(run)], env)[0])
 
     med = statistics.median
 

@@ -28,29 +28,16 @@ import argparse
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import REPO, Target, finish, load_average, machine, table
+from _common import Target, edgeport_cli, finish, load_average, machine, table
 
 TARGET_RATIO = 2.0
 _EXPORTED = re.compile(r"exported \d+ files to .* in ([0-9.]+) s")
-
-
-def timed(args: list[str], env: dict[str, str]) -> tuple[float, str]:
-    """Wall seconds of ``python -m edgeport ARGS`` and its stdout (exit 0 required)."""
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "edgeport", *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-        sys.exit(f"error: edgeport {' '.join(args)} failed (exit {proc.returncode}): {tail}")
-    return seconds, proc.stdout
 
 
 def main() -> None:
@@ -75,7 +62,7 @@ def main() -> None:
             "run": (["run", "--out", str(tmp / "r"), *common], base),
         }
         print("warm-up: edgeport run (untimed)", file=sys.stderr, flush=True)
-        timed(commands["run"][0], base)
+        edgeport_cli(commands["run"][0], base)
         names = ["train", "run", "run_cold"]
         for r in range(args.rounds):
             for name in names[r % 3:] + names[: r % 3]:
@@ -84,7 +71,7 @@ def main() -> None:
                     cmd, env = commands["run"][0], {**base, "EDGEPORT_CACHE": str(cold)}
                 else:
                     cmd, env = commands[name]
-                seconds, out = timed(cmd, env)
+                seconds, out = edgeport_cli(cmd, env)
                 times[name].append(seconds)
                 if name in exports and (m := _EXPORTED.search(out)):
                     exports[name].append(float(m.group(1)))

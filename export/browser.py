@@ -65,14 +65,13 @@ from edgeport.errors import EdgeportError
 from .app import predict_app
 from .formats import ArtifactFormat, Precision
 from .manifest import artifact_file_problems, read_manifest
-from .thresholds import THRESHOLDS, Thresholds
+from .thresholds import THRESHOLDS, WEBGPU_SAMPLES, Thresholds
 
 __all__ = [
     "BROWSER_RUNTIMES",
     "CHROMIUM_FLAGS",
     "LITERT_WEBGPU",
     "WEBGPU_FLAGS",
-    "WEBGPU_SAMPLES",
     "BrowserError",
     "BrowserRun",
     "browser_bench",
@@ -102,10 +101,6 @@ NO_ADAPTER_FIX = (
     f"fix: install Debian's Chromium ({INSTALL_CHROMIUM}; it ships SwiftShader) and keep "
     f"the flags {' '.join(WEBGPU_FLAGS)}"
 )
-# Images per WebGPU row by default: SwiftShader runs WebGPU's shaders on the CPU, one
-# dispatch per op, and LiteRT's TOPK shader costs ~0.45 ms per k: the float app graph's
-# medians make it 0.2-0.9 s a picture here (a phone GPU is another matter).
-WEBGPU_SAMPLES = 200
 WEBGPU_BENCH_RUNS = 30  # calls per WebGPU latency row of `bench --browser`
 _CHUNK_BYTES = 4_000_000  # pixels per page call: a few MB per message
 _TIMEOUT_MS = 120_000
@@ -499,7 +494,7 @@ def browser_parity(
     *,
     thresholds: Thresholds | None = None,
     samples: int = 1000,
-    webgpu_samples: int | None = None,
+    webgpu_samples: int = WEBGPU_SAMPLES,
     data_dir: str | os.PathLike[str] | None = None,
     split: tuple[np.ndarray, np.ndarray] | None = None,
     progress: bool = True,
@@ -511,7 +506,8 @@ def browser_parity(
         thresholds: the tolerance table (default :data:`~export.thresholds.THRESHOLDS`).
         samples: test images per row (the first ones of the test split).
         webgpu_samples: of those, the images per WebGPU row (default
-            :data:`WEBGPU_SAMPLES`): SwiftShader emulates the GPU on the CPU.
+            :data:`~export.thresholds.WEBGPU_SAMPLES`): SwiftShader emulates the GPU on
+            the CPU.
         data_dir: where the dataset lives, if not where the run found it.
         split: the test split ``(x, labels)`` when the caller has loaded it already.
         progress: a progress line per (file, runtime) on stderr (:mod:`edgeport.progress`).
@@ -527,7 +523,7 @@ def browser_parity(
 
     from .parity import ParityError
 
-    if samples < 1 or (webgpu_samples is not None and webgpu_samples < 1):
+    if samples < 1 or webgpu_samples < 1:
         raise ValueError(f"samples={samples}, webgpu_samples={webgpu_samples}; expected "
                          "positive numbers of test images")
     table = thresholds or THRESHOLDS
@@ -594,7 +590,7 @@ def browser_parity(
                                                   reference=info.reference_probabilities[:n]))
                 else:
                     _, _, inputs, oracle, golden_inputs, golden_probs, problem = case
-                    m = min(n, WEBGPU_SAMPLES if webgpu_samples is None else webgpu_samples)
+                    m = min(n, webgpu_samples)
                     rows.append(_webgpu_row(
                         page, adapter, export_dir, entry, inputs=inputs[:m],
                         oracle=None if oracle is None else oracle[:m], labels=labels[:m],

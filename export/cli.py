@@ -33,7 +33,7 @@ from pathlib import Path
 from edgeport.errors import run_cli
 from edgeport.train.cli import add_train_arguments, run_train
 
-from .browser import WEBGPU_SAMPLES
+from .thresholds import WEBGPU_SAMPLES
 
 __all__ = ["build_parser", "main"]
 

@@ -44,7 +44,14 @@ from .formats import ArtifactFormat, Precision
 from .integrity import folder_problems
 from .manifest import artifact_file_problems, file_sha256, read_manifest
 from .oracle import check_oracle
-from .thresholds import THRESHOLDS, Thresholds, Tolerance, calibrated_bound, load_thresholds
+from .thresholds import (
+    THRESHOLDS,
+    WEBGPU_SAMPLES,
+    Thresholds,
+    Tolerance,
+    calibrated_bound,
+    load_thresholds,
+)
 
 __all__ = [
     "PARITY_NAME",
@@ -249,7 +256,7 @@ def check_parity(
     progress: bool = True,
     browser: bool = False,
     browser_samples: int = 1000,
-    webgpu_samples: int | None = None,
+    webgpu_samples: int = WEBGPU_SAMPLES,
 ) -> ParityReport:
     """Check every file of ``RUN/export`` against ``RUN/reference.npz`` on the test split.
 
@@ -280,7 +287,7 @@ def check_parity(
             ``browser_samples`` test images.
         browser_samples: test images per browser row (the first ones of the split).
         webgpu_samples: of those, the images per WebGPU row (default
-            :data:`~export.browser.WEBGPU_SAMPLES`).
+            :data:`~export.thresholds.WEBGPU_SAMPLES`).
 
     Returns:
         The verdict, one result per artifact in manifest order.

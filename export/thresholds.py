@@ -42,6 +42,7 @@ __all__ = [
     "FLOAT16_CALIBRATION_K",
     "NO_DIGIT",
     "THRESHOLDS",
+    "WEBGPU_SAMPLES",
     "Thresholds",
     "ThresholdsError",
     "Tolerance",
@@ -255,6 +256,12 @@ APP_THRESHOLDS: Thresholds = MappingProxyType(
 APP_NONE_RATE = 0.95
 APP_EMPTY_FRAMES = 1000
 NO_DIGIT = " (no digit)"  # the runtime suffix of those rows: "litert (no digit)"
+
+# Test images per WebGPU row of `parity --browser` by default (`--webgpu-samples`): SwiftShader
+# runs WebGPU's shaders on the CPU, one dispatch per op, and LiteRT's TOPK shader costs ~0.45 ms
+# per k: the app graph's medians make it 0.2-0.9 s a picture here (a phone GPU is another
+# matter).
+WEBGPU_SAMPLES = 200
 
 
 def none_failures(rate: float, n: int) -> list[str]:
